@@ -1,0 +1,123 @@
+"""Per-event SSE decode cost: aistream's SSEDecoder against httpx-sse 0.4.3, plus a correctness table.
+
+Run: ``python benchmarks/decode.py``. httpx-sse is driven exactly as ``EventSource.iter_sse`` does
+per chunk (httpx ``TextDecoder`` + ``TextChunker`` as in ``iter_text``, then ``SSELineDecoder``,
+``line.rstrip("\\n")`` and ``SSEDecoder.decode``), minus the network.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+from httpx._decoders import TextChunker, TextDecoder
+from httpx_sse._decoders import SSEDecoder as HxSSEDecoder
+from httpx_sse._decoders import SSELineDecoder
+
+from aistream._wire._sse import SSEDecoder
+
+N_EVENTS = 10_000
+ROUNDS = 9
+Frame = tuple[str, str, str | None, int | None]  # event, data, id, retry
+
+
+def openai_stream(n: int) -> list[bytes]:
+    """One `data: {chat.completion.chunk}` event per chunk, as servers flush them."""
+    words = ["Hello", " there", "!", " How", " can", " I", " help", " you", " today", "?"]
+    base = {"id": "chatcmpl-ABfw031mOJeYCSHe4yI2ZjOA6kMJL", "object": "chat.completion.chunk"}
+    base |= {"created": 1727346168, "model": "gpt-4o-2024-08-06"}
+    base |= {"system_fingerprint": "fp_5050236cbd"}
+    out = []
+    for i in range(n):
+        choice = {"index": 0, "delta": {"content": words[i % 10]}, "logprobs": None}
+        payload = json.dumps({**base, "choices": [{**choice, "finish_reason": None}]})
+        out.append(f"data: {payload}\n\n".encode())
+    return out
+
+
+def rechunk(chunks: list[bytes], size: int) -> list[bytes]:
+    raw = b"".join(chunks)
+    return [raw[i : i + size] for i in range(0, len(raw), size)]
+
+
+def ours(chunks: list[bytes], parse: bool = False) -> list[Frame]:
+    decoder, out = SSEDecoder(), []
+    for chunk in chunks:
+        for ev in decoder.feed(chunk):
+            if parse:
+                json.loads(ev.data)
+            out.append((ev.event, ev.data, ev.id, ev.retry))
+    decoder.eof()
+    return out
+
+
+def httpx_sse(chunks: list[bytes], parse: bool = False, charset: str = "utf-8") -> list[Frame]:
+    text, chunker, lines, decoder = TextDecoder(charset), TextChunker(), SSELineDecoder(), HxSSEDecoder()
+    out: list[Frame] = []
+
+    def run(line_list: list[str]) -> None:
+        for line in line_list:
+            sse = decoder.decode(line.rstrip("\n"))
+            if sse is not None:
+                if parse:
+                    sse.json()
+                out.append((sse.event, sse.data, sse.id or None, sse.retry))
+
+    for chunk in chunks:
+        for piece in chunker.decode(text.decode(chunk)):
+            run(lines.decode(piece))
+    for piece in chunker.decode(text.flush()) + chunker.flush():
+        run(lines.decode(piece))
+    run(lines.flush())
+    return out
+
+
+def bench() -> None:
+    per_event = openai_stream(N_EVENTS)
+    inputs = {"1 event/chunk": per_event, "4 KiB chunks": rechunk(per_event, 4096)}
+    impls: dict[str, Callable[[list[bytes], bool], list[Frame]]] = {
+        "aistream": ours,
+        "httpx-sse": httpx_sse,
+    }
+    assert ours(per_event) == httpx_sse(per_event) == ours(inputs["4 KiB chunks"])
+    print(f"{N_EVENTS} OpenAI chunk events ({len(per_event[0])} bytes each), {ROUNDS} rounds, µs/event")
+    for parse in (False, True):
+        for label, chunks in inputs.items():
+            times: dict[str, list[float]] = {name: [] for name in impls}
+            for _ in range(ROUNDS):
+                for name, impl in impls.items():  # alternate implementations within each round
+                    start = time.perf_counter_ns()
+                    impl(chunks, parse)
+                    times[name].append((time.perf_counter_ns() - start) / N_EVENTS / 1000)
+            medians = {name: statistics.median(t) for name, t in times.items()}
+            case = f"{label}{' + json.loads' if parse else ''}"
+            for name, t in times.items():
+                print(f"  {case:28} {name:10} {medians[name]:6.2f}  ({min(t):.2f}–{max(t):.2f})")
+            print(f"  {case:28} ratio aistream/httpx-sse = {medians['aistream'] / medians['httpx-sse']:.2f}")
+
+
+CASES: list[tuple[str, bytes, str]] = [
+    ("id then ': ping' comment (b7)", b"id: 1\ndata: a\n\n: ping\n\n", "utf-8"),
+    ("CRLF endings (b7)", b"data: x\r\n\r\n", "utf-8"),
+    ("retry only (b7)", b"retry: 3000\n\n", "utf-8"),
+    ("EOF mid-event (b7)", b"data: a\n\ndata: b", "utf-8"),
+    ("NUL in id (b7)", b"id: 1\ndata: a\n\nid: 2\x003\ndata: b\n\n", "utf-8"),
+    ("leading BOM", b"\xef\xbb\xbfdata: first\n\ndata: second\n\n", "utf-8"),
+    ("charset=latin-1 declared", "data: café\n\n".encode(), "latin-1"),
+    ("retry: -5 / retry: 1_0", b"retry: -5\ndata: a\n\nretry: 1_0\ndata: b\n\n", "utf-8"),
+]
+
+
+def correctness() -> None:
+    print("\ncorrectness: (event, data, id, retry) per event; bytes fed one at a time")
+    for name, raw, charset in CASES:
+        chunks = [raw[i : i + 1] for i in range(len(raw))]
+        print(f"  {name}\n    aistream : {ours(chunks)}")
+        print(f"    httpx-sse: {httpx_sse(chunks, charset=charset)}")
+
+
+if __name__ == "__main__":
+    bench()
+    correctness()

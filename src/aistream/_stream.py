@@ -1,0 +1,622 @@
+"""AIStream: conversation state, the turn state machine, the retry loop and event emission.
+
+Owns history, usage totals and the order of events. Imports `_transport` (bytes), `_retry`
+(time), `_emitter` (pyee), `_sync`, `_wire`, `models`, `errors`, `types`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import math
+import random
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from ._emitter import SafeEmitter
+from ._retry import RetryBudget, is_retryable
+from ._sync import run_sync
+from ._transport import AttemptState, Transport
+from ._wire._dialect import ChatMessage, ChatRequest, Dialect
+from ._wire._events import (
+    Done,
+    FinishReason,
+    Heartbeat,
+    Metadata,
+    ReasoningDelta,
+    ServerError,
+    Skipped,
+    StreamEvent,
+    StreamStarted,
+    TextDelta,
+    ToolCallDone,
+    UsageReport,
+)
+from ._wire._registry import dialect_factory
+from .errors import AIStreamError, APIStatusError, StreamBusyError, redact_url
+from .models import Message, RetryConfig, RetryEvent, ToolCall, Usage
+from .types import (
+    EVENT_ERROR,
+    EVENT_MESSAGE,
+    EVENT_REASONING,
+    EVENT_RESET,
+    EVENT_RETRY,
+    EVENT_STREAMING_END,
+    EVENT_STREAMING_START,
+    EVENT_TOKEN,
+    EVENT_TOOL_CALL,
+    EVENT_USAGE,
+    ProtocolName,
+)
+
+log = logging.getLogger("aistream")
+
+_END = object()  # end-of-turn marker for tokens()
+_IN_SYNC: contextvars.ContextVar[bool] = contextvars.ContextVar("aistream_in_sync", default=False)
+_DELETE_TIMEOUT = 2.0
+
+
+def _estimate_tokens(chars: int) -> int:
+    """About four characters per token: the estimate used until a server reports usage."""
+    return math.ceil(chars / 4)
+
+
+class _Turn:
+    """The state of one streaming turn (one assistant reply, however many attempts)."""
+
+    __slots__ = (
+        "base",
+        "cancel_request",
+        "client",
+        "discard",
+        "finish_reason",
+        "loop",
+        "next_index",
+        "parts",
+        "prompt_chars",
+        "queue",
+        "reasoning",
+        "stop_requested",
+        "stream_id",
+        "task",
+        "tool_calls",
+        "usage",
+    )
+
+    def __init__(self, base: Usage, prompt_chars: int, queue: asyncio.Queue[Any] | None) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.task: asyncio.Task[None] | None = None
+        self.client: httpx.AsyncClient | None = None
+        self.cancel_request: asyncio.Task[None] | None = None
+        self.base = base  # conversation totals before this turn
+        self.prompt_chars = prompt_chars
+        self.queue = queue
+        self.stop_requested = False
+        self.discard = False
+        self.stream_id: str | None = None
+        self.restart()
+
+    def restart(self) -> None:
+        """Forget the partial reply: the next attempt streams it from the beginning."""
+        self.parts: list[str] = []
+        self.reasoning: list[str] = []
+        self.tool_calls: list[ToolCall] = []
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+        self.next_index = 0
+
+
+class AIStream(SafeEmitter):
+    """A conversation with a model behind a streaming endpoint; an event emitter (pyee).
+
+    Args:
+        endpoint: Full URL of the streaming chat endpoint.
+        model: Model name sent with each request.
+        protocol: "native", "openai", "anthropic", "ollama" or "auto" (by the endpoint's path).
+        headers: Extra request headers (e.g. Authorization); never logged or shown.
+        system_prompt: Sent with every request as the dialect expects.
+        retry: How failed attempts are retried (default RetryConfig()).
+        timeout: Connect timeout and longest silence on the connection, seconds (None: none).
+        stall_timeout: Longest wait between content events, seconds; heartbeats do not count
+            (None: disabled).
+        on_token, on_usage, on_error: Shortcuts for ``on("token", ...)`` etc.
+        client: An httpx.AsyncClient to share a connection pool (borrowed, never closed).
+        options: Extra fields merged into every request body (e.g. ``{"temperature": 0}``).
+        max_event_bytes: Largest single stream event accepted (default 1 MiB).
+        sleep: Awaitable sleep used for backoff waits (injected in tests).
+        rng: Random source in [0, 1) for jitter (injected in tests).
+
+    ```py
+    chat = AIStream("http://127.0.0.1:8000/api/chat", on_token=lambda t: print(t, end=""))
+    reply = await chat.send("Hello")
+    ```
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        model: str | None = None,
+        protocol: ProtocolName = "auto",
+        headers: Mapping[str, str] | None = None,
+        system_prompt: str | None = None,
+        retry: RetryConfig | None = None,
+        timeout: float | None = 30.0,
+        stall_timeout: float | None = 120.0,
+        on_token: Callable[[str], Any] | None = None,
+        on_usage: Callable[[Usage], Any] | None = None,
+        on_error: Callable[[AIStreamError], Any] | None = None,
+        client: httpx.AsyncClient | None = None,
+        options: Mapping[str, Any] | None = None,
+        max_event_bytes: int = 1 << 20,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        super().__init__()
+        parts = urlsplit(endpoint) if isinstance(endpoint, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                f"endpoint must be an http:// or https:// URL such as "
+                f"'http://127.0.0.1:8000/api/chat'; got {redact_url(str(endpoint))!r}"
+            )
+        for name, value in (("timeout", timeout), ("stall_timeout", stall_timeout)):
+            if value is not None and value <= 0:
+                raise ValueError(
+                    f"{name} must be a positive number of seconds or None; got {value}"
+                )
+        self._endpoint = endpoint
+        self._dialect_factory: Callable[[], Dialect] = dialect_factory(protocol, endpoint)
+        self._protocol = self._dialect_factory.name  # type: ignore[attr-defined]
+        self._model = model
+        self._system_prompt = system_prompt
+        self._options = dict(options or {})
+        self._retry = retry if retry is not None else RetryConfig()
+        self._transport = Transport(
+            headers=headers or {},
+            timeout=timeout,
+            stall_timeout=stall_timeout,
+            max_event_bytes=max_event_bytes,
+        )
+        self._user_client = client
+        self._owned_client: httpx.AsyncClient | None = None
+        self._owned_loop: asyncio.AbstractEventLoop | None = None
+        self._sleep = sleep
+        self._rng = rng
+        self._messages: list[Message] = []
+        self._usage = Usage()
+        self._turn: _Turn | None = None
+        self._lock = threading.Lock()
+        for event, handler in (
+            (EVENT_TOKEN, on_token),
+            (EVENT_USAGE, on_usage),
+            (EVENT_ERROR, on_error),
+        ):
+            if handler is not None:
+                self.on(event, handler)
+
+    # --- public state -----------------------------------------------------------------------
+
+    @property
+    def messages(self) -> list[Message]:
+        """A copy of the conversation history."""
+        return [m.model_copy(deep=True) for m in self._messages]
+
+    @property
+    def usage(self) -> Usage:
+        """Usage totals for the whole conversation (an immutable value)."""
+        return self._usage
+
+    @property
+    def is_streaming(self) -> bool:
+        """True while a turn is in flight."""
+        return self._turn is not None
+
+    def get_messages(self) -> list[Message]:
+        """Same as `messages`."""
+        return self.messages
+
+    def get_usage(self) -> Usage:
+        """Same as `usage`."""
+        return self.usage
+
+    def get_is_streaming(self) -> bool:
+        """Same as `is_streaming`."""
+        return self.is_streaming
+
+    def __repr__(self) -> str:
+        return (
+            f"AIStream({redact_url(self._endpoint)!r}, protocol={self._protocol!r}, "
+            f"model={self._model!r}, messages={len(self._messages)}, "
+            f"streaming={self.is_streaming})"
+        )
+
+    # --- turns ------------------------------------------------------------------------------
+
+    async def send(self, content: str) -> Message:
+        """Add a user message and stream the assistant reply.
+
+        Returns:
+            The assistant Message (``finish_reason="stopped"`` when stop() ended it).
+
+        Raises:
+            StreamBusyError: a turn is already streaming.
+            APIStatusError: the server refused the request or reported an error.
+            ConnectionLostError, StreamTimeoutError: retries ran out.
+            ProtocolError: the server sent something unreadable or oversized.
+
+        ```py
+        reply = await chat.send("Hello")
+        ```
+        """
+        turn = self._begin(content, queue=None)
+        return await self._run(turn)
+
+    async def tokens(self, content: str) -> AsyncIterator[str]:
+        """Send `content` and yield the reply's text deltas as they arrive.
+
+        Breaking out of the loop stops the turn (the partial reply stays in history). If a
+        reply restarts after a drop without ids, the text is yielded again from its start
+        (the ``retry`` event says ``resume=False``).
+
+        ```py
+        async for token in chat.tokens("Tell me a story"):
+            print(token, end="", flush=True)
+        ```
+        """
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        turn = self._begin(content, queue=queue)
+        runner = asyncio.create_task(self._run(turn))
+        try:
+            while (item := await queue.get()) is not _END:
+                yield item
+            await runner
+        finally:
+            if not runner.done():
+                self.stop()
+                await asyncio.wait((runner,))
+            if not runner.cancelled():
+                runner.exception()  # retrieved: the error was raised above or is superseded
+
+    def send_sync(self, content: str) -> Message:
+        """Blocking `send`, for scripts; also safe inside a running loop (Jupyter).
+
+        It uses its own short-lived connection (an AsyncClient cannot cross event loops).
+        Ctrl-C stops the stream, keeps the partial reply and re-raises KeyboardInterrupt.
+
+        ```py
+        reply = chat.send_sync("Hi")
+        ```
+        """
+
+        async def once() -> Message:
+            _IN_SYNC.set(True)
+            try:
+                return await self.send(content)
+            finally:
+                await self._close_owned()
+
+        return run_sync(once, on_interrupt=self.stop)
+
+    async def retry(self) -> Message | None:
+        """Drop the last assistant reply (if it is last) and stream a new one.
+
+        Returns:
+            The new assistant Message, or None when there is no user message to answer.
+        """
+        self._check_idle()
+        if self._messages and self._messages[-1].role == "assistant":
+            self._messages.pop()
+        if not self._messages or self._messages[-1].role != "user":
+            return None
+        return await self._run(self._new_turn(queue=None))
+
+    def stop(self) -> None:
+        """End the in-flight stream now; the partial reply stays with finish_reason "stopped".
+
+        Safe to call from any thread. On the native protocol it also asks the server to
+        cancel the generation (``DELETE <endpoint>/<stream-id>``, best effort).
+        """
+        turn = self._turn
+        if turn is None or turn.stop_requested:
+            return
+        turn.stop_requested = True
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is turn.loop:
+            self._stop_now(turn)
+        elif not turn.loop.is_closed():
+            turn.loop.call_soon_threadsafe(self._stop_now, turn)
+
+    def reset(self) -> None:
+        """Clear history and usage totals (stopping any stream in flight); emits ``reset``."""
+        turn = self._turn
+        if turn is not None:
+            turn.discard = True
+            self.stop()
+        self._messages.clear()
+        self._usage = Usage()
+        self.emit(EVENT_RESET)
+
+    async def aclose(self) -> None:
+        """Stop any turn and close the connection pool this AIStream made (not a borrowed one)."""
+        self.stop()
+        await self._close_owned()
+
+    async def __aenter__(self) -> AIStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _check_idle(self) -> None:
+        if self._turn is not None:
+            raise StreamBusyError(
+                "a reply is already streaming on this AIStream; await it, or call stop() "
+                "first (one AIStream holds one conversation: use another for parallel chats)"
+            )
+
+    def _begin(self, content: str, queue: asyncio.Queue[Any] | None) -> _Turn:
+        if not isinstance(content, str):
+            raise TypeError(f"content must be a str; got {type(content).__name__}")
+        self._check_idle()
+        user = Message(role="user", content=content)
+        self._messages.append(user)
+        turn = self._new_turn(queue)
+        self.emit(EVENT_MESSAGE, user.model_copy())
+        return turn
+
+    def _new_turn(self, queue: asyncio.Queue[Any] | None) -> _Turn:
+        self._check_idle()
+        prompt_chars = sum(len(m.content) for m in self._messages)
+        prompt_chars += len(self._system_prompt or "")
+        turn = _Turn(self._usage, prompt_chars, queue)
+        self._turn = turn
+        return turn
+
+    async def _run(self, turn: _Turn) -> Message:
+        """Stream one turn to its end and settle history, usage and events."""
+        self.emit(EVENT_STREAMING_START)
+        request = ChatRequest(
+            messages=tuple(ChatMessage(m.role, m.content) for m in self._messages),
+            model=self._model,
+            system_prompt=self._system_prompt,
+            options=self._options,
+        )
+        task = asyncio.create_task(self._attempts(turn, request))
+        turn.task = task
+        try:
+            try:
+                await asyncio.wait((task,))
+            except asyncio.CancelledError:  # our caller was cancelled: end the stream, propagate
+                turn.stop_requested = True
+                task.cancel()
+                await asyncio.wait((task,))
+                self._settle(turn, "stopped")
+                raise
+            error = None if task.cancelled() else task.exception()
+            if error is None:
+                reason = "stopped" if turn.stop_requested else (turn.finish_reason or "stop")
+                reply = self._settle(turn, reason)
+                await self._finish_cancel_request(turn)
+                await self.drain()
+                return reply
+            if isinstance(error, AIStreamError):
+                self._report(error)
+                await self.drain()
+            raise error
+        finally:
+            self._turn = None
+            if turn.queue is not None:
+                turn.queue.put_nowait(_END)
+            self.emit(EVENT_STREAMING_END)
+
+    async def _attempts(self, turn: _Turn, request: ChatRequest) -> None:
+        """Attempt, and retry while the failure is retryable and the budget lasts."""
+        budget = RetryBudget(self._retry, self._rng)
+        state = AttemptState()
+        spec = self._dialect_factory().build_request(self._endpoint, request)
+        sink = self._sink_for(turn)
+        best = 0  # most content events any attempt delivered: progress resets the budget
+        try:
+            client = turn.client = self._client()
+            while True:
+                dialect = self._dialect_factory()
+                before = state.last_event_id
+                try:
+                    await self._transport.run(client, spec, dialect, sink, state)
+                    return
+                except AIStreamError as error:
+                    progressed = state.last_event_id != before if dialect.resumable else False
+                    if state.events > best or progressed:
+                        best = max(best, state.events)
+                        budget.reset()
+                    delay = budget.next_delay(error)
+                    if delay is None:
+                        if budget.attempt and is_retryable(error):
+                            raise _gave_up(error, budget.attempt) from error
+                        raise
+                    resume = dialect.resumable and bool(state.last_event_id)
+                    if not resume:
+                        turn.restart()
+                        best = 0
+                        state.last_event_id = ""
+                    self.emit(
+                        EVENT_RETRY,
+                        RetryEvent(attempt=budget.attempt, delay=delay, error=error, resume=resume),
+                    )
+                    log.info(
+                        "aistream: attempt failed (%s); retry %d in %.3g s%s",
+                        error,
+                        budget.attempt,
+                        delay,
+                        " (resuming)" if resume else "",
+                    )
+                    await self._sleep(delay)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if turn.stop_requested and task is not None:
+                task.uncancel()
+                return
+            raise
+
+    def _sink_for(self, turn: _Turn) -> Callable[[list[StreamEvent]], None]:
+        """The per-frame handler: the hot path of every token."""
+        emit = self.emit
+        queue = turn.queue
+
+        def sink(events: list[StreamEvent]) -> None:
+            for event in events:
+                kind = type(event)
+                if kind is TextDelta:
+                    index = event.index  # type: ignore[union-attr]
+                    if index is not None:
+                        if index < turn.next_index:
+                            continue  # already delivered before a reconnect
+                        turn.next_index = index + 1
+                    text = event.text  # type: ignore[union-attr]
+                    turn.parts.append(text)
+                    emit(EVENT_TOKEN, text)
+                    if queue is not None:
+                        queue.put_nowait(text)
+                else:
+                    self._other_event(turn, event)
+
+        return sink
+
+    def _other_event(self, turn: _Turn, event: StreamEvent) -> None:
+        if isinstance(event, UsageReport):
+            self._apply_usage(turn, event)
+        elif isinstance(event, FinishReason):
+            turn.finish_reason = event.reason
+        elif isinstance(event, StreamStarted):
+            turn.stream_id = event.stream_id
+        elif isinstance(event, ReasoningDelta):
+            turn.reasoning.append(event.text)
+            self.emit(EVENT_REASONING, event.text)
+        elif isinstance(event, ToolCallDone):
+            call = ToolCall(id=event.id, name=event.name, arguments=event.arguments)
+            turn.tool_calls.append(call)
+            self.emit(EVENT_TOOL_CALL, call)
+        elif isinstance(event, ServerError):
+            raise APIStatusError(
+                f"the server reported an error in the stream from "
+                f"{redact_url(self._endpoint)}: {self._transport.redact(event.message)}"
+                + (f" (code {event.code})" if event.code else ""),
+                status_code=200,
+                body=event.body,
+                code=event.code,
+                retryable=event.retryable,
+            )
+        elif isinstance(event, Skipped):
+            log.warning("aistream: skipped an event: %s: %.200r", event.reason, event.raw)
+        elif isinstance(event, Metadata):
+            log.debug("aistream: metadata %.200r", event.data)
+        elif isinstance(event, Done | Heartbeat):
+            pass
+
+    def _apply_usage(self, turn: _Turn, report: UsageReport) -> None:
+        previous = turn.usage or Usage()
+        prompt = previous.prompt_tokens if report.prompt_tokens is None else report.prompt_tokens
+        completion = (
+            previous.completion_tokens
+            if report.completion_tokens is None
+            else report.completion_tokens
+        )
+        total = report.total_tokens if report.total_tokens is not None else prompt + completion
+        turn.usage = Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+        self._usage = turn.base + turn.usage
+        self.emit(EVENT_USAGE, self._usage)
+
+    def _settle(self, turn: _Turn, reason: str) -> Message:
+        """Record the reply (even a partial or stopped one) and its usage.
+
+        A reply stopped before any content is returned but not added to history.
+        """
+        content = "".join(turn.parts)
+        empty = not (content or turn.tool_calls or turn.reasoning)
+        if not turn.discard and not (empty and reason == "stopped") and turn.usage is None:
+            turn.usage = Usage(
+                prompt_tokens=_estimate_tokens(turn.prompt_chars),
+                completion_tokens=_estimate_tokens(len(content)),
+            )
+            self._usage = turn.base + turn.usage
+            self.emit(EVENT_USAGE, self._usage)
+        reply = Message(
+            role="assistant",
+            content=content,
+            finish_reason=reason,
+            usage=turn.usage,
+            reasoning="".join(turn.reasoning) or None,
+            tool_calls=turn.tool_calls,
+        )
+        if turn.discard:
+            return reply
+        if not (empty and reason == "stopped"):
+            self._messages.append(reply)
+        self.emit(EVENT_MESSAGE, reply.model_copy(deep=True))
+        return reply
+
+    def _report(self, error: AIStreamError) -> None:
+        """Emit `error` only when someone listens (pyee would raise otherwise)."""
+        if self.listeners(EVENT_ERROR):
+            self.emit(EVENT_ERROR, error)
+
+    def _stop_now(self, turn: _Turn) -> None:
+        if turn.task is not None and not turn.task.done():
+            turn.task.cancel()
+        client = turn.client
+        if self._protocol == "native" and turn.stream_id and client and not turn.cancel_request:
+            turn.cancel_request = asyncio.ensure_future(self._send_delete(client, turn.stream_id))
+
+    async def _send_delete(self, client: httpx.AsyncClient, stream_id: str) -> None:
+        url = f"{self._endpoint.rstrip('/')}/{quote(stream_id, safe='')}"
+        try:
+            await client.delete(url, headers=self._transport.headers, timeout=_DELETE_TIMEOUT)
+        except (httpx.HTTPError, OSError) as exc:
+            log.debug("aistream: best-effort cancel %s failed: %s", redact_url(url), exc)
+
+    async def _finish_cancel_request(self, turn: _Turn) -> None:
+        if turn.cancel_request is not None:
+            await asyncio.wait((turn.cancel_request,), timeout=_DELETE_TIMEOUT)
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._user_client is not None and not _IN_SYNC.get():
+            return self._user_client
+        loop = asyncio.get_running_loop()
+        if self._owned_client is None or self._owned_loop is not loop:
+            self._owned_client = httpx.AsyncClient(
+                timeout=self._transport.timeout, follow_redirects=False
+            )
+            self._owned_loop = loop
+        return self._owned_client
+
+    async def _close_owned(self) -> None:
+        client, self._owned_client, self._owned_loop = self._owned_client, None, None
+        if client is not None:
+            await client.aclose()
+
+
+def _gave_up(error: AIStreamError, retries: int) -> AIStreamError:
+    """The same kind of error, its message saying that the retries ran out."""
+    message = (
+        f"{error} (gave up after {retries} retries; raise RetryConfig.max_retries to try longer)"
+    )
+    if isinstance(error, APIStatusError):
+        return APIStatusError(
+            message,
+            status_code=error.status_code,
+            body=error.body,
+            code=error.code,
+            retryable=error.retryable,
+            retry_after=error.retry_after,
+        )
+    return type(error)(message)

@@ -1,0 +1,276 @@
+"""Bytes over the network: open one attempt's stream, decode it, map failures to aistream.errors.
+
+The only client-side module that imports httpx. One call of `Transport.run` is one attempt:
+it sends the request (with ``Last-Event-ID`` when resuming), checks status and content type,
+feeds `aiter_bytes()` chunks through the sans-I/O decoder and dialect, hands each frame's
+events to a synchronous sink, records the id of the last event delivered, and enforces the two
+timers: `timeout` (silence on the connection, via httpx) and `stall_timeout` (no content event;
+heartbeats do not count). It always closes the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ._retry import MAX_SERVER_DELAY, parse_retry_after
+from ._wire._dialect import HEARTBEAT_ONLY, Dialect, RequestSpec, error_message
+from ._wire._events import StreamEvent, WireError
+from ._wire._ndjson import NDJSONDecoder
+from ._wire._sse import SSEDecoder
+from .errors import (
+    SENSITIVE_HEADERS,
+    AIStreamError,
+    APIStatusError,
+    ConnectionLostError,
+    ProtocolError,
+    StreamTimeoutError,
+    redact_bearer,
+    redact_headers,
+    redact_text,
+    redact_url,
+)
+
+log = logging.getLogger("aistream")
+
+Sink = Callable[[list[StreamEvent]], None]
+_ERROR_BODY_LIMIT = 64 * 1024
+
+
+@dataclass(slots=True)
+class AttemptState:
+    """What survives between attempts of one reply: where to resume and what was delivered."""
+
+    last_event_id: str = ""
+    stream_id: str | None = None
+    events: int = 0  # content frames delivered by the current attempt
+    headers: dict[str, str] = field(default_factory=dict)  # last response's headers
+
+
+class _StallWatchdog:
+    """Cancels `task` when no content arrived for `limit` seconds; `touch()` is O(1).
+
+    One loop timer, re-armed lazily from the time of the last touch, so the per-event cost is
+    a float assignment rather than a timer reschedule.
+    """
+
+    __slots__ = ("_handle", "_limit", "_loop", "_task", "fired", "last")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], limit: float):
+        self._loop, self._task, self._limit = loop, task, limit
+        self.fired = False
+        self.last = loop.time()
+        self._handle = loop.call_at(self.last + limit, self._check)
+
+    def _check(self) -> None:
+        due = self.last + self._limit
+        if self._loop.time() < due:
+            self._handle = self._loop.call_at(due, self._check)
+            return
+        self.fired = True
+        self._task.cancel("aistream stall_timeout")
+
+    def close(self) -> None:
+        self._handle.cancel()
+
+
+class Transport:
+    """Runs attempts against one endpoint with fixed headers and timers.
+
+    Args:
+        headers: The caller's headers (may hold secrets; never logged unredacted).
+        timeout: Connect timeout and longest silence on the connection, in seconds (None: none).
+        stall_timeout: Longest wait between content events, in seconds (None: disabled).
+        max_event_bytes: Largest single event accepted before ProtocolError.
+    """
+
+    def __init__(
+        self,
+        *,
+        headers: Mapping[str, str],
+        timeout: float | None,
+        stall_timeout: float | None,
+        max_event_bytes: int,
+    ) -> None:
+        self.headers = dict(headers)
+        self._secrets = [v for k, v in headers.items() if k.lower() in SENSITIVE_HEADERS]
+        self._secrets += [part for value in self._secrets for part in value.split()[1:]]
+        self.timeout = timeout
+        self._httpx_timeout = httpx.Timeout(timeout)
+        self.stall_timeout = stall_timeout
+        self.max_event_bytes = max_event_bytes
+
+    def redact(self, text: str) -> str:
+        """`text` with every secret header value masked."""
+        return redact_bearer(redact_text(text, self._secrets))
+
+    async def run(
+        self,
+        client: httpx.AsyncClient,
+        spec: RequestSpec,
+        dialect: Dialect,
+        sink: Sink,
+        state: AttemptState,
+    ) -> None:
+        """Stream one attempt to its end marker, or raise an AIStreamError saying why not."""
+        url = redact_url(spec.url)
+        headers = {**spec.headers, **self.headers}
+        if state.last_event_id:
+            headers["Last-Event-ID"] = state.last_event_id
+        state.events = 0
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("aistream: %s %s headers=%s", spec.method, url, redact_headers(headers))
+        watchdog: _StallWatchdog | None = None
+        try:
+            async with client.stream(
+                spec.method,
+                spec.url,
+                headers=headers,
+                content=spec.body,
+                timeout=self._httpx_timeout,
+            ) as response:
+                state.headers = {k.lower(): v for k, v in response.headers.items()}
+                if response.status_code >= 400:
+                    raise await self._status_error(response, url)
+                await self._check_content_type(response, dialect, url)
+                if self.stall_timeout is not None:
+                    task = asyncio.current_task()
+                    assert task is not None
+                    watchdog = _StallWatchdog(asyncio.get_running_loop(), task, self.stall_timeout)
+                await self._consume(response, dialect, sink, state, watchdog)
+        except asyncio.CancelledError:
+            if watchdog is not None and watchdog.fired:
+                task = asyncio.current_task()
+                if task is not None and task.uncancel() == 0:
+                    raise StreamTimeoutError(
+                        f"no content from {url} for {self.stall_timeout:g} s (stall_timeout) "
+                        f"after {state.events} events; the model stalled. Raise stall_timeout "
+                        "if long pauses are expected."
+                    ) from None
+            raise
+        except AIStreamError:
+            raise
+        except WireError as exc:
+            raise ProtocolError(f"{exc} (from {url})") from exc
+        except httpx.ConnectTimeout as exc:
+            raise StreamTimeoutError(
+                f"could not connect to {url} within {self.timeout:g} s (timeout); "
+                "check that the server is up and reachable"
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise StreamTimeoutError(
+                f"no data from {url} for {self.timeout:g} s (timeout) after {state.events} "
+                "events; raise timeout if the server is slow to answer"
+            ) from exc
+        except httpx.ConnectError as exc:
+            raise ConnectionLostError(
+                f"could not connect to {url}: {self.redact(str(exc)) or type(exc).__name__}; "
+                "check the endpoint URL and that the server is running"
+            ) from exc
+        except httpx.DecodingError as exc:
+            raise ProtocolError(f"could not decode the body from {url}: {exc}") from exc
+        except httpx.TransportError as exc:
+            raise ConnectionLostError(
+                f"the stream from {url} dropped after {state.events} events "
+                f"({type(exc).__name__}: {self.redact(str(exc))})"
+            ) from exc
+        finally:
+            if watchdog is not None:
+                watchdog.close()
+
+    async def _consume(
+        self,
+        response: httpx.Response,
+        dialect: Dialect,
+        sink: Sink,
+        state: AttemptState,
+        watchdog: _StallWatchdog | None,
+    ) -> None:
+        decoder: SSEDecoder | NDJSONDecoder
+        if dialect.framing == "sse":
+            decoder = SSEDecoder(
+                max_event_bytes=self.max_event_bytes, last_event_id=state.last_event_id
+            )
+        else:
+            decoder = NDJSONDecoder(max_line_bytes=self.max_event_bytes)
+        parse = dialect.parse
+        loop_time = asyncio.get_running_loop().time
+        track_ids = dialect.resumable
+        async for chunk in response.aiter_bytes():
+            frames = decoder.feed(chunk)
+            if not frames:
+                continue
+            for frame in frames:
+                events = parse(frame)
+                if events is HEARTBEAT_ONLY:
+                    continue
+                state.events += 1
+                if watchdog is not None:
+                    watchdog.last = loop_time()
+                if events:
+                    sink(events)
+                if track_ids and frame.id:  # type: ignore[union-attr]
+                    state.last_event_id = frame.id  # type: ignore[union-attr]
+            if dialect.finished:
+                return
+        for frame in decoder.eof():
+            events = parse(frame)
+            if events and events is not HEARTBEAT_ONLY:
+                sink(events)
+        if not dialect.finished:
+            raise ConnectionLostError(
+                f"the stream from {redact_url(str(response.url))} ended after {state.events} "
+                "events without its end marker; the connection was cut"
+            )
+
+    async def _status_error(self, response: httpx.Response, url: str) -> APIStatusError:
+        body_bytes = b""
+        async for chunk in response.aiter_bytes():
+            body_bytes += chunk
+            if len(body_bytes) >= _ERROR_BODY_LIMIT:
+                break
+        text = self.redact(body_bytes[:_ERROR_BODY_LIMIT].decode("utf-8", "replace"))
+        body: Any = text
+        try:
+            body = json.loads(text)
+        except ValueError:
+            pass
+        detail, code = error_message(body) if body else ("(empty body)", None)
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            detail, code = error_message(body["error"])
+        status = response.status_code
+        message = f"{status} {response.reason_phrase} from {url}: {detail[:500]}"
+        retry_after = parse_retry_after(response.headers)
+        if retry_after is not None and retry_after > MAX_SERVER_DELAY:
+            return APIStatusError(
+                f"{message} (the server asked to retry after {retry_after:g} s, more than the "
+                f"{MAX_SERVER_DELAY:g} s aistream waits; try again later)",
+                status_code=status,
+                body=body,
+                code=code,
+                retryable=False,
+            )
+        return APIStatusError(
+            message, status_code=status, body=body, code=code, retry_after=retry_after
+        )
+
+    async def _check_content_type(
+        self, response: httpx.Response, dialect: Dialect, url: str
+    ) -> None:
+        ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if not ctype or ctype == "text/event-stream" or "ndjson" in ctype:
+            return
+        if dialect.framing == "ndjson" and ctype in ("application/json", "text/plain"):
+            return
+        sample = (await response.aread())[:500].decode("utf-8", "replace")
+        raise ProtocolError(
+            f"{url} answered {ctype!r} instead of a stream ({dialect.name} protocol expects "
+            f"{'text/event-stream' if dialect.framing == 'sse' else 'NDJSON'}): "
+            f"{self.redact(sample)!r}; check the endpoint URL and protocol="
+        )

@@ -1,0 +1,124 @@
+"""The dialect contract shared by every wire protocol, and `detect_protocol` for "auto".
+
+A dialect is pure: `build_request` turns a ChatRequest into bytes to send, and one dialect
+instance per attempt turns decoded frames into StreamEvents. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
+from urllib.parse import urlsplit
+
+from ._events import Frame, Heartbeat, StreamEvent
+
+#: What a dialect returns for a frame that is only a keep-alive. Compared by identity, so the
+#: transport can tell a heartbeat from content without looking inside.
+HEARTBEAT_ONLY: list[StreamEvent] = [Heartbeat()]
+NOTHING: list[StreamEvent] = []
+
+#: HTTP statuses that are worth retrying (see API.md §1).
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One message as sent on the wire."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """Everything a dialect needs to build a request."""
+
+    messages: tuple[ChatMessage, ...]
+    model: str | None = None
+    system_prompt: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)  # extra body fields (max_tokens, …)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpec:
+    """A request ready to send: the transport adds the caller's headers."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class Dialect(Protocol):
+    """One wire protocol. Instances hold per-attempt parse state; build_request is stateless."""
+
+    name: ClassVar[str]
+    framing: ClassVar[Literal["sse", "ndjson"]]
+    #: Whether events carry ids that allow resuming with Last-Event-ID.
+    resumable: ClassVar[bool]
+
+    @property
+    def finished(self) -> bool:
+        """True once the stream's terminal marker was seen."""
+        ...
+
+    def build_request(self, endpoint: str, request: ChatRequest) -> RequestSpec:
+        """Return the request for `request` sent to `endpoint`."""
+        ...
+
+    def parse(self, frame: Frame) -> list[StreamEvent]:
+        """Return the events carried by one decoded frame (a shared empty list when none)."""
+        ...
+
+
+def detect_protocol(endpoint: str) -> Literal["native", "openai", "anthropic", "ollama"]:
+    """Pick the protocol from the endpoint's path, for ``protocol="auto"``.
+
+    ```py
+    detect_protocol("https://api.openai.com/v1/chat/completions")  # "openai"
+    detect_protocol("https://api.anthropic.com/v1/messages")       # "anthropic"
+    detect_protocol("http://127.0.0.1:8000/api/chat")              # "native"
+    ```
+    """
+    path = urlsplit(endpoint).path.rstrip("/")
+    if path.endswith("/chat/completions"):
+        return "openai"
+    if path.endswith("/v1/messages") or path == "/messages":
+        return "anthropic"
+    return "native"
+
+
+def json_body(payload: Mapping[str, Any]) -> bytes:
+    """Serialise a request body compactly as UTF-8 JSON."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def loads_object(data: str) -> dict[str, Any] | None:
+    """Parse `data` as a JSON object, or return None when it is not one."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def as_int(value: Any) -> int | None:
+    """An int from a wire value, or None when absent or not a non-negative integer."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value) if value >= 0 else None
+
+
+def error_message(value: Any) -> tuple[str, str | None]:
+    """The (message, code) of an error object in any of the shapes servers send."""
+    if isinstance(value, str):
+        return value, None
+    if isinstance(value, Mapping):
+        message = value.get("message") or value.get("error") or value.get("detail")
+        code = value.get("code") or value.get("type")
+        if isinstance(message, Mapping):  # {"error": {"message": ...}}
+            return error_message(message)
+        return (str(message) if message else json.dumps(value)), (str(code) if code else None)
+    return str(value), None

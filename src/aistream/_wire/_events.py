@@ -1,0 +1,148 @@
+"""Typed values of the sans-I/O layer: decoded frames and the dialect-neutral stream events.
+
+Stdlib only. Frozen, slotted dataclasses; never subclass them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class WireError(Exception):
+    """A fatal decoding problem: a limit was exceeded. The transport maps it to ProtocolError."""
+
+
+# --- frames: what a decoder produces -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    """One dispatched Server-Sent Event (WHATWG semantics).
+
+    `event` is ``"message"`` when the stream named none; `id` is the decoder's last event id at
+    dispatch (the id buffer persists across events, as the spec says); `retry` is the last valid
+    ``retry:`` value in milliseconds seen so far, or None.
+    """
+
+    data: str
+    event: str = "message"
+    id: str | None = None
+    retry: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NDJSONLine:
+    """One non-empty line of a newline-delimited JSON stream, decoded as UTF-8 (not yet parsed)."""
+
+    text: str
+
+
+Frame = SSEEvent | NDJSONLine
+
+
+# --- stream events: what a dialect produces from a frame -----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStarted:
+    """The server announced the stream (native `start`): its id, for resume and cancel."""
+
+    stream_id: str | None
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of the reply text. `index` is the native token index (for de-duplication)."""
+
+    text: str
+    index: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """A piece of reasoning / thinking text, never part of the reply text."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDone:
+    """A complete tool call: `arguments` is the whole JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    """The turn's usage so far, as a full snapshot: it replaces earlier reports, never adds.
+
+    A field left None was not reported and keeps its previous value.
+    """
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FinishReason:
+    """Why generation ended, normalised: stop, length, tool_calls, content_filter, error."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The stream's terminal marker: anything that ends without one is a dropped stream."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerError:
+    """The server reported an error inside the stream.
+
+    `retryable` says whether it is transient (overloaded, rate limited, upstream unavailable).
+    """
+
+    message: str
+    code: str | None = None
+    retryable: bool = False
+    body: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    """Any other object the server sent alongside the reply (native `metadata`)."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A frame that was not understood: logged by the caller, never silently dropped."""
+
+    reason: str
+    raw: str
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A keep-alive that carries no content (Anthropic `ping`); does not reset the stall timer."""
+
+
+StreamEvent = (
+    StreamStarted
+    | TextDelta
+    | ReasoningDelta
+    | ToolCallDone
+    | UsageReport
+    | FinishReason
+    | Done
+    | ServerError
+    | Metadata
+    | Skipped
+    | Heartbeat
+)

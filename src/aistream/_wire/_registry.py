@@ -1,0 +1,28 @@
+"""Dialect lookup by protocol name. Stdlib only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ._dialect import Dialect, detect_protocol
+from ._native import NativeDialect
+from ._openai import OpenAIDialect
+
+DIALECTS: dict[str, Callable[[], Dialect]] = {
+    "native": NativeDialect,
+    "openai": OpenAIDialect,
+}
+
+
+def dialect_factory(protocol: str, endpoint: str) -> Callable[[], Dialect]:
+    """The dialect class for `protocol` ("auto" picks one from `endpoint`'s path).
+
+    Raises:
+        ValueError: the protocol is unknown.
+    """
+    name = detect_protocol(endpoint) if protocol == "auto" else protocol
+    try:
+        return DIALECTS[name]
+    except KeyError:
+        known = ", ".join(sorted([*DIALECTS, "auto"]))
+        raise ValueError(f"unknown protocol {protocol!r}; use one of: {known}") from None
