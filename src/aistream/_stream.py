@@ -259,13 +259,16 @@ class AIStream(SafeEmitter):
     async def tokens(self, content: str) -> AsyncIterator[str]:
         """Send `content` and yield the reply's text deltas as they arrive.
 
-        Breaking out of the loop stops the turn (the partial reply stays in history). If a
-        reply restarts after a drop without ids, the text is yielded again from its start
-        (the ``retry`` event says ``resume=False``).
+        Closing the iterator stops the turn (the partial reply stays in history). Python
+        closes an abandoned async generator only later, so wrap it in
+        ``contextlib.aclosing`` when you may break out early. If a reply restarts after a drop
+        without ids, the text is yielded again from its start (the ``retry`` event says
+        ``resume=False``).
 
         ```py
-        async for token in chat.tokens("Tell me a story"):
-            print(token, end="", flush=True)
+        async with contextlib.aclosing(chat.tokens("Tell me a story")) as tokens:
+            async for token in tokens:
+                print(token, end="", flush=True)
         ```
         """
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -474,6 +477,8 @@ class AIStream(SafeEmitter):
         queue = turn.queue
 
         def sink(events: list[StreamEvent]) -> None:
+            if turn.stop_requested:
+                return  # stop() was called by a listener of an earlier event in this chunk
             for event in events:
                 kind = type(event)
                 if kind is TextDelta:

@@ -39,6 +39,20 @@ from .errors import (
 
 log = logging.getLogger("aistream")
 
+
+class _RedactURLs(logging.Filter):
+    """Masks secret query parameters in the URLs httpx logs at INFO ("HTTP Request: ...")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(
+                redact_url(str(a)) if isinstance(a, httpx.URL) else a for a in record.args
+            )
+        return True
+
+
+logging.getLogger("httpx").addFilter(_RedactURLs())
+
 Sink = Callable[[list[StreamEvent]], None]
 _ERROR_BODY_LIMIT = 64 * 1024
 

@@ -1,0 +1,144 @@
+"""Shared fixtures: a clean environment, loopback servers, a recording sleep."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.loopback import Handler, LoopbackServer, Reply, Request
+
+_SECRET_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AISTREAM_API_KEY")
+_PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's keys or proxies."""
+    for name in (*_SECRET_ENV, *_PROXY_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Handler], Any]]:
+    """Start a LoopbackServer for a handler; all are closed at teardown."""
+    servers: list[LoopbackServer] = []
+
+    async def start(handler: Handler) -> LoopbackServer:
+        server = LoopbackServer(handler)
+        await server.__aenter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.__aexit__(None, None, None)
+
+
+class RecordingSleep:
+    """An injected sleep: records each delay and returns at once."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def fake_sleep() -> RecordingSleep:
+    return RecordingSleep()
+
+
+def event_ids(events: list[bytes]) -> list[str | None]:
+    """The `id:` of each encoded event (None when it has none)."""
+    out: list[str | None] = []
+    for ev in events:
+        found = None
+        for line in ev.decode().split("\n"):
+            if line.startswith("id: "):
+                found = line[4:]
+        out.append(found)
+    return out
+
+
+def stream_handler(
+    events: list[bytes],
+    *,
+    cut_after: dict[int, int] | None = None,
+    resumable: bool = True,
+    hold_after: int | None = None,
+    release: asyncio.Event | None = None,
+) -> Handler:
+    """Serve `events`; request n is cut after `cut_after[n]` events; resumes from Last-Event-ID.
+
+    With `hold_after`, the first request pauses after that many events until `release` is set.
+    """
+    ids = event_ids(events)
+    count = {"n": 0}
+
+    async def handler(request: Request, reply: Reply) -> None:
+        n = count["n"]
+        count["n"] += 1
+        if request.method == "DELETE":
+            await reply.body(204, b"")
+            return
+        start = 0
+        last = request.headers.get("last-event-id")
+        if resumable and last and last in ids:
+            start = ids.index(last) + 1
+        await reply.start()
+        limit = (cut_after or {}).get(n)
+        for sent, ev in enumerate(events[start:]):
+            if limit is not None and sent == limit:
+                reply.cut()
+                return
+            if hold_after is not None and n == 0 and sent == hold_after and release is not None:
+                await release.wait()
+            await reply.send(ev)
+        await reply.end()
+
+    return handler
+
+
+@pytest.fixture
+def threaded_server() -> Iterator[Callable[[Handler], str]]:
+    """A LoopbackServer on its own loop in a thread (for blocking callers such as send_sync)."""
+    started: list[tuple[asyncio.AbstractEventLoop, LoopbackServer, threading.Thread]] = []
+
+    def start(handler: Handler) -> str:
+        loop = asyncio.new_event_loop()
+        server = LoopbackServer(handler)
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(server.__aenter__())
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(server.__aexit__(None, None, None))
+            loop.close()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        assert ready.wait(5)
+        started.append((loop, server, thread))
+        return server.url
+
+    yield start
+    for loop, _, thread in started:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
+def sse(data: Any, event: str | None = None, id: str | None = None) -> bytes:
+    """Encode one SSE event for a hand-written stream."""
+    head = (f"event: {event}\n" if event else "") + (f"id: {id}\n" if id else "")
+    body = data if isinstance(data, str) else json.dumps(data)
+    return f"{head}data: {body}\n\n".encode()
