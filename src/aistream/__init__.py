@@ -12,9 +12,7 @@ Server parts live in `aistream.server` (``pip install 'aistream[server]'``); imp
 `aistream` never loads them.
 """
 
-from __future__ import annotations
-
-from importlib.metadata import PackageNotFoundError, version
+from importlib import metadata as _metadata
 
 from ._stream import AIStream
 from .errors import (
@@ -28,8 +26,8 @@ from .errors import (
 from .models import Message, RetryConfig, RetryEvent, ToolCall, Usage
 
 try:
-    __version__ = version("aistream")
-except PackageNotFoundError:  # running from a source tree without installing
+    __version__ = _metadata.version("aistream")
+except _metadata.PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0"
 
 __all__ = [

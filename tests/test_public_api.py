@@ -1,0 +1,123 @@
+"""The public surface and the import rules of STYLE.md §2, enforced by scanning the source."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import aistream
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "aistream"
+
+
+def test_all_is_sorted_and_complete() -> None:
+    public = [
+        n
+        for n, v in vars(aistream).items()
+        if not n.startswith("_") and not isinstance(v, ModuleType)
+    ]
+    assert aistream.__all__ == sorted(public, key=str.casefold)
+    for name in aistream.__all__:
+        assert getattr(aistream, name).__module__ == "aistream"
+
+
+def test_contract_names_exist() -> None:
+    for name in (
+        "AIStream",
+        "RetryConfig",
+        "Message",
+        "Usage",
+        "RetryEvent",
+        "ToolCall",
+        "AIStreamError",
+        "APIStatusError",
+        "StreamTimeoutError",
+        "ConnectionLostError",
+        "ProtocolError",
+        "StreamBusyError",
+    ):
+        assert hasattr(aistream, name), name
+    for name in (
+        "send",
+        "tokens",
+        "send_sync",
+        "retry",
+        "stop",
+        "reset",
+        "messages",
+        "usage",
+        "is_streaming",
+        "get_messages",
+        "get_usage",
+        "get_is_streaming",
+        "on",
+    ):
+        assert hasattr(aistream.AIStream, name), name
+
+
+def test_send_sync_signature_matches_send() -> None:
+    import inspect
+
+    send = inspect.signature(aistream.AIStream.send)
+    sync = inspect.signature(aistream.AIStream.send_sync)
+    assert list(send.parameters) == list(sync.parameters)
+
+
+def test_py_typed_is_shipped() -> None:
+    assert (SRC / "py.typed").exists()
+
+
+def test_import_aistream_does_not_load_server_packages() -> None:
+    code = (
+        "import sys, aistream; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in "
+        "('starlette', 'uvicorn', 'anyio', 'sse_starlette', 'fastapi') or m == 'aistream.server']; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(level, module) of every import in a file."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(0, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.level, node.module or ""))
+    return found
+
+
+def test_wire_layer_is_stdlib_only() -> None:
+    for path in (SRC / "_wire").glob("*.py"):
+        for level, module in _imports(path):
+            if level == 0:
+                assert module.split(".")[0] in sys.stdlib_module_names, f"{path.name}: {module}"
+            else:
+                assert level == 1, f"{path.name} imports outside _wire: {'.' * level}{module}"
+
+
+def test_leaf_modules_import_nothing_from_aistream() -> None:
+    for name in ("errors.py", "types.py"):
+        assert all(level == 0 for level, _ in _imports(SRC / name)), name
+
+
+def test_client_modules_never_import_server_or_cli() -> None:
+    client = [p for p in SRC.glob("*.py") if p.name not in ("_cli.py", "__main__.py")]
+    for path in client:
+        for level, module in _imports(path):
+            top = module.split(".")[0]
+            assert top not in ("starlette", "uvicorn", "sse_starlette", "fastapi"), path.name
+            assert not (level == 1 and top in ("server", "_cli")), f"{path.name}: {module}"
+
+
+def test_only_transport_and_stream_import_httpx() -> None:
+    allowed = {"_transport.py", "_stream.py"}
+    for path in SRC.glob("*.py"):
+        modules = {m.split(".")[0] for level, m in _imports(path) if level == 0}
+        if "httpx" in modules:
+            assert path.name in allowed, path.name
