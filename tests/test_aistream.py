@@ -799,3 +799,62 @@ def test_message_and_usage_models() -> None:
     assert usage == Usage(prompt_tokens=5, completion_tokens=2) == usage + Usage()
     message = Message(role="user", content="x")
     assert message.id and message.timestamp.tzinfo is not None
+
+
+async def test_resume_refused_with_404_restarts_the_reply(
+    serve: Any, fake_sleep: RecordingSleep
+) -> None:
+    events = native_events(TOKENS)
+    calls = {"n": 0}
+
+    async def handler(request: Request, reply: Reply) -> None:
+        calls["n"] += 1
+        if "last-event-id" in request.headers:
+            await reply.body(404, {"error": "unknown stream", "code": "unknown_stream"})
+            return
+        await reply.start()
+        for i, ev in enumerate(events):
+            if calls["n"] == 1 and i == 5:
+                reply.cut()
+                return
+            await reply.send(ev)
+        await reply.end()
+
+    server = await serve(handler)
+    chat = AIStream(server.url + "/api/chat", retry=NO_JITTER, sleep=fake_sleep)
+    retries: list[RetryEvent] = []
+    chat.on("retry", retries.append)
+    reply = await chat.send("hi")
+    assert reply.content == TEXT
+    assert [r.resume for r in retries] == [True, False]
+    assert "cannot resume" in str(retries[1].error)
+    assert len(server.requests) == 3
+    await chat.aclose()
+
+
+async def test_reconnect_to_a_new_generation_restarts_instead_of_splicing(
+    serve: Any, fake_sleep: RecordingSleep
+) -> None:
+    calls = {"n": 0}
+
+    async def handler(request: Request, reply: Reply) -> None:
+        calls["n"] += 1
+        await reply.start()
+        if calls["n"] == 1:
+            for ev in native_events(["Old", " text", " here"], stream_id="a")[:3]:
+                await reply.send(ev)
+            reply.cut()
+            return
+        # A server without a replay store ignores Last-Event-ID and generates anew.
+        for ev in native_events(["New", " reply"], stream_id="b"):
+            await reply.send(ev)
+        await reply.end()
+
+    server = await serve(handler)
+    chat = AIStream(server.url + "/api/chat", retry=NO_JITTER, sleep=fake_sleep)
+    retries: list[RetryEvent] = []
+    chat.on("retry", retries.append)
+    reply = await chat.send("hi")
+    assert reply.content == "New reply"
+    assert [r.resume for r in retries] == [True, False]
+    await chat.aclose()

@@ -38,7 +38,13 @@ from ._wire._events import (
     UsageReport,
 )
 from ._wire._registry import dialect_factory
-from .errors import AIStreamError, APIStatusError, StreamBusyError, redact_url
+from .errors import (
+    AIStreamError,
+    APIStatusError,
+    ConnectionLostError,
+    StreamBusyError,
+    redact_url,
+)
 from .models import Message, RetryConfig, RetryEvent, ToolCall, Usage
 from .types import (
     EVENT_ERROR,
@@ -81,6 +87,7 @@ class _Turn:
         "prompt_chars",
         "queue",
         "reasoning",
+        "retries",
         "stop_requested",
         "stream_id",
         "task",
@@ -99,6 +106,7 @@ class _Turn:
         self.stop_requested = False
         self.discard = False
         self.stream_id: str | None = None
+        self.retries = 0
         self.restart()
 
     def restart(self) -> None:
@@ -437,7 +445,8 @@ class AIStream(SafeEmitter):
                 try:
                     await self._transport.run(client, spec, dialect, sink, state)
                     return
-                except AIStreamError as error:
+                except AIStreamError as failure:
+                    error = _cannot_resume(failure, state)
                     progressed = state.last_event_id != before if dialect.resumable else False
                     if state.events > best or progressed:
                         best = max(best, state.events)
@@ -446,12 +455,14 @@ class AIStream(SafeEmitter):
                     if delay is None:
                         if budget.attempt and is_retryable(error):
                             raise _gave_up(error, budget.attempt) from error
-                        raise
+                        if error is failure:
+                            raise
+                        raise error from failure
+                    turn.retries = budget.attempt
                     resume = dialect.resumable and bool(state.last_event_id)
                     if not resume:
                         turn.restart()
                         best = 0
-                        state.last_event_id = ""
                     self.emit(
                         EVENT_RETRY,
                         RetryEvent(attempt=budget.attempt, delay=delay, error=error, resume=resume),
@@ -503,6 +514,17 @@ class AIStream(SafeEmitter):
         elif isinstance(event, FinishReason):
             turn.finish_reason = event.reason
         elif isinstance(event, StreamStarted):
+            if turn.stream_id and event.stream_id != turn.stream_id and turn.parts:
+                # A reconnect reached a new generation, not ours: its indices would splice.
+                turn.restart()
+                error = ConnectionLostError(
+                    f"the server started a new stream {event.stream_id!r} instead of resuming "
+                    f"{turn.stream_id!r}; the reply restarts"
+                )
+                self.emit(
+                    EVENT_RETRY,
+                    RetryEvent(attempt=turn.retries, delay=0.0, error=error, resume=False),
+                )
             turn.stream_id = event.stream_id
         elif isinstance(event, ReasoningDelta):
             turn.reasoning.append(event.text)
@@ -608,6 +630,20 @@ class AIStream(SafeEmitter):
         client, self._owned_client, self._owned_loop = self._owned_client, None, None
         if client is not None:
             await client.aclose()
+
+
+def _cannot_resume(error: AIStreamError, state: AttemptState) -> AIStreamError:
+    """A resume the server cannot serve (404/410: stream unknown or expired) becomes a restart."""
+    if (
+        state.last_event_id
+        and isinstance(error, APIStatusError)
+        and error.status_code in (404, 410)
+    ):
+        state.last_event_id = ""
+        lost = ConnectionLostError(f"the server cannot resume the stream ({error}); restarting")
+        lost.__cause__ = error
+        return lost
+    return error
 
 
 def _gave_up(error: AIStreamError, retries: int) -> AIStreamError:
