@@ -1,4 +1,4 @@
-"""Per-event SSE decode cost: aistream's SSEDecoder against httpx-sse 0.4.3, plus a correctness table.
+"""Per-event SSE decode cost: aistream's SSEDecoder vs httpx-sse 0.4.3, and a correctness table.
 
 Run: ``python benchmarks/decode.py``. httpx-sse is driven exactly as ``EventSource.iter_sse`` does
 per chunk (httpx ``TextDecoder`` + ``TextChunker`` as in ``iter_text``, then ``SSELineDecoder``,
@@ -7,34 +7,34 @@ per chunk (httpx ``TextDecoder`` + ``TextChunker`` as in ``iter_text``, then ``S
 
 from __future__ import annotations
 
+import gc
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from httpx._decoders import TextChunker, TextDecoder
-from httpx_sse._decoders import SSEDecoder as HxSSEDecoder
+from httpx_sse._decoders import SSEDecoder as HxSSE
 from httpx_sse._decoders import SSELineDecoder
+from httpx_sse._models import ServerSentEvent
 
+from aistream._wire._events import SSEEvent
 from aistream._wire._sse import SSEDecoder
 
 N_EVENTS = 10_000
 ROUNDS = 9
 Frame = tuple[str, str, str | None, int | None]  # event, data, id, retry
+CHUNK = (
+    'data: {{"id":"chatcmpl-ABfw031mOJeYCSHe4yI2ZjOA6kMJL","object":"chat.completion.chunk",'
+    '"created":1727346168,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_5050236cbd",'
+    '"choices":[{{"index":0,"delta":{{"content":{}}},"logprobs":null,"finish_reason":null}}]}}\n\n'
+)
 
 
 def openai_stream(n: int) -> list[bytes]:
-    """One `data: {chat.completion.chunk}` event per chunk, as servers flush them."""
+    """One OpenAI chat.completion.chunk event per chunk, as servers flush them."""
     words = ["Hello", " there", "!", " How", " can", " I", " help", " you", " today", "?"]
-    base = {"id": "chatcmpl-ABfw031mOJeYCSHe4yI2ZjOA6kMJL", "object": "chat.completion.chunk"}
-    base |= {"created": 1727346168, "model": "gpt-4o-2024-08-06"}
-    base |= {"system_fingerprint": "fp_5050236cbd"}
-    out = []
-    for i in range(n):
-        choice = {"index": 0, "delta": {"content": words[i % 10]}, "logprobs": None}
-        payload = json.dumps({**base, "choices": [{**choice, "finish_reason": None}]})
-        out.append(f"data: {payload}\n\n".encode())
-    return out
+    return [CHUNK.format(json.dumps(words[i % 10])).encode() for i in range(n)]
 
 
 def rechunk(chunks: list[bytes], size: int) -> list[bytes]:
@@ -42,28 +42,30 @@ def rechunk(chunks: list[bytes], size: int) -> list[bytes]:
     return [raw[i : i + size] for i in range(0, len(raw), size)]
 
 
-def ours(chunks: list[bytes], parse: bool = False) -> list[Frame]:
+def ours(chunks: list[bytes], parse: bool = False) -> list[SSEEvent]:
     decoder, out = SSEDecoder(), []
     for chunk in chunks:
         for ev in decoder.feed(chunk):
             if parse:
                 json.loads(ev.data)
-            out.append((ev.event, ev.data, ev.id, ev.retry))
+            out.append(ev)
     decoder.eof()
     return out
 
 
-def httpx_sse(chunks: list[bytes], parse: bool = False, charset: str = "utf-8") -> list[Frame]:
-    text, chunker, lines, decoder = TextDecoder(charset), TextChunker(), SSELineDecoder(), HxSSEDecoder()
-    out: list[Frame] = []
+def httpx_sse(
+    chunks: list[bytes], parse: bool = False, charset: str = "utf-8"
+) -> list[ServerSentEvent]:
+    text, chunker, lines, decoder = TextDecoder(charset), TextChunker(), SSELineDecoder(), HxSSE()
+    out: list[ServerSentEvent] = []
 
     def run(line_list: list[str]) -> None:
         for line in line_list:
             sse = decoder.decode(line.rstrip("\n"))
             if sse is not None:
                 if parse:
-                    sse.json()
-                out.append((sse.event, sse.data, sse.id or None, sse.retry))
+                    json.loads(sse.data)
+                out.append(sse)
 
     for chunk in chunks:
         for piece in chunker.decode(text.decode(chunk)):
@@ -74,28 +76,48 @@ def httpx_sse(chunks: list[bytes], parse: bool = False, charset: str = "utf-8") 
     return out
 
 
+def frames(events: Sequence[SSEEvent | ServerSentEvent]) -> list[Frame]:
+    return [(ev.event, ev.data, ev.id or None, ev.retry) for ev in events]
+
+
+def timed(
+    impl: Callable[[list[bytes], bool], Sequence[object]], chunks: list[bytes], parse: bool
+) -> float:
+    """µs per event for one run, garbage collector off (as timeit does)."""
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter_ns()
+        impl(chunks, parse)
+        return (time.perf_counter_ns() - start) / N_EVENTS / 1000
+    finally:
+        gc.enable()
+
+
 def bench() -> None:
     per_event = openai_stream(N_EVENTS)
     inputs = {"1 event/chunk": per_event, "4 KiB chunks": rechunk(per_event, 4096)}
-    impls: dict[str, Callable[[list[bytes], bool], list[Frame]]] = {
+    impls: dict[str, Callable[[list[bytes], bool], Sequence[object]]] = {
         "aistream": ours,
         "httpx-sse": httpx_sse,
     }
-    assert ours(per_event) == httpx_sse(per_event) == ours(inputs["4 KiB chunks"])
-    print(f"{N_EVENTS} OpenAI chunk events ({len(per_event[0])} bytes each), {ROUNDS} rounds, µs/event")
+    expected = frames(ours(per_event))
+    assert frames(httpx_sse(per_event)) == frames(ours(inputs["4 KiB chunks"])) == expected
+    size = len(per_event[0])
+    print(f"{N_EVENTS} OpenAI chunk events ({size} bytes each), {ROUNDS} rounds alternating")
+    print("µs/event: median (min–max)")
     for parse in (False, True):
         for label, chunks in inputs.items():
             times: dict[str, list[float]] = {name: [] for name in impls}
             for _ in range(ROUNDS):
                 for name, impl in impls.items():  # alternate implementations within each round
-                    start = time.perf_counter_ns()
-                    impl(chunks, parse)
-                    times[name].append((time.perf_counter_ns() - start) / N_EVENTS / 1000)
+                    times[name].append(timed(impl, chunks, parse))
             medians = {name: statistics.median(t) for name, t in times.items()}
             case = f"{label}{' + json.loads' if parse else ''}"
             for name, t in times.items():
-                print(f"  {case:28} {name:10} {medians[name]:6.2f}  ({min(t):.2f}–{max(t):.2f})")
-            print(f"  {case:28} ratio aistream/httpx-sse = {medians['aistream'] / medians['httpx-sse']:.2f}")
+                print(f"  {case:27} {name:9} {medians[name]:6.2f}  ({min(t):.2f}–{max(t):.2f})")
+            ratio = medians["aistream"] / medians["httpx-sse"]
+            print(f"  {case:27} ratio aistream/httpx-sse = {ratio:.2f}")
 
 
 CASES: list[tuple[str, bytes, str]] = [
@@ -114,8 +136,8 @@ def correctness() -> None:
     print("\ncorrectness: (event, data, id, retry) per event; bytes fed one at a time")
     for name, raw, charset in CASES:
         chunks = [raw[i : i + 1] for i in range(len(raw))]
-        print(f"  {name}\n    aistream : {ours(chunks)}")
-        print(f"    httpx-sse: {httpx_sse(chunks, charset=charset)}")
+        print(f"  {name}\n    aistream : {frames(ours(chunks))}")
+        print(f"    httpx-sse: {frames(httpx_sse(chunks, charset=charset))}")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ from ._events import SSEEvent, WireError
 __all__ = ["SSEDecoder", "encode_sse"]
 
 _BOM = b"\xef\xbb\xbf"
-_EOL = re.compile(rb"\r\n?|\n")
-_EOL_TEXT = re.compile(r"\r\n?|\n")
+_LINE_BREAK = re.compile(r"\r\n?|\n")  # for encoding; never str.splitlines (U+2028 etc.)
+_DROP_FROM_EVENT = str.maketrans("", "", "\r\n")
+_DROP_FROM_ID = str.maketrans("", "", "\r\n\0")
 
 
 class SSEDecoder:
@@ -41,6 +42,7 @@ class SSEDecoder:
         "_fields",
         "_id",
         "_max",
+        "_pre",
         "_retry",
         "_size",
     )
@@ -51,12 +53,13 @@ class SSEDecoder:
         self._retry: int | None = None
         self._event = ""
         self._data: list[bytes] = []  # values of this event's data lines
-        self._size = 0  # bytes of this event's field lines, for the limit
+        self._size = 0  # bytes of this event's data lines so far, for the limit
         self._fields = False  # a non-data field line was seen since the last blank line
         self._buf = bytearray()  # the unfinished line (or a partial BOM at the start)
         self._bom = True  # still at the start of the stream: a BOM may follow
         self._cr = False  # the last chunk ended in CR: drop an LF that starts the next one
         self._error: str | None = None
+        self._pre = True  # _prepare() has work to do: BOM, pending CR or error
 
     @property
     def last_event_id(self) -> str:
@@ -70,7 +73,10 @@ class SSEDecoder:
 
     @property
     def mid_event(self) -> bool:
-        """True when an unfinished line or an undispatched event is pending."""
+        """True when an unfinished line or an undispatched event is pending.
+
+        At EOF this means the stream was cut mid-event: the transport treats it as a drop.
+        """
         return bool(self._buf or self._data or self._fields)
 
     def feed(self, data: bytes) -> list[SSEEvent]:
@@ -79,39 +85,33 @@ class SSEDecoder:
         Raises:
             WireError: The current event exceeded `max_event_bytes` (now or earlier).
         """
-        if self._error is not None:
-            raise WireError(self._error)
-        if self._bom:
-            data = self._strip_bom(data)
-        if self._cr and data[:1] == b"\n":
-            data = data[1:]  # the LF of a CRLF split across chunks
-            self._cr = False
+        if self._pre:
+            data = self._prepare(data)
         if not data:
             return []
-        self._cr = data[-1:] == b"\r"
-        lines = _EOL.split(data) if b"\r" in data else data.split(b"\n")
+        lines = data.splitlines()  # bytes.splitlines splits on CRLF, LF and CR only
+        end = data[-1]
+        if end == 10:  # LF
+            tail = b""
+        elif end == 13:  # CR: an LF starting the next chunk belongs to it
+            tail = b""
+            self._pre = self._cr = True
+        else:
+            tail = lines.pop()
         buf = self._buf
-        if len(lines) == 1:  # no line end: the line continues
-            buf += data
-            if len(buf) + self._size > self._max:
-                self._fail()
-            return []
-        if buf:
+        if buf and lines:
             buf += lines[0]
             lines[0] = bytes(buf)
             buf.clear()
-        tail = lines.pop()
 
         events: list[SSEEvent] = []
         parts = self._data
         size = self._size
         limit = self._max
         for line in lines:
-            if line[:5] == b"data:":
-                parts.append(line[6:] if line[5:6] == b" " else line[5:])
-            elif not line:  # blank line: dispatch
+            if not line:  # blank line: dispatch the event
                 if parts:
-                    value = parts[0] if len(parts) == 1 else b"\n".join(parts)
+                    value = b"\n".join(parts)
                     parts.clear()
                     events.append(
                         SSEEvent(
@@ -121,18 +121,20 @@ class SSEDecoder:
                             self._retry,
                         )
                     )
-                self._event = ""
-                self._fields = False
+                if self._fields:
+                    self._event = ""
+                    self._fields = False
                 size = 0
                 continue
-            elif line[:1] == b":":  # comment
+            if line[:6] == b"data: ":  # the common case
+                parts.append(line[6:])
+            else:
                 if size + len(line) > limit:
                     self._fail()
-                continue
-            else:
                 field_data = self._field(line)
-                if field_data is not None:
-                    parts.append(field_data)
+                if field_data is None:
+                    continue
+                parts.append(field_data)
             size += len(line) + 1
             if size > limit:
                 self._fail()
@@ -153,19 +155,30 @@ class SSEDecoder:
             raise WireError(self._error)
         return []
 
-    def _strip_bom(self, data: bytes) -> bytes:
-        """Drop one leading UTF-8 BOM, which may arrive split across chunks."""
-        head = bytes(self._buf) + data
-        if len(head) < len(_BOM) and _BOM.startswith(head):
-            self._buf[:] = head  # too short to tell yet
-            return b""
-        self._bom = False
-        self._buf.clear()
-        return head[len(_BOM) :] if head.startswith(_BOM) else head
+    def _prepare(self, data: bytes) -> bytes:
+        """The rare work before splitting: the error state, a leading BOM, a pending CR."""
+        if self._error is not None:
+            raise WireError(self._error)
+        if self._bom:  # one leading BOM, possibly split across chunks, is dropped
+            head = bytes(self._buf) + data
+            if len(head) < len(_BOM) and _BOM.startswith(head):
+                self._buf[:] = head  # too short to tell yet
+                return b""
+            self._bom = False
+            self._buf.clear()
+            data = head[len(_BOM) :] if head.startswith(_BOM) else head
+        if self._cr and data:
+            self._cr = False
+            if data[:1] == b"\n":
+                data = data[1:]  # the LF of a CRLF split across chunks
+        self._pre = self._bom or self._cr
+        return data
 
     def _field(self, line: bytes) -> bytes | None:
         """Apply one non-data field line; return the value when it is a ``data`` field."""
         name, colon, value = line.partition(b":")
+        if not name:
+            return None  # a comment
         if colon and value[:1] == b" ":
             value = value[1:]
         if name == b"data":
@@ -185,6 +198,7 @@ class SSEDecoder:
             f"an SSE event exceeded {self._max} bytes (max_event_bytes); "
             "the server sent an oversized event or no line breaks"
         )
+        self._pre = True
         self._buf = bytearray()
         self._data = []
         raise WireError(self._error)
@@ -209,16 +223,16 @@ def encode_sse(
     """
     out: list[str] = []
     if comment is not None:
-        out.extend(f": {line}" if line else ":" for line in _EOL_TEXT.split(comment))
+        out.extend(f": {line}" if line else ":" for line in _LINE_BREAK.split(comment))
     if event is not None:
-        out.append("event: " + _EOL_TEXT.sub("", event))
+        out.append("event: " + event.translate(_DROP_FROM_EVENT))
     if id is not None:
-        out.append("id: " + _EOL_TEXT.sub("", id).replace("\0", ""))
+        out.append("id: " + id.translate(_DROP_FROM_ID))
     if retry is not None:
         if retry < 0:
             raise ValueError(f"retry must be >= 0, got {retry}")
         out.append(f"retry: {retry}")
     if data is not None:
-        out.extend("data: " + line for line in _EOL_TEXT.split(data))
+        out.extend("data: " + line for line in _LINE_BREAK.split(data))
     out.append("\n")
     return "\n".join(out).encode("utf-8")
