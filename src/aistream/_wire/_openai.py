@@ -1,7 +1,21 @@
 """OpenAI-compatible chat completions streaming (OpenAI, vLLM, llama.cpp, LM Studio). Stdlib only.
 
-Reads ``choices[0].delta`` (content, reasoning_content / reasoning, tool_calls), finish_reason,
-the usage chunk with empty ``choices``, ``{"error": ...}`` inside the stream, and ``[DONE]``.
+Reads:
+
+- ``choices[0].delta``: ``content`` (a string, or Mistral's list of text / thinking parts) and
+  ``refusal`` (the model's refusal, shown as reply text) → text; ``reasoning_content`` /
+  ``reasoning`` (DeepSeek, vLLM, OpenRouter, Ollama's ``/v1``) → reasoning; ``tool_calls``
+  fragments → one complete call each at ``finish_reason`` (or at ``[DONE]`` for servers that
+  send none);
+- ``finish_reason``; usage wherever a chunk carries it (normally the last chunk, with empty
+  ``choices``);
+- ``{"error": ...}`` inside the stream (retryable when its code or type names a transient
+  failure); ``[DONE]``.
+
+Not expressible, hence `Skipped` (logged, never silently dropped): choices other than index 0
+(``n > 1``) and unknown non-empty delta fields (legacy ``function_call``, ``audio``, …), each
+reported once per stream; chunks that are not chunk objects. A chunk with empty ``choices`` and
+no usage (Azure's ``prompt_filter_results``) is `Metadata`.
 """
 
 from __future__ import annotations
@@ -14,6 +28,7 @@ from ._events import (
     Done,
     FinishReason,
     Frame,
+    Metadata,
     ReasoningDelta,
     ServerError,
     Skipped,
@@ -24,19 +39,36 @@ from ._events import (
 )
 from ._native import is_transient, normalize_finish, usage_report
 
+#: Delta fields read here, or known to carry nothing for the reply (reported only if unknown).
+_KNOWN_DELTA = frozenset(
+    {
+        "role",
+        "content",
+        "refusal",
+        "reasoning_content",
+        "reasoning",
+        "reasoning_details",
+        "tool_calls",
+    }
+)
+
 
 class OpenAIDialect:
-    """Parser state for one attempt of an OpenAI-format stream."""
+    """Parser state for one attempt of an OpenAI-format stream.
+
+    Not resumable: chunks carry no ids, so a dropped reply restarts from the beginning.
+    """
 
     name: ClassVar[str] = "openai"
     framing: ClassVar[Literal["sse", "ndjson"]] = "sse"
     resumable: ClassVar[bool] = False
 
-    __slots__ = ("_calls", "_finished")
+    __slots__ = ("_calls", "_finished", "_reported")
 
     def __init__(self) -> None:
         self._finished = False
-        self._calls: dict[int, list[str]] = {}  # tool-call index -> [id, name, arguments...]
+        self._calls: dict[int, _Call] = {}  # tool calls being assembled, by their index
+        self._reported: set[str] = set()  # what was already reported as Skipped
 
     @property
     def finished(self) -> bool:
@@ -61,7 +93,7 @@ class OpenAIDialect:
         data = frame.data
         if data == "[DONE]":
             self._finished = True
-            return [Done()]
+            return [*self._complete_tool_calls(), Done()] if self._calls else [Done()]
         obj = loads_object(data)
         if obj is None:
             return [Skipped("malformed JSON in OpenAI chunk", data[:200])]
@@ -70,13 +102,16 @@ class OpenAIDialect:
             fast = _plain_text(obj, choices)
             if fast is not None:
                 return [TextDelta(fast)] if fast else NOTHING
-            return self._parse_full(obj, choices, data)
         if obj.get("error"):
             message, code = error_message(obj["error"])
             return [ServerError(message, code, is_transient(code), obj)]
+        if choices and type(choices) is list:
+            return self._parse_full(obj, choices, data)
         usage = obj.get("usage")
         if isinstance(usage, Mapping):
             return [usage_report(usage)]
+        if type(choices) is list:
+            return [Metadata(obj)]  # a chunk with nothing for the reply
         return [Skipped("OpenAI chunk without choices, usage or error", data[:200])]
 
     def _parse_full(self, obj: dict[str, Any], choices: list[Any], data: str) -> list[StreamEvent]:
@@ -86,62 +121,136 @@ class OpenAIDialect:
                 events.append(Skipped("OpenAI choice is not an object", data[:200]))
                 continue
             if choice.get("index", 0) != 0:
-                events.append(Skipped("choice index > 0 ignored (n > 1 not supported)", data[:200]))
+                self._report_once(events, "choices other than index 0 (n > 1) are ignored", data)
                 continue
             delta = choice.get("delta")
             if type(delta) is dict:
-                reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-                if type(reasoning) is str and reasoning:
-                    events.append(ReasoningDelta(reasoning))
-                content = delta.get("content")
-                if type(content) is str and content:
-                    events.append(TextDelta(content))
-                calls = delta.get("tool_calls")
-                if type(calls) is list:
-                    self._collect_tool_calls(calls)
+                self._delta(delta, events, data)
             reason = choice.get("finish_reason")
-            if type(reason) is str:
+            if type(reason) is str and reason:
                 events.extend(self._complete_tool_calls())
-                events.append(FinishReason(normalize_finish(reason)))
+                events.append(FinishReason(_FINISH.get(reason) or normalize_finish(reason)))
         usage = obj.get("usage")
         if isinstance(usage, Mapping):
             events.append(usage_report(usage))
-        return events
+        return events or NOTHING
 
-    def _collect_tool_calls(self, calls: list[Any]) -> None:
-        for call in calls:
-            if type(call) is not dict:
-                continue
-            slot = self._calls.setdefault(int(call.get("index", 0)), ["", ""])
-            if call.get("id"):
-                slot[0] = str(call["id"])
-            function = call.get("function")
-            if type(function) is dict:
-                if function.get("name"):
-                    slot[1] = str(function["name"])
-                if type(function.get("arguments")) is str:
-                    slot.append(function["arguments"])
+    def _delta(self, delta: dict[str, Any], events: list[StreamEvent], data: str) -> None:
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if type(reasoning) is str and reasoning:
+            events.append(ReasoningDelta(reasoning))
+        content = delta.get("content")
+        if type(content) is str and content:
+            events.append(TextDelta(content))
+        elif type(content) is list:
+            self._content_parts(content, events, data)
+        refusal = delta.get("refusal")
+        if type(refusal) is str and refusal:
+            events.append(TextDelta(refusal))
+        calls = delta.get("tool_calls")
+        if type(calls) is list:
+            for call in calls:
+                if type(call) is dict:
+                    self._collect_tool_call(call)
+                else:
+                    events.append(Skipped("OpenAI tool call is not an object", data[:200]))
+        for key, value in delta.items():
+            if value and key not in _KNOWN_DELTA:
+                self._report_once(events, f"OpenAI delta field {key!r} is not supported", data)
+
+    def _content_parts(self, parts: list[Any], events: list[StreamEvent], data: str) -> None:
+        """Content sent as a list of parts (Mistral): text parts, thinking parts as reasoning."""
+        for part in parts:
+            kind = part.get("type") if type(part) is dict else None
+            if kind == "text":
+                events.extend(TextDelta(t) for t in _texts([part]) if t)
+            elif kind == "thinking":
+                thinking = part["thinking"] if type(part.get("thinking")) is str else None
+                texts = [thinking] if thinking else _texts(part.get("thinking"))
+                events.extend(ReasoningDelta(t) for t in texts if t)
+            else:
+                self._report_once(events, f"OpenAI content part {kind!r} is not supported", data)
+
+    def _collect_tool_call(self, call: dict[str, Any]) -> None:
+        """Add one tool-call fragment to the call it continues (by index, else by id)."""
+        index = call.get("index")
+        call_id = call.get("id")
+        if type(index) is not int:  # some servers send whole calls without an index
+            index = next((i for i, c in self._calls.items() if call_id and c.id == call_id), None)
+            if index is None:  # a new id starts a new call; no id continues the last one
+                index = (max(self._calls) + bool(call_id)) if self._calls else 0
+        slot = self._calls.get(index)
+        if slot is None:
+            slot = self._calls[index] = _Call(index)
+        if call_id:
+            slot.id = str(call_id)
+        function = call.get("function")
+        if type(function) is dict:
+            name, arguments = function.get("name"), function.get("arguments")
+            if type(name) is str and name:
+                slot.name = name
+            if type(arguments) is str:
+                slot.parts.append(arguments)
+            elif type(arguments) is dict:  # a whole object instead of JSON text
+                slot.parts.append(json_body(arguments).decode())
 
     def _complete_tool_calls(self) -> list[StreamEvent]:
-        done: list[StreamEvent] = [
-            ToolCallDone(slot[0], slot[1], "".join(slot[2:]) or "{}")
-            for _, slot in sorted(self._calls.items())
-        ]
+        done: list[StreamEvent] = []
+        for _, call in sorted(self._calls.items()):
+            arguments = "".join(call.parts) or "{}"
+            if call.name:
+                done.append(ToolCallDone(call.id or f"call_{call.index}", call.name, arguments))
+            else:
+                done.append(Skipped("OpenAI tool call without a function name", arguments[:200]))
         self._calls.clear()
         return done
 
+    def _report_once(self, events: list[StreamEvent], reason: str, data: str) -> None:
+        if reason not in self._reported:
+            self._reported.add(reason)
+            events.append(Skipped(reason + " (reported once per stream)", data[:200]))
+
+
+class _Call:
+    """A tool call being assembled from its fragments."""
+
+    __slots__ = ("id", "index", "name", "parts")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.id = ""
+        self.name = ""
+        self.parts: list[str] = []
+
+
+_FINISH = {"function_call": "tool_calls"}
+
+
+def _texts(parts: Any) -> list[str]:
+    """The ``text`` of each ``{"type": "text"}`` part of a list (anything else: none)."""
+    if type(parts) is not list:
+        return []
+    return [p["text"] for p in parts if type(p) is dict and type(p.get("text")) is str]
+
 
 def _plain_text(obj: dict[str, Any], choices: list[Any]) -> str | None:
-    """The text of a chunk that carries only a text delta (the hot path), else None."""
-    if len(choices) != 1 or obj.get("usage"):
+    """The text of a chunk that carries only a text delta (the hot path), else None.
+
+    Only ``role`` may accompany ``content``; any other field must be empty (``null``, ``""``).
+    """
+    if len(choices) != 1 or obj.get("usage") or obj.get("error"):
         return None
     choice = choices[0]
     if type(choice) is not dict or choice.get("finish_reason") is not None:
         return None
     delta = choice.get("delta")
-    if type(delta) is not dict or choice.get("index", 0) != 0 or "tool_calls" in delta:
-        return None
-    if delta.get("reasoning_content") or delta.get("reasoning"):
+    if type(delta) is not dict or choice.get("index", 0) != 0:
         return None
     content = delta.get("content")
-    return content if type(content) is str else ""
+    if type(content) is not str:
+        return None
+    if len(delta) > 1:
+        for key, value in delta.items():
+            if value and key != "content" and key != "role":
+                return None
+    return content

@@ -1,16 +1,24 @@
-"""Dialect lookup by protocol name. Stdlib only."""
+"""Dialect lookup by protocol name. Stdlib only.
+
+``auto`` never picks ollama: Ollama's ``/api/chat`` is also the native protocol's path, and
+`detect_protocol` keeps that path for native. Ollama is chosen with ``protocol="ollama"``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from ._anthropic import AnthropicDialect
 from ._dialect import Dialect, detect_protocol
 from ._native import NativeDialect
+from ._ollama import OllamaDialect
 from ._openai import OpenAIDialect
 
 DIALECTS: dict[str, Callable[[], Dialect]] = {
     "native": NativeDialect,
     "openai": OpenAIDialect,
+    "anthropic": AnthropicDialect,
+    "ollama": OllamaDialect,
 }
 
 

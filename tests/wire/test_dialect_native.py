@@ -1,0 +1,270 @@
+"""NativeDialect: every native fixture at every chunking, the seed's variants, requests."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from aistream._wire._dialect import NOTHING, ChatMessage, ChatRequest
+from aistream._wire._events import (
+    Done,
+    FinishReason,
+    Heartbeat,
+    Metadata,
+    NDJSONLine,
+    ReasoningDelta,
+    ServerError,
+    Skipped,
+    SSEEvent,
+    StreamEvent,
+    StreamStarted,
+    TextDelta,
+    ToolCallDone,
+    UsageReport,
+)
+from aistream._wire._native import NativeDialect
+from aistream._wire._sse import SSEDecoder
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+SIZES = [pytest.param(s, id=i) for s, i in ((None, "whole"), (1, "byte"), (7, "7"), (64, "64"))]
+
+
+# --- replay helpers (the same in every test_dialect_*.py) -----------------------------------
+
+
+def chunked(raw: bytes, size: int | None) -> list[bytes]:
+    return [raw] if size is None else [raw[i : i + size] for i in range(0, len(raw), size)]
+
+
+def replay(chunks: list[bytes]) -> tuple[list[StreamEvent], bool]:
+    """Feed `chunks` through a fresh decoder and dialect; return the events and `finished`."""
+    decoder, dialect = SSEDecoder(), NativeDialect()
+    events: list[StreamEvent] = []
+    for chunk in chunks:
+        for frame in decoder.feed(chunk):
+            events += dialect.parse(frame)
+    for frame in decoder.eof():
+        events += dialect.parse(frame)
+    return events, dialect.finished
+
+
+@dataclass
+class Outcome:
+    """What a stream amounts to, as AIStream would assemble it."""
+
+    text: str = ""
+    reasoning: str = ""
+    tool_calls: list[tuple[str, str, str]] = field(default_factory=list)
+    usage: tuple[int, int, int] | None = None
+    finish: str | None = None
+    finished: bool = True
+    errors: list[tuple[str, str | None, bool]] = field(default_factory=list)
+    skipped: int = 0
+    heartbeats: int = 0
+
+
+def outcome(events: list[StreamEvent], finished: bool) -> Outcome:
+    out = Outcome(finished=finished)
+    for ev in events:
+        if isinstance(ev, TextDelta):
+            out.text += ev.text
+        elif isinstance(ev, ReasoningDelta):
+            out.reasoning += ev.text
+        elif isinstance(ev, ToolCallDone):
+            out.tool_calls.append((ev.id, ev.name, ev.arguments))
+        elif isinstance(ev, UsageReport):  # a snapshot: None keeps the previous value
+            p, c, _ = out.usage or (0, 0, 0)
+            p = p if ev.prompt_tokens is None else ev.prompt_tokens
+            c = c if ev.completion_tokens is None else ev.completion_tokens
+            out.usage = (p, c, p + c if ev.total_tokens is None else ev.total_tokens)
+        elif isinstance(ev, FinishReason):
+            out.finish = ev.reason
+        elif isinstance(ev, ServerError):
+            out.errors.append((ev.message, ev.code, ev.retryable))
+        elif isinstance(ev, Skipped):
+            out.skipped += 1
+        elif isinstance(ev, Heartbeat):
+            out.heartbeats += 1
+    return out
+
+
+# --- every fixture, every chunking ----------------------------------------------------------
+
+EXPECTED = {
+    "ours.sse": Outcome(text="Hello world!", usage=(5, 3, 8), finish="stop"),
+    "seed_basic.sse": Outcome(text="Hello world", usage=(10, 20, 30)),
+    "seed_streaming_response.sse": Outcome(
+        text="Hello world",
+        usage=(5, 2, 7),
+        finish="stop",
+        errors=[("upstream failed", "STREAM_ERROR", False)],
+    ),
+    "seed_done_usage.sse": Outcome(text="Hi there", usage=(12, 2, 14)),
+    "seed_starter.sse": Outcome(text="Hello from Next.js", finished=False),
+    "skips.sse": Outcome(text="AC", skipped=3),
+}
+
+
+def test_native_fixtures_all_have_expectations() -> None:
+    assert sorted(p.name for p in (FIXTURES / "native").iterdir()) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_native_fixture_at_any_chunk_size_gives_expected_outcome(
+    name: str, size: int | None
+) -> None:
+    raw = (FIXTURES / "native" / name).read_bytes()
+    events, finished = replay(chunked(raw, size))
+    assert (events, finished) == replay([raw])
+    assert outcome(events, finished) == EXPECTED[name]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_native_fixture_split_at_every_index_gives_the_same_events(name: str) -> None:
+    raw = (FIXTURES / "native" / name).read_bytes()
+    whole = replay([raw])
+    for i in range(len(raw) + 1):
+        assert replay([raw[:i], raw[i:]]) == whole, f"split at {i}"
+
+
+def test_native_ours_fixture_gives_exact_events_with_indices() -> None:
+    events, finished = replay([(FIXTURES / "native" / "ours.sse").read_bytes()])
+    assert events == [
+        StreamStarted("s1", "demo"),
+        TextDelta("Hello", 0),
+        TextDelta(" world", 1),
+        TextDelta("!", 2),
+        UsageReport(5, 3, 8),
+        FinishReason("stop"),
+        Done(),
+    ]
+    assert finished
+
+
+def test_native_seed_streaming_response_reads_flat_usage_metadata_error_and_done() -> None:
+    events, finished = replay([(FIXTURES / "native" / "seed_streaming_response.sse").read_bytes()])
+    assert events == [
+        StreamStarted(None, None),
+        TextDelta("Hello", 0),
+        TextDelta(" world", 1),
+        UsageReport(5, 2, 7),
+        Metadata({"finishReason": "stop"}),
+        FinishReason("stop"),
+        ServerError(
+            "upstream failed",
+            "STREAM_ERROR",
+            False,
+            {"error": "upstream failed", "code": "STREAM_ERROR"},
+        ),
+        Done(),
+    ]
+    assert finished
+
+
+def test_native_seed_done_true_with_usage_ends_the_stream() -> None:
+    events, finished = replay([(FIXTURES / "native" / "seed_done_usage.sse").read_bytes()])
+    assert events[-2:] == [UsageReport(12, 2, 14), Done()]
+    assert finished
+
+
+def test_native_seed_starter_without_done_is_not_finished() -> None:
+    _, finished = replay([(FIXTURES / "native" / "seed_starter.sse").read_bytes()])
+    assert not finished
+
+
+# --- single frames ---------------------------------------------------------------------------
+
+
+def test_native_empty_token_is_ignored() -> None:
+    assert NativeDialect().parse(SSEEvent('{"token":""}')) is NOTHING
+
+
+def test_native_malformed_json_is_skipped() -> None:
+    [event] = NativeDialect().parse(SSEEvent('{"token": "B"', "token"))
+    assert isinstance(event, Skipped) and "malformed JSON" in event.reason
+    assert event.raw == '{"token": "B"'
+
+
+def test_native_unknown_event_type_is_skipped() -> None:
+    [event] = NativeDialect().parse(SSEEvent('{"x":1}', "surprise"))
+    assert isinstance(event, Skipped) and "'surprise'" in event.reason
+
+
+def test_native_unnamed_object_without_token_usage_or_done_is_skipped() -> None:
+    [event] = NativeDialect().parse(SSEEvent('{"hello":"world"}'))
+    assert isinstance(event, Skipped)
+
+
+def test_native_ndjson_frame_is_skipped() -> None:
+    [event] = NativeDialect().parse(NDJSONLine('{"token":"x"}'))
+    assert isinstance(event, Skipped)
+
+
+@pytest.mark.parametrize(
+    ("code", "retryable"),
+    [
+        pytest.param("overloaded", True, id="overloaded"),
+        pytest.param("rate_limited", True, id="rate-limited"),
+        pytest.param("503", True, id="status-503"),
+        pytest.param("STREAM_ERROR", False, id="stream-error"),
+        pytest.param("content_policy", False, id="policy"),
+    ],
+)
+def test_native_error_event_code_decides_retryable(code: str, retryable: bool) -> None:
+    data = json.dumps({"error": "boom", "code": code})
+    [event] = NativeDialect().parse(SSEEvent(data, "error"))
+    assert event == ServerError("boom", code, retryable, {"error": "boom", "code": code})
+
+
+def test_native_error_event_explicit_retryable_flag_wins() -> None:
+    data = '{"error":"boom","code":"STREAM_ERROR","retryable":true}'
+    [event] = NativeDialect().parse(SSEEvent(data, "error"))
+    assert isinstance(event, ServerError) and event.retryable
+
+
+def test_native_reasoning_and_tool_call_events_are_read() -> None:
+    dialect = NativeDialect()
+    assert dialect.parse(SSEEvent('{"text":"hmm"}', "reasoning")) == [ReasoningDelta("hmm")]
+    call = '{"id":"c1","name":"f","arguments":{"a":1}}'
+    assert dialect.parse(SSEEvent(call, "tool-call")) == [ToolCallDone("c1", "f", '{"a":1}')]
+
+
+def test_native_done_with_finish_reason_normalises_it() -> None:
+    dialect = NativeDialect()
+    assert dialect.parse(SSEEvent('{"finishReason":"max_tokens"}', "done")) == [
+        FinishReason("length"),
+        Done(),
+    ]
+    assert dialect.finished
+
+
+# --- requests --------------------------------------------------------------------------------
+
+
+def test_native_build_request_sends_seed_body_key_order() -> None:
+    request = ChatRequest(
+        messages=(ChatMessage("user", "t1"), ChatMessage("assistant", "a")),
+        model="gpt-4",
+        system_prompt="Be brief",
+    )
+    spec = NativeDialect().build_request("http://h/api/chat", request)
+    assert (spec.method, spec.url) == ("POST", "http://h/api/chat")
+    assert spec.headers["Content-Type"] == "application/json"
+    body = json.loads(spec.body)
+    assert list(body) == ["messages", "model", "systemPrompt", "stream"]
+    assert body["messages"] == [
+        {"role": "user", "content": "t1"},
+        {"role": "assistant", "content": "a"},
+    ]
+    assert body["stream"] is True
+
+
+def test_native_build_request_without_model_or_system_omits_them() -> None:
+    spec = NativeDialect().build_request(
+        "http://h/api/chat", ChatRequest((ChatMessage("user", "x"),))
+    )
+    assert list(json.loads(spec.body)) == ["messages", "stream"]

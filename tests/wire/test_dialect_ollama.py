@@ -1,0 +1,312 @@
+"""OllamaDialect: every Ollama fixture at every chunking, tools, thinking, errors, requests."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from aistream._wire._dialect import NOTHING, ChatMessage, ChatRequest
+from aistream._wire._events import (
+    Done,
+    FinishReason,
+    Heartbeat,
+    NDJSONLine,
+    ReasoningDelta,
+    ServerError,
+    Skipped,
+    SSEEvent,
+    StreamEvent,
+    TextDelta,
+    ToolCallDone,
+    UsageReport,
+)
+from aistream._wire._native import NativeDialect
+from aistream._wire._ndjson import NDJSONDecoder
+from aistream._wire._ollama import OllamaDialect
+from aistream._wire._registry import dialect_factory
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+SIZES = [pytest.param(s, id=i) for s, i in ((None, "whole"), (1, "byte"), (7, "7"), (64, "64"))]
+
+
+# --- replay helpers (the same in every test_dialect_*.py) -----------------------------------
+
+
+def chunked(raw: bytes, size: int | None) -> list[bytes]:
+    return [raw] if size is None else [raw[i : i + size] for i in range(0, len(raw), size)]
+
+
+def replay(chunks: list[bytes]) -> tuple[list[StreamEvent], bool]:
+    """Feed `chunks` through a fresh decoder and dialect; return the events and `finished`."""
+    decoder, dialect = NDJSONDecoder(), OllamaDialect()
+    events: list[StreamEvent] = []
+    for chunk in chunks:
+        for frame in decoder.feed(chunk):
+            events += dialect.parse(frame)
+    for frame in decoder.eof():
+        events += dialect.parse(frame)
+    return events, dialect.finished
+
+
+@dataclass
+class Outcome:
+    """What a stream amounts to, as AIStream would assemble it."""
+
+    text: str = ""
+    reasoning: str = ""
+    tool_calls: list[tuple[str, str, str]] = field(default_factory=list)
+    usage: tuple[int, int, int] | None = None
+    finish: str | None = None
+    finished: bool = True
+    errors: list[tuple[str, str | None, bool]] = field(default_factory=list)
+    skipped: int = 0
+    heartbeats: int = 0
+
+
+def outcome(events: list[StreamEvent], finished: bool) -> Outcome:
+    out = Outcome(finished=finished)
+    for ev in events:
+        if isinstance(ev, TextDelta):
+            out.text += ev.text
+        elif isinstance(ev, ReasoningDelta):
+            out.reasoning += ev.text
+        elif isinstance(ev, ToolCallDone):
+            out.tool_calls.append((ev.id, ev.name, ev.arguments))
+        elif isinstance(ev, UsageReport):  # a snapshot: None keeps the previous value
+            p, c, _ = out.usage or (0, 0, 0)
+            p = p if ev.prompt_tokens is None else ev.prompt_tokens
+            c = c if ev.completion_tokens is None else ev.completion_tokens
+            out.usage = (p, c, p + c if ev.total_tokens is None else ev.total_tokens)
+        elif isinstance(ev, FinishReason):
+            out.finish = ev.reason
+        elif isinstance(ev, ServerError):
+            out.errors.append((ev.message, ev.code, ev.retryable))
+        elif isinstance(ev, Skipped):
+            out.skipped += 1
+        elif isinstance(ev, Heartbeat):
+            out.heartbeats += 1
+    return out
+
+
+# --- every fixture, every chunking ----------------------------------------------------------
+
+BASIC = Outcome(text="The sky is blue.", usage=(26, 282, 308), finish="stop")
+EXPECTED = {
+    "basic.ndjson": BASIC,
+    "no_final_newline.ndjson": BASIC,
+    "crlf_blank_lines.ndjson": Outcome(text="The sky", usage=(26, 282, 308), finish="stop"),
+    "error.ndjson": Outcome(
+        text="The sky",
+        finished=False,
+        errors=[("an error was encountered while running the model: unexpected EOF", None, False)],
+    ),
+    "error_transient.ndjson": Outcome(
+        text="Hi",
+        finished=False,
+        errors=[("server busy, please try again.  maximum pending requests exceeded", None, True)],
+    ),
+    "multibyte.ndjson": Outcome(text="Café ☕ 😀 日本語 \u2028 ok", finished=False),
+    "thinking.ndjson": Outcome(
+        text="Hello!", reasoning="The user wants a greeting.", usage=(18, 27, 45), finish="stop"
+    ),
+    "tool_calls.ndjson": Outcome(
+        tool_calls=[
+            ("call_0", "get_weather", '{"city":"Paris"}'),
+            ("call_1", "get_time", '{"tz":"Europe/Paris","utc_offset":true}'),
+        ],
+        usage=(201, 35, 236),
+        finish="tool_calls",
+    ),
+    "tool_calls_ids.ndjson": Outcome(
+        reasoning="Need the weather tool.",
+        tool_calls=[("call_k3v9x2mq", "get_weather", '{"city":"Zürich"}')],
+        usage=(150, 22, 172),
+        finish="tool_calls",
+    ),
+}
+
+
+def test_ollama_fixtures_all_have_expectations() -> None:
+    assert sorted(p.name for p in (FIXTURES / "ollama").iterdir()) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_ollama_fixture_at_any_chunk_size_gives_expected_outcome(
+    name: str, size: int | None
+) -> None:
+    raw = (FIXTURES / "ollama" / name).read_bytes()
+    events, finished = replay(chunked(raw, size))
+    assert (events, finished) == replay([raw])
+    assert outcome(events, finished) == EXPECTED[name]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_ollama_fixture_split_at_every_index_gives_the_same_events(name: str) -> None:
+    raw = (FIXTURES / "ollama" / name).read_bytes()
+    whole = replay([raw])
+    for i in range(len(raw) + 1):
+        assert replay([raw[:i], raw[i:]]) == whole, f"split at {i}"
+
+
+def test_ollama_basic_fixture_gives_exact_events() -> None:
+    events, finished = replay([(FIXTURES / "ollama" / "basic.ndjson").read_bytes()])
+    assert events == [
+        TextDelta("The"),
+        TextDelta(" sky"),
+        TextDelta(" is"),
+        TextDelta(" blue"),
+        TextDelta("."),
+        UsageReport(26, 282),
+        FinishReason("stop"),
+        Done(),
+    ]
+    assert finished
+
+
+def test_ollama_no_final_newline_finishes_from_eof() -> None:
+    raw = (FIXTURES / "ollama" / "no_final_newline.ndjson").read_bytes()
+    decoder, dialect = NDJSONDecoder(), OllamaDialect()
+    for line in decoder.feed(raw):
+        dialect.parse(line)
+    assert not dialect.finished
+    [last] = decoder.eof()
+    assert dialect.parse(last)[-1] == Done()
+    assert dialect.finished
+
+
+def test_ollama_thinking_comes_as_reasoning_before_text() -> None:
+    events, _ = replay([(FIXTURES / "ollama" / "thinking.ndjson").read_bytes()])
+    assert events[:4] == [
+        ReasoningDelta("The user"),
+        ReasoningDelta(" wants a greeting."),
+        TextDelta("Hello"),
+        TextDelta("!"),
+    ]
+
+
+# --- single lines ----------------------------------------------------------------------------
+
+
+def line(obj: object) -> NDJSONLine:
+    return NDJSONLine(json.dumps(obj))
+
+
+def test_ollama_empty_content_gives_shared_empty_list() -> None:
+    frame = line({"message": {"role": "assistant", "content": ""}, "done": False})
+    assert OllamaDialect().parse(frame) is NOTHING
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param('{"message":{"role":"assistant","content":" the', id="cut-json"),
+        pytest.param("[1, 2, 3]", id="not-an-object"),
+        pytest.param('{"model":"m","done":false}', id="no-message"),
+    ],
+)
+def test_ollama_unreadable_line_is_skipped(text: str) -> None:
+    [event] = OllamaDialect().parse(NDJSONLine(text))
+    assert isinstance(event, Skipped) and event.raw == text
+
+
+def test_ollama_done_without_reason_or_counts_is_stop() -> None:
+    dialect = OllamaDialect()
+    assert dialect.parse(line({"done": True})) == [FinishReason("stop"), Done()]
+    assert dialect.finished
+
+
+def test_ollama_done_reason_length_is_kept() -> None:
+    events = OllamaDialect().parse(line({"done": True, "done_reason": "length", "eval_count": 8}))
+    assert events == [UsageReport(None, 8), FinishReason("length"), Done()]
+
+
+@pytest.mark.parametrize(
+    ("message", "retryable"),
+    [
+        pytest.param("server busy, please try again.", True, id="busy"),
+        pytest.param("model runner overloaded", True, id="overloaded"),
+        pytest.param("upstream timed out", True, id="timed-out"),
+        pytest.param("service unavailable", True, id="unavailable"),
+        pytest.param("model 'nope' not found", False, id="not-found"),
+        pytest.param("unexpected EOF", False, id="crash"),
+    ],
+)
+def test_ollama_error_line_is_retryable_only_when_transient(message: str, retryable: bool) -> None:
+    [event] = OllamaDialect().parse(line({"error": message}))
+    assert event == ServerError(message, None, retryable, {"error": message})
+
+
+def test_ollama_error_object_from_a_proxy_keeps_message_and_code() -> None:
+    [event] = OllamaDialect().parse(line({"error": {"message": "rate limited", "code": "429"}}))
+    assert isinstance(event, ServerError)
+    assert (event.message, event.code) == ("rate limited", "429")
+
+
+def test_ollama_tool_call_string_arguments_are_kept_as_is() -> None:
+    call = {"function": {"name": "f", "arguments": '{"a": 1}'}}
+    frame = line({"message": {"role": "assistant", "content": "", "tool_calls": [call]}})
+    assert OllamaDialect().parse(frame) == [ToolCallDone("call_0", "f", '{"a": 1}')]
+
+
+def test_ollama_tool_call_without_name_is_skipped() -> None:
+    frame = line({"message": {"content": "", "tool_calls": [{"function": {"arguments": {}}}]}})
+    [event] = OllamaDialect().parse(frame)
+    assert isinstance(event, Skipped)
+
+
+def test_ollama_synthesised_tool_call_ids_are_stable_across_attempts() -> None:
+    raw = (FIXTURES / "ollama" / "tool_calls.ndjson").read_bytes()
+    assert replay([raw]) == replay([raw])
+
+
+def test_ollama_sse_frame_is_skipped() -> None:
+    [event] = OllamaDialect().parse(SSEEvent("{}"))
+    assert isinstance(event, Skipped)
+
+
+# --- requests and selection ------------------------------------------------------------------
+
+
+def test_ollama_build_request_puts_system_first_and_moves_sampling_into_options() -> None:
+    request = ChatRequest(
+        messages=(ChatMessage("user", "why is the sky blue?"),),
+        model="llama3.2",
+        system_prompt="Be brief.",
+        options={
+            "temperature": 0,
+            "max_tokens": 50,
+            "options": {"num_ctx": 8192},
+            "keep_alive": "5m",
+            "think": True,
+        },
+    )
+    spec = OllamaDialect().build_request("http://localhost:11434/api/chat", request)
+    assert (spec.method, spec.url) == ("POST", "http://localhost:11434/api/chat")
+    assert spec.headers["Content-Type"] == "application/json"
+    assert json.loads(spec.body) == {
+        "model": "llama3.2",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "why is the sky blue?"},
+        ],
+        "keep_alive": "5m",
+        "think": True,
+        "options": {"temperature": 0, "num_predict": 50, "num_ctx": 8192},
+        "stream": True,
+    }
+
+
+def test_ollama_build_request_without_options_sends_no_options_object() -> None:
+    spec = OllamaDialect().build_request(
+        "http://h/api/chat", ChatRequest((ChatMessage("user", "x"),))
+    )
+    assert json.loads(spec.body) == {"messages": [{"role": "user", "content": "x"}], "stream": True}
+
+
+def test_ollama_is_chosen_only_explicitly() -> None:
+    assert dialect_factory("auto", "http://localhost:11434/api/chat") is NativeDialect
+    assert dialect_factory("ollama", "http://localhost:11434/api/chat") is OllamaDialect

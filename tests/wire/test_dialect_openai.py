@@ -1,0 +1,439 @@
+"""OpenAIDialect: every OpenAI fixture at every chunking, the fast path, tool calls, errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aistream._wire._dialect import NOTHING, ChatMessage, ChatRequest
+from aistream._wire._events import (
+    Done,
+    FinishReason,
+    Heartbeat,
+    Metadata,
+    NDJSONLine,
+    ReasoningDelta,
+    ServerError,
+    Skipped,
+    SSEEvent,
+    StreamEvent,
+    TextDelta,
+    ToolCallDone,
+    UsageReport,
+)
+from aistream._wire._openai import OpenAIDialect
+from aistream._wire._sse import SSEDecoder
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+SIZES = [pytest.param(s, id=i) for s, i in ((None, "whole"), (1, "byte"), (7, "7"), (64, "64"))]
+
+
+# --- replay helpers (the same in every test_dialect_*.py) -----------------------------------
+
+
+def chunked(raw: bytes, size: int | None) -> list[bytes]:
+    return [raw] if size is None else [raw[i : i + size] for i in range(0, len(raw), size)]
+
+
+def replay(chunks: list[bytes]) -> tuple[list[StreamEvent], bool]:
+    """Feed `chunks` through a fresh decoder and dialect; return the events and `finished`."""
+    decoder, dialect = SSEDecoder(), OpenAIDialect()
+    events: list[StreamEvent] = []
+    for chunk in chunks:
+        for frame in decoder.feed(chunk):
+            events += dialect.parse(frame)
+    for frame in decoder.eof():
+        events += dialect.parse(frame)
+    return events, dialect.finished
+
+
+@dataclass
+class Outcome:
+    """What a stream amounts to, as AIStream would assemble it."""
+
+    text: str = ""
+    reasoning: str = ""
+    tool_calls: list[tuple[str, str, str]] = field(default_factory=list)
+    usage: tuple[int, int, int] | None = None
+    finish: str | None = None
+    finished: bool = True
+    errors: list[tuple[str, str | None, bool]] = field(default_factory=list)
+    skipped: int = 0
+    heartbeats: int = 0
+
+
+def outcome(events: list[StreamEvent], finished: bool) -> Outcome:
+    out = Outcome(finished=finished)
+    for ev in events:
+        if isinstance(ev, TextDelta):
+            out.text += ev.text
+        elif isinstance(ev, ReasoningDelta):
+            out.reasoning += ev.text
+        elif isinstance(ev, ToolCallDone):
+            out.tool_calls.append((ev.id, ev.name, ev.arguments))
+        elif isinstance(ev, UsageReport):  # a snapshot: None keeps the previous value
+            p, c, _ = out.usage or (0, 0, 0)
+            p = p if ev.prompt_tokens is None else ev.prompt_tokens
+            c = c if ev.completion_tokens is None else ev.completion_tokens
+            out.usage = (p, c, p + c if ev.total_tokens is None else ev.total_tokens)
+        elif isinstance(ev, FinishReason):
+            out.finish = ev.reason
+        elif isinstance(ev, ServerError):
+            out.errors.append((ev.message, ev.code, ev.retryable))
+        elif isinstance(ev, Skipped):
+            out.skipped += 1
+        elif isinstance(ev, Heartbeat):
+            out.heartbeats += 1
+    return out
+
+
+# --- every fixture, every chunking ----------------------------------------------------------
+
+EXPECTED = {
+    "basic.sse": Outcome(text="I'm here to help.", usage=(14, 4, 18), finish="stop"),
+    "length.sse": Outcome(text="The answer is long", usage=(14, 3, 17), finish="length"),
+    "error_in_stream.sse": Outcome(
+        text="Sure",
+        finished=False,
+        errors=[("Context length exceeded", "CONTEXT_LENGTH_EXCEEDED", False)],
+    ),
+    "error_transient.sse": Outcome(
+        text="Once upon",
+        finished=False,
+        errors=[
+            (
+                "The server had an error while processing your request. Sorry about that!",
+                "server_error",
+                True,
+            )
+        ],
+    ),
+    "tool_calls.sse": Outcome(
+        tool_calls=[
+            ("call_DdmO9pD3xa9XTPNJ32zg2hcA", "get_weather", '{"location":"Paris, France"}')
+        ],
+        usage=(81, 15, 96),
+        finish="tool_calls",
+    ),
+    "parallel_tool_calls.sse": Outcome(
+        tool_calls=[
+            ("call_Ahj6vPqW1cXr2bN7sLm0kTyE", "get_weather", '{"location": "Paris"}'),
+            ("call_Zq4mN8vB2xLr7cT1sWk3pYhD", "get_time", '{"tz": "Europe/Paris"}'),
+        ],
+        usage=(96, 41, 137),
+        finish="tool_calls",
+    ),
+    "reasoning.sse": Outcome(text="4.", reasoning="2 + 2 is 4.", usage=(9, 12, 21), finish="stop"),
+    "content_filter.sse": Outcome(text="Here is the", usage=(20, 3, 23), finish="content_filter"),
+}
+
+
+def test_openai_fixtures_all_have_expectations() -> None:
+    assert sorted(p.name for p in (FIXTURES / "openai").iterdir()) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_openai_fixture_at_any_chunk_size_gives_expected_outcome(
+    name: str, size: int | None
+) -> None:
+    raw = (FIXTURES / "openai" / name).read_bytes()
+    events, finished = replay(chunked(raw, size))
+    assert (events, finished) == replay([raw])
+    assert outcome(events, finished) == EXPECTED[name]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_openai_fixture_split_at_every_index_gives_the_same_events(name: str) -> None:
+    raw = (FIXTURES / "openai" / name).read_bytes()
+    whole = replay([raw])
+    for i in range(len(raw) + 1):
+        assert replay([raw[:i], raw[i:]]) == whole, f"split at {i}"
+
+
+def test_openai_basic_fixture_gives_exact_events() -> None:
+    events, _ = replay([(FIXTURES / "openai" / "basic.sse").read_bytes()])
+    assert events == [
+        TextDelta("I'm"),
+        TextDelta(" here"),
+        TextDelta(" to help."),
+        FinishReason("stop"),
+        UsageReport(14, 4, 18),
+        Done(),
+    ]
+
+
+def test_openai_parallel_tool_calls_complete_in_index_order_at_finish() -> None:
+    events, _ = replay([(FIXTURES / "openai" / "parallel_tool_calls.sse").read_bytes()])
+    assert events == [
+        ToolCallDone("call_Ahj6vPqW1cXr2bN7sLm0kTyE", "get_weather", '{"location": "Paris"}'),
+        ToolCallDone("call_Zq4mN8vB2xLr7cT1sWk3pYhD", "get_time", '{"tz": "Europe/Paris"}'),
+        FinishReason("tool_calls"),
+        UsageReport(96, 41, 137),
+        Done(),
+    ]
+
+
+def test_openai_content_filter_prompt_results_chunk_is_metadata() -> None:
+    events, _ = replay([(FIXTURES / "openai" / "content_filter.sse").read_bytes()])
+    assert isinstance(events[0], Metadata) and "prompt_filter_results" in events[0].data
+
+
+# --- single chunks ---------------------------------------------------------------------------
+
+
+def chunk(delta: dict[str, Any] | None = None, finish: str | None = None, **extra: Any) -> SSEEvent:
+    choice = {"index": 0, "delta": delta or {}, "logprobs": None, "finish_reason": finish}
+    return SSEEvent(json.dumps({"id": "c", "choices": [choice], **extra}))
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pytest.param(chunk({"content": "Hi"}), id="content-only"),
+        pytest.param(chunk({"content": "Hi"}, usage=None), id="usage-null"),
+        pytest.param(chunk({"role": "assistant", "content": "Hi"}), id="with-role"),
+        pytest.param(chunk({"content": "Hi", "reasoning_content": None}), id="null-reasoning"),
+        pytest.param(chunk({"content": "Hi", "refusal": None}), id="null-refusal"),
+    ],
+)
+def test_openai_plain_text_chunk_gives_one_text_delta(frame: SSEEvent) -> None:
+    assert OpenAIDialect().parse(frame) == [TextDelta("Hi")]
+
+
+def test_openai_empty_content_gives_shared_empty_list() -> None:
+    assert OpenAIDialect().parse(chunk({"role": "assistant", "content": ""})) is NOTHING
+
+
+@pytest.mark.parametrize(
+    ("finish", "expected"),
+    [
+        pytest.param("stop", "stop", id="stop"),
+        pytest.param("length", "length", id="length"),
+        pytest.param("tool_calls", "tool_calls", id="tool-calls"),
+        pytest.param("content_filter", "content_filter", id="content-filter"),
+        pytest.param("function_call", "tool_calls", id="legacy-function-call"),
+    ],
+)
+def test_openai_finish_reason_is_normalised(finish: str, expected: str) -> None:
+    assert OpenAIDialect().parse(chunk(finish=finish)) == [FinishReason(expected)]
+
+
+def test_openai_text_in_the_finish_chunk_comes_before_the_reason() -> None:
+    assert OpenAIDialect().parse(chunk({"content": "!"}, "stop")) == [
+        TextDelta("!"),
+        FinishReason("stop"),
+    ]
+
+
+def test_openai_usage_on_a_choice_chunk_is_reported() -> None:
+    usage = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+    assert OpenAIDialect().parse(chunk({"content": "x"}, "stop", usage=usage)) == [
+        TextDelta("x"),
+        FinishReason("stop"),
+        UsageReport(3, 1, 4),
+    ]
+
+
+@pytest.mark.parametrize("key", ["reasoning_content", "reasoning"])
+def test_openai_reasoning_field_gives_reasoning_delta(key: str) -> None:
+    assert OpenAIDialect().parse(chunk({"content": None, key: "hmm"})) == [ReasoningDelta("hmm")]
+
+
+def test_openai_reasoning_sent_under_both_names_is_not_doubled() -> None:
+    frame = chunk({"reasoning_content": "hmm", "reasoning": "hmm"})
+    assert OpenAIDialect().parse(frame) == [ReasoningDelta("hmm")]
+
+
+def test_openai_refusal_is_reply_text() -> None:
+    frame = chunk({"content": None, "refusal": "I can't help with that."})
+    assert OpenAIDialect().parse(frame) == [TextDelta("I can't help with that.")]
+
+
+def test_openai_content_parts_give_text_and_reasoning() -> None:
+    parts = [
+        {"type": "thinking", "thinking": [{"type": "text", "text": "Let me see."}]},
+        {"type": "thinking", "thinking": " Done."},
+        {"type": "thinking", "thinking": None},
+        {"type": "text", "text": "Hi"},
+        {"type": "text", "text": ""},
+    ]
+    assert OpenAIDialect().parse(chunk({"content": parts})) == [
+        ReasoningDelta("Let me see."),
+        ReasoningDelta(" Done."),
+        TextDelta("Hi"),
+    ]
+
+
+def test_openai_unknown_content_part_is_skipped_once_per_stream() -> None:
+    dialect = OpenAIDialect()
+    frame = chunk({"content": [{"type": "image_url", "image_url": {"url": "x"}}]})
+    [event] = dialect.parse(frame)
+    assert isinstance(event, Skipped) and "'image_url'" in event.reason
+    assert dialect.parse(frame) == []
+
+
+def test_openai_unknown_delta_field_is_skipped_once_per_stream() -> None:
+    dialect = OpenAIDialect()
+    first = dialect.parse(chunk({"content": "a", "audio": {"id": "x"}}))
+    second = dialect.parse(chunk({"content": "b", "audio": {"id": "y"}}))
+    assert first[0] == TextDelta("a") and isinstance(first[1], Skipped)
+    assert "'audio'" in first[1].reason
+    assert second == [TextDelta("b")]
+
+
+def test_openai_choice_index_above_zero_is_skipped_once_per_stream() -> None:
+    dialect = OpenAIDialect()
+    frame = SSEEvent(json.dumps({"choices": [{"index": 1, "delta": {"content": "x"}}]}))
+    [event] = dialect.parse(frame)
+    assert isinstance(event, Skipped) and "n > 1" in event.reason
+    assert dialect.parse(frame) == []
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        pytest.param(
+            {"message": "Context length exceeded", "code": "CONTEXT_LENGTH_EXCEEDED"},
+            ("Context length exceeded", "CONTEXT_LENGTH_EXCEEDED", False),
+            id="context-length",
+        ),
+        pytest.param(
+            {"message": "Overloaded", "type": "server_error", "code": None},
+            ("Overloaded", "server_error", True),
+            id="server-error",
+        ),
+        pytest.param(
+            {"message": "Rate limit reached", "code": "rate_limit_exceeded"},
+            ("Rate limit reached", "rate_limit_exceeded", True),
+            id="rate-limit",
+        ),
+        pytest.param(
+            {"message": "Bad gateway", "code": 502},
+            ("Bad gateway", "502", True),
+            id="status-502",
+        ),
+        pytest.param("plain text error", ("plain text error", None, False), id="string"),
+    ],
+)
+def test_openai_error_in_stream_is_retryable_only_when_transient(
+    error: Any, expected: tuple[str, str | None, bool]
+) -> None:
+    [event] = OpenAIDialect().parse(SSEEvent(json.dumps({"error": error})))
+    assert isinstance(event, ServerError)
+    assert (event.message, event.code, event.retryable) == expected
+
+
+def test_openai_error_alongside_choices_wins_over_them() -> None:
+    frame = chunk({"content": ""}, "error", error={"message": "upstream died", "code": 502})
+    [event] = OpenAIDialect().parse(frame)
+    assert isinstance(event, ServerError) and event.message == "upstream died"
+
+
+def test_openai_tool_call_fragments_across_chunks_join_at_finish() -> None:
+    dialect = OpenAIDialect()
+    start = {"index": 0, "id": "call_1", "type": "function"}
+    frames = [
+        chunk({"tool_calls": [{**start, "function": {"name": "f", "arguments": ""}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a"'}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]}),
+    ]
+    assert [dialect.parse(f) for f in frames] == [[], [], []]
+    assert dialect.parse(chunk(finish="tool_calls")) == [
+        ToolCallDone("call_1", "f", '{"a": 1}'),
+        FinishReason("tool_calls"),
+    ]
+
+
+def test_openai_tool_calls_without_finish_reason_complete_at_done() -> None:
+    dialect = OpenAIDialect()
+    call = {"index": 0, "id": "call_1", "function": {"name": "f", "arguments": "{}"}}
+    dialect.parse(chunk({"tool_calls": [call]}))
+    assert dialect.parse(SSEEvent("[DONE]")) == [ToolCallDone("call_1", "f", "{}"), Done()]
+
+
+def test_openai_whole_tool_calls_without_index_stay_apart() -> None:
+    dialect = OpenAIDialect()
+    calls = [
+        {"id": "a", "function": {"name": "f", "arguments": '{"x":1}'}},
+        {"id": "b", "function": {"name": "g", "arguments": {"y": 2}}},
+    ]
+    dialect.parse(chunk({"tool_calls": calls}))
+    assert dialect.parse(chunk(finish="tool_calls")) == [
+        ToolCallDone("a", "f", '{"x":1}'),
+        ToolCallDone("b", "g", '{"y":2}'),
+        FinishReason("tool_calls"),
+    ]
+
+
+def test_openai_tool_call_without_id_gets_a_stable_one() -> None:
+    dialect = OpenAIDialect()
+    dialect.parse(chunk({"tool_calls": [{"index": 0, "function": {"name": "f"}}]}))
+    assert dialect.parse(chunk(finish="tool_calls"))[0] == ToolCallDone("call_0", "f", "{}")
+
+
+def test_openai_tool_call_without_name_is_skipped() -> None:
+    dialect = OpenAIDialect()
+    dialect.parse(chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}))
+    events = dialect.parse(chunk(finish="tool_calls"))
+    assert isinstance(events[0], Skipped) and events[1:] == [FinishReason("tool_calls")]
+
+
+def test_openai_choice_that_is_not_an_object_is_skipped() -> None:
+    [event] = OpenAIDialect().parse(SSEEvent('{"choices": ["x"]}'))
+    assert isinstance(event, Skipped) and "choice" in event.reason
+
+
+def test_openai_tool_call_that_is_not_an_object_is_skipped() -> None:
+    [event] = OpenAIDialect().parse(chunk({"tool_calls": ["x"]}))
+    assert isinstance(event, Skipped) and "tool call" in event.reason
+
+
+def test_openai_malformed_json_is_skipped() -> None:
+    [event] = OpenAIDialect().parse(SSEEvent('{"choices": ['))
+    assert isinstance(event, Skipped) and "malformed" in event.reason
+
+
+def test_openai_object_that_is_not_a_chunk_is_skipped() -> None:
+    [event] = OpenAIDialect().parse(SSEEvent('{"hello": "world"}'))
+    assert isinstance(event, Skipped)
+
+
+def test_openai_done_marks_finished() -> None:
+    dialect = OpenAIDialect()
+    assert dialect.parse(SSEEvent("[DONE]")) == [Done()]
+    assert dialect.finished
+
+
+def test_openai_ndjson_frame_is_skipped() -> None:
+    [event] = OpenAIDialect().parse(NDJSONLine("{}"))
+    assert isinstance(event, Skipped)
+
+
+# --- requests --------------------------------------------------------------------------------
+
+
+def test_openai_build_request_puts_system_first_and_asks_for_usage() -> None:
+    request = ChatRequest(
+        messages=(ChatMessage("user", "Hi"),),
+        model="gpt-4o",
+        system_prompt="Be brief",
+        options={"temperature": 0, "stream": False},
+    )
+    spec = OpenAIDialect().build_request("https://api.openai.com/v1/chat/completions", request)
+    body = json.loads(spec.body)
+    assert body == {
+        "messages": [
+            {"role": "system", "content": "Be brief"},
+            {"role": "user", "content": "Hi"},
+        ],
+        "model": "gpt-4o",
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    assert spec.headers["Accept"] == "text/event-stream"
