@@ -134,7 +134,8 @@ class Transport:
     ) -> None:
         """Stream one attempt to its end marker, or raise an AIStreamError saying why not."""
         url = redact_url(spec.url)
-        headers = {**spec.headers, **self.headers}
+        headers = httpx.Headers(spec.headers)
+        headers.update(self.headers)  # case-insensitive: the caller's value replaces ours
         if state.last_event_id:
             headers["Last-Event-ID"] = state.last_event_id
         state.events = 0
