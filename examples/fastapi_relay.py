@@ -1,0 +1,137 @@
+"""A FastAPI app that serves a browser chat page and mounts aistream.server under /ai.
+
+The page POSTs the conversation to ``/ai/api/chat`` and reads the native event stream with
+fetch(); if the connection drops it POSTs again with ``Last-Event-ID`` and the server replays
+only what was missed. With no upstream it is the built-in demo model (no key, no network).
+
+    pip install 'aistream[server]' fastapi
+    python examples/fastapi_relay.py                          # then open http://127.0.0.1:8000
+    OPENAI_API_KEY=... python examples/fastapi_relay.py --upstream https://api.openai.com/v1 \\
+        --model gpt-4o-mini
+    python examples/fastapi_relay.py --check                  # one request, then exit
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+
+from aistream import AIStream
+from aistream.server import create_app
+
+PAGE = """<!doctype html>
+<meta charset="utf-8"><title>aistream</title>
+<style>body{font:16px system-ui;max-width:40em;margin:2em auto} .usage{color:#888}</style>
+<div id="log"></div>
+<form id="form"><input id="text" size="50" autofocus> <button>Send</button></form>
+<script>
+const messages = [];
+const log = document.getElementById("log");
+document.getElementById("form").onsubmit = async (event) => {
+  event.preventDefault();
+  const input = document.getElementById("text");
+  messages.push({role: "user", content: input.value});
+  log.insertAdjacentHTML("beforeend", "<p><b>you:</b> </p><p></p><p class=usage></p>");
+  const [you, reply, usage] = [...log.querySelectorAll("p")].slice(-3);
+  you.append(input.value);
+  input.value = "";
+  let lastId = null, text = "", done = false;
+  for (let attempt = 0; !done && attempt < 5; attempt++) {
+    if (attempt) await new Promise((wake) => setTimeout(wake, 500 * attempt));
+    const headers = {"Content-Type": "application/json"};
+    if (lastId) headers["Last-Event-ID"] = lastId;  // resume: the server replays the rest
+    try {
+      const response = await fetch("/ai/api/chat", {method: "POST", headers,
+        body: JSON.stringify({messages, stream: true})});
+      if (!response.ok) { usage.textContent = await response.text(); break; }
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const {value, done: end} = await reader.read();
+        if (end) break;
+        buffer += value.replace(/\\r\\n?/g, "\\n");
+        let cut;
+        while ((cut = buffer.indexOf("\\n\\n")) >= 0) {
+          const event = {name: "message", data: ""};
+          for (const line of buffer.slice(0, cut).split("\\n")) {
+            const [key, ...rest] = line.split(":");
+            const value = rest.join(":").replace(/^ /, "");
+            if (key === "event") event.name = value;
+            else if (key === "data") event.data += value;
+            else if (key === "id") event.id = value;
+          }
+          buffer = buffer.slice(cut + 2);
+          if (!event.data) continue;
+          const data = JSON.parse(event.data);
+          if (event.name === "token") { text += data.token; reply.textContent = text; }
+          if (event.name === "usage") usage.textContent = JSON.stringify(data.usage);
+          if (event.name === "error") { usage.textContent = "error: " + data.error; done = true; }
+          if (event.name === "done") done = true;
+          if (event.id) lastId = event.id;
+        }
+      }
+    } catch (error) {
+      usage.textContent = "reconnecting…";
+    }
+  }
+  messages.push({role: "assistant", content: text});
+};
+</script>
+"""
+
+
+def build_app(upstream: str | None = None, model: str | None = None) -> FastAPI:
+    """The page at ``/`` and the streaming endpoint at ``/ai/api/chat``."""
+    chat_app = create_app(upstream=upstream, api_key=os.environ.get("OPENAI_API_KEY"), model=model)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # A mounted app's own lifespan does not run: enter it here so that shutdown cancels
+        # the generations still running.
+        async with chat_app.router.lifespan_context(chat_app):
+            yield
+
+    app = FastAPI(lifespan=lifespan)
+    app.mount("/ai", chat_app)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> str:
+        return PAGE
+
+    return app
+
+
+def check(app: FastAPI) -> None:
+    """Serve `app` briefly and send one message through the mounted endpoint."""
+    from _embedded import serve_in_thread
+
+    with serve_in_thread(app) as url:
+        chat = AIStream(f"{url}/ai/api/chat")
+        reply = chat.send_sync("Hello from the FastAPI example!")
+        print(reply.content)
+        print(f"ok: {reply.finish_reason}, {reply.usage}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="FastAPI + aistream.server for a browser")
+    parser.add_argument("--upstream", help="OpenAI-compatible base URL (default: demo model)")
+    parser.add_argument("--model", help="upstream model name")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--check", action="store_true", help="send one message, then exit")
+    args = parser.parse_args()
+    app = build_app(args.upstream, args.model)
+    if args.check:
+        check(app)
+    else:
+        print(f"open http://127.0.0.1:{args.port}")
+        uvicorn.run(app, host="127.0.0.1", port=args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,784 @@
+"""The ``aistream`` command line: chat, serve and demo. Imports the public API, uvicorn lazily.
+
+Besides the public names of `aistream` and `aistream.server` it uses one private module,
+`_proxy` (stdlib only), with which the demo drops a connection on purpose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from functools import partial
+from typing import Any, TextIO, TypeVar
+from urllib.parse import urlsplit
+
+import aistream
+from aistream import AIStream, AIStreamError, Message, RetryConfig, RetryEvent, Usage
+from aistream.errors import redact_url
+
+from ._proxy import FaultProxy
+
+__all__ = ["build_parser", "embedded_server", "main"]
+
+_T = TypeVar("_T")
+
+SERVER_EXTRA_HINT = "pip install 'aistream[server]'"
+PROTOCOLS = ("auto", "native", "openai", "anthropic", "ollama")
+UPSTREAM_PROTOCOLS = ("openai", "anthropic")
+_EXTRA_PACKAGES = frozenset({"uvicorn", "starlette", "anyio"})
+_START_TIMEOUT = 15.0  # seconds for the embedded server to come up
+_STOP_TIMEOUT = 10.0
+
+
+# --- output ---------------------------------------------------------------------------------
+
+
+def _colour_enabled(stream: TextIO) -> bool:
+    """ANSI colour only on a terminal, and never with NO_COLOR set or TERM=dumb."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+class _Console:
+    """Replies go to `out` as they stream; status and errors to `err`; colour only on a tty."""
+
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self.out, self.err = out, err
+        self._colour = {id(out): _colour_enabled(out), id(err): _colour_enabled(err)}
+        self._mid_line = False  # `out` holds text without its newline yet
+
+    def _paint(self, stream: TextIO, code: str, text: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if code and text and self._colour[id(stream)] else text
+
+    def write(self, text: str) -> None:
+        """Stream `text` (a token) to `out` at once."""
+        if text:
+            self.out.write(text)
+            self.out.flush()
+            self._mid_line = not text.endswith("\n")
+
+    def end_line(self) -> None:
+        """Finish the line a reply left open."""
+        if self._mid_line:
+            self.write("\n")
+
+    def line(self, text: str = "", code: str = "") -> None:
+        """A whole line on `out`."""
+        self.end_line()
+        print(self._paint(self.out, code, text), file=self.out, flush=True)
+
+    def status(self, text: str) -> None:
+        """A dim status line on `err`."""
+        self.end_line()
+        print(self._paint(self.err, "2", text), file=self.err, flush=True)
+
+    def error(self, text: str) -> None:
+        """One red line on `err`."""
+        self.end_line()
+        print(self._paint(self.err, "31", " ".join(text.split())), file=self.err, flush=True)
+
+
+def _usage_line(turn: Usage | None, total: Usage) -> str:
+    if turn is None:
+        return f"[usage: conversation {total.total_tokens} tokens]"
+    return (
+        f"[usage: {turn.prompt_tokens} prompt + {turn.completion_tokens} completion = "
+        f"{turn.total_tokens} tokens; conversation {total.total_tokens}]"
+    )
+
+
+def _retry_line(event: RetryEvent) -> str:
+    how = "resuming where it broke" if event.resume else "the reply restarts from the beginning"
+    return (
+        f"[retry {event.attempt} in {event.delay:.2f} s, resume={event.resume} ({how}): "
+        f"{event.error}]"
+    )
+
+
+# --- the server extra and the embedded server ------------------------------------------------
+
+
+class CommandError(Exception):
+    """A failure the command reports as one line on stderr (exit status 1), not a traceback."""
+
+
+class MissingExtraError(CommandError):
+    """The `server` extra (starlette, uvicorn) is not installed."""
+
+
+def _is_missing_extra(exc: BaseException | None) -> bool:
+    """Whether `exc` (or what caused it) says starlette, uvicorn or aistream.server is absent."""
+    while isinstance(exc, ImportError):
+        name = exc.name or ""
+        if name == "aistream.server" or name.split(".")[0] in _EXTRA_PACKAGES:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _require_server_extra() -> None:
+    """Raise MissingExtraError (with the install command) unless aistream.server can load."""
+    try:
+        import uvicorn  # noqa: F401
+
+        import aistream.server  # noqa: F401
+    except ImportError as exc:
+        if not _is_missing_extra(exc):
+            raise  # a bug, not a missing extra: show it whole
+        raise MissingExtraError(
+            f"this command needs the server extra ({exc}); install it with: {SERVER_EXTRA_HINT}"
+        ) from exc
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port (port 0: a free one), for uvicorn to serve on."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        if os.name != "nt":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+@contextlib.contextmanager
+def embedded_server(**app_options: Any) -> Iterator[str]:
+    """Serve ``aistream.server.create_app(**app_options)`` on 127.0.0.1 in a background thread.
+
+    Yields the base URL (``http://127.0.0.1:PORT``, a free port) once the server accepts
+    requests; stops it on exit.
+
+    Raises:
+        MissingExtraError: starlette or uvicorn is not installed.
+        CommandError: the server did not start.
+    """
+    _require_server_extra()
+    import uvicorn
+
+    from aistream.server import create_app
+
+    app = create_app(**app_options)
+    sock = _listen("127.0.0.1", 0)
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+
+    def serve() -> None:
+        # Ctrl-C belongs to the main thread: one blocked in input() is woken only by a signal
+        # delivered to it (POSIX delivers to any thread that does not block it).
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        asyncio.run(server.serve(sockets=[sock]))
+
+    thread = threading.Thread(target=serve, name="aistream-embedded-server", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise CommandError("the embedded demo server did not start (see the log above)")
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(_STOP_TIMEOUT)
+        sock.close()
+
+
+# --- chat -----------------------------------------------------------------------------------
+
+
+def _api_key(given: str | None, protocol: str) -> str | None:
+    """--api-key, else $AISTREAM_API_KEY, else the provider's usual variable."""
+    if given:
+        return given
+    names = ["AISTREAM_API_KEY"]
+    names += {"anthropic": ["ANTHROPIC_API_KEY"], "openai": ["OPENAI_API_KEY"]}.get(protocol, [])
+    return next((os.environ[n] for n in names if os.environ.get(n)), None)
+
+
+def _auth_headers(protocol: str, endpoint: str, key: str | None) -> dict[str, str]:
+    if not key:
+        return {}
+    if protocol == "anthropic" or (protocol == "auto" and "/v1/messages" in endpoint):
+        return {"x-api-key": key, "anthropic-version": "2023-06-01"}
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _run_turn(chat: AIStream, start: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+    """Run one turn on a fresh event loop; Ctrl-C stops the stream and keeps the partial reply."""
+
+    async def turn() -> _T:
+        task = asyncio.ensure_future(start())
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:  # asyncio.run turns the first Ctrl-C into this cancel
+            chat.stop()
+            return await task
+        finally:
+            await chat.aclose()
+
+    return asyncio.run(turn())
+
+
+def _chat_loop(chat: AIStream, console: _Console, stdin: TextIO, interactive: bool) -> int:
+    while True:
+        try:
+            line = input("> ") if interactive else stdin.readline()
+        except (EOFError, KeyboardInterrupt):
+            console.line()
+            return 0
+        if not line:
+            return 0  # end of piped input
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/exit", "/quit"):
+            return 0
+        if text == "/reset":
+            chat.reset()
+            console.status("[conversation cleared]")
+            continue
+        start: Callable[[], Coroutine[Any, Any, Message | None]]
+        start = chat.retry if text == "/retry" else partial(chat.send, text)
+        try:
+            reply = _run_turn(chat, start)
+        except AIStreamError as exc:
+            console.error(f"error: {exc}")
+            if not interactive:
+                return 1
+            continue
+        except KeyboardInterrupt:  # a second Ctrl-C while the stream was stopping
+            console.line()
+            return 130
+        console.end_line()
+        if reply is None:
+            console.status("[nothing to retry: send a message first]")
+            continue
+        if reply.finish_reason == "stopped":
+            console.status("[stopped: the partial reply stays in the conversation]")
+        elif reply.finish_reason not in (None, "stop"):
+            console.status(f"[finish_reason: {reply.finish_reason}]")
+        console.status(_usage_line(reply.usage, chat.usage))
+
+
+def _cmd_chat(args: argparse.Namespace, console: _Console) -> int:
+    interactive = sys.stdin.isatty()
+    with contextlib.ExitStack() as stack:
+        if args.endpoint:
+            endpoint = args.endpoint
+            key = _api_key(args.api_key, args.protocol)
+            headers = _auth_headers(args.protocol, endpoint, key)
+            where = redact_url(endpoint)
+        else:
+            endpoint = f"{stack.enter_context(embedded_server())}/api/chat"
+            headers = {}
+            where = f"the built-in demo model at {endpoint}"
+        try:
+            chat = AIStream(
+                endpoint,
+                model=args.model,
+                protocol=args.protocol,
+                system_prompt=args.system,
+                headers=headers,
+                retry=RetryConfig(max_retries=args.retries),
+            )
+        except ValueError as exc:
+            console.error(f"error: {exc}")
+            return 2
+        chat.on("token", console.write)
+        chat.on("retry", lambda event: console.status(_retry_line(event)))
+        if interactive:
+            with contextlib.suppress(ImportError):
+                import readline  # noqa: F401  (line editing and history for input())
+            console.status(
+                f"aistream chat with {where}\n"
+                "Ctrl-C stops a reply, Ctrl-D exits; /retry, /reset, /exit"
+            )
+        return _chat_loop(chat, console, sys.stdin, interactive)
+
+
+# --- serve ----------------------------------------------------------------------------------
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _cmd_serve(args: argparse.Namespace, console: _Console) -> int:
+    _require_server_extra()
+    import uvicorn
+
+    from aistream.server import create_app
+
+    options: dict[str, Any] = {"protocol": args.protocol}
+    if args.upstream:
+        options["upstream"] = args.upstream
+        options["api_key"] = _api_key(args.api_key, args.protocol)
+    if args.model:
+        options["model"] = args.model
+    if args.demo_rate is not None:
+        options["demo_tokens_per_second"] = args.demo_rate or None
+    try:
+        app = create_app(**options)
+    except ValueError as exc:
+        console.error(f"error: {exc}")
+        return 2
+    try:
+        sock = _listen(args.host, args.port)
+    except OSError as exc:
+        console.error(f"error: cannot listen on {args.host}:{args.port}: {exc}")
+        return 1
+    url = f"http://{_url_host(args.host)}:{sock.getsockname()[1]}"
+    model = (
+        f"relaying {redact_url(args.upstream)} ({args.protocol})"
+        if args.upstream
+        else "the built-in demo model (no key, no network)"
+    )
+    console.line(f"aistream serve: {model}")
+    console.line(f"listening on {url}")
+    console.line(
+        f"chat endpoint: POST {url}/api/chat  (try: aistream chat --endpoint {url}/api/chat)"
+    )
+    server = uvicorn.Server(uvicorn.Config(app, timeout_graceful_shutdown=5))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
+    return 0
+
+
+# --- demo -----------------------------------------------------------------------------------
+
+DEMO_PROMPTS = (
+    "Hello! What can you do?",
+    "How does a dropped stream resume?",
+    "Tell me a long story.",
+)
+DEMO_STOP_AFTER = 5  # tokens of the third reply before chat.stop()
+
+
+class _Checks:
+    """Prints each verification as it is made and counts the failures."""
+
+    def __init__(self, console: _Console) -> None:
+        self.console, self.passed, self.failed = console, 0, 0
+
+    def __call__(self, ok: bool, text: str) -> bool:
+        if ok:
+            self.passed += 1
+            self.console.line(f"  [ok] {text}", "32")
+        else:
+            self.failed += 1
+            self.console.line(f"  [FAIL] {text}", "1;31")
+        return ok
+
+
+def _dechunk(body: bytes) -> bytes:
+    """The payload of an HTTP/1.1 chunked body, as far as it arrived."""
+    out, pos = bytearray(), 0
+    while (end := body.find(b"\r\n", pos)) >= 0:
+        try:
+            size = int(body[pos:end].split(b";")[0], 16)
+        except ValueError:
+            break
+        if size == 0:
+            break
+        out += body[end + 2 : end + 2 + size]
+        pos = end + 2 + size + 2
+    return bytes(out)
+
+
+def _token_indices(raw: bytes) -> list[int]:
+    """Indices of the native `token` events that arrived whole in a recorded HTTP response."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in head.lower():
+        body = _dechunk(body)
+    text = body.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
+    indices: list[int] = []
+    for event in text.split("\n\n")[:-1]:  # the last piece is empty or cut short
+        name, data = "message", []
+        for line in event.split("\n"):
+            key, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if key == "event":
+                name = value
+            elif key == "data":
+                data.append(value)
+        if name != "token":
+            continue
+        with contextlib.suppress(ValueError):
+            payload = json.loads("\n".join(data))
+            if isinstance(payload, dict) and isinstance(payload.get("index"), int):
+                indices.append(payload["index"])
+    return indices
+
+
+def _span(indices: list[int]) -> str:
+    if not indices:
+        return "none"
+    return f"{indices[0]}-{indices[-1]}" if len(indices) > 1 else str(indices[0])
+
+
+def _cut_point(response: bytes) -> int:
+    """About 40% into the body of a recorded response: mid-stream, past the headers."""
+    head_end = response.find(b"\r\n\r\n") + 4
+    if head_end < 4:
+        return len(response) // 2
+    return head_end + (len(response) - head_end) * 2 // 5
+
+
+async def _demo(base_url: str, console: _Console) -> int:
+    server = urlsplit(base_url)
+    retry = RetryConfig(max_retries=3, initial_delay=0.05, max_delay=0.5)
+    check = _Checks(console)
+    async with FaultProxy(server.hostname or "127.0.0.1", server.port or 80, record=True) as proxy:
+        endpoint = f"http://127.0.0.1:{proxy.port}/api/chat"
+
+        def new_chat() -> AIStream:
+            # "Connection: close": one connection per request, so the proxy's connection
+            # index counts requests and the cut lands on the request we choose.
+            headers = {"Connection": "close"}
+            return AIStream(endpoint, protocol="native", retry=retry, headers=headers, timeout=10)
+
+        # The fault-free run of the same conversation, to compare against.
+        reference: list[list[str]] = []
+        first_connection: list[int] = []  # of each reference turn
+        async with new_chat() as ref:
+            for prompt in DEMO_PROMPTS:
+                first_connection.append(len(proxy.connections))
+                reference.append([token async for token in ref.tokens(prompt)])
+        ref_turn_2 = proxy.connections[first_connection[1]]
+        cut_at = _cut_point(bytes(ref_turn_2.response))
+        ref_size = ref_turn_2.bytes_down
+
+        console.line("aistream demo", "1")
+        console.line(f"  the built-in demo model at {base_url}/api/chat, reached through a")
+        console.line(f"  fault-injecting proxy at 127.0.0.1:{proxy.port}; no key, no network")
+
+        current: list[str] = []
+        retries: list[RetryEvent] = []
+
+        def on_token(token: str) -> None:
+            current.append(token)
+            console.write(token)
+
+        def on_retry(event: RetryEvent) -> None:
+            retries.append(event)
+            console.status(_retry_line(event))
+
+        async with new_chat() as chat:
+            chat.on("token", on_token)
+            chat.on("retry", on_retry)
+
+            # 1. Streaming.
+            console.line()
+            console.line("1. Streaming: each token is printed the moment it arrives", "1;36")
+            console.line(f"you> {DEMO_PROMPTS[0]}", "1")
+            reply = await chat.send(DEMO_PROMPTS[0])
+            console.status(_usage_line(reply.usage, chat.usage))
+            check(
+                current == reference[0],
+                f"{len(current)} tokens arrived in order, as in the fault-free run",
+            )
+
+            # 2. A dropped connection that resumes.
+            current.clear()
+            first = len(proxy.connections)
+            proxy.cut_after = {first: cut_at}
+            console.line()
+            console.line(
+                f"2. A dropped connection: the proxy cuts the next connection after "
+                f"{cut_at} of its ~{ref_size} bytes",
+                "1;36",
+            )
+            console.line(f"you> {DEMO_PROMPTS[1]}", "1")
+            reply = await chat.send(DEMO_PROMPTS[1])
+            proxy.cut_after = None
+            console.status(_usage_line(reply.usage, chat.usage))
+            conns = proxy.connections[first:]
+            resumed = bool(retries) and all(r.resume for r in retries)
+            check(
+                conns[0].fault == "cut" and resumed,
+                f"the connection was cut after {conns[0].bytes_down} bytes and the client "
+                f"resumed it (retry events: {len(retries)}, resume=True)",
+            )
+            last_ids = [
+                m.group(1).decode()
+                for c in conns[1:]
+                if (m := re.search(rb"(?im)^last-event-id:[ \t]*([^\r\n]*)", c.request))
+            ]
+            if last_ids:
+                console.line(f"  the client reconnected with Last-Event-ID: {last_ids[0]}")
+            expected = "".join(reference[1])
+            check(
+                reply.content == expected,
+                f"the reply equals a fault-free run of the same conversation "
+                f"({len(expected)} characters)",
+            )
+            check(
+                current == reference[1],
+                f"the client emitted {len(current)} tokens, each once and in order, "
+                f"as in the fault-free run ({len(reference[1])})",
+            )
+            per_conn = [_token_indices(bytes(c.response)) for c in conns]
+            wire = [i for indices in per_conn for i in indices]
+            check(
+                wire == list(range(len(reference[1]))),
+                "no token index was delivered twice: "
+                + ", then ".join(
+                    f"{_span(ix)} on connection {c.index}"
+                    for c, ix in zip(conns, per_conn, strict=True)
+                ),
+            )
+
+            # 3. Stop.
+            current.clear()
+
+            def stop_early(token: str) -> None:
+                if len(current) == DEMO_STOP_AFTER:
+                    chat.stop()
+
+            chat.on("token", stop_early)
+            console.line()
+            console.line(
+                f"3. Stop: chat.stop() after {DEMO_STOP_AFTER} tokens; the partial reply stays",
+                "1;36",
+            )
+            console.line(f"you> {DEMO_PROMPTS[2]}", "1")
+            reply = await chat.send(DEMO_PROMPTS[2])
+            chat.remove_listener("token", stop_early)
+            console.status("[stopped]")
+            console.status(_usage_line(reply.usage, chat.usage))
+            full = "".join(reference[2])
+            kept = chat.messages[-1]
+            check(
+                reply.finish_reason == "stopped"
+                and kept.content == reply.content
+                and kept.finish_reason == "stopped",
+                f"send() returned the partial reply and history keeps it with "
+                f"finish_reason={kept.finish_reason!r}",
+            )
+            check(
+                0 < len(reply.content) < len(full) and full.startswith(reply.content),
+                f"{len(current)} of the {len(reference[2])} tokens of the full reply arrived",
+            )
+
+            # Totals.
+            console.line()
+            console.line("Usage totals for the conversation", "1;36")
+            turns = [m.usage for m in chat.messages if m.role == "assistant" and m.usage]
+            for number, usage in enumerate(turns, 1):
+                console.line(
+                    f"  turn {number}: {usage.prompt_tokens} prompt + "
+                    f"{usage.completion_tokens} completion = {usage.total_tokens}"
+                )
+            total = chat.usage
+            console.line(
+                f"  total:  {total.prompt_tokens} prompt + {total.completion_tokens} "
+                f"completion = {total.total_tokens} tokens"
+            )
+            summed = sum(turns, Usage())
+            check(len(turns) == 3 and summed == total, "the totals are the sum of the 3 turns")
+
+    console.line()
+    if check.failed:
+        console.line(f"{check.failed} of {check.passed + check.failed} checks FAILED", "1;31")
+        return 1
+    console.line(f"All {check.passed} checks passed.", "1;32")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace, console: _Console) -> int:
+    demo = _Console(console.out, console.out)  # the whole show on stdout, in order
+    with embedded_server(demo_tokens_per_second=args.rate or None) as base_url:
+        try:
+            return asyncio.run(_demo(base_url, demo))
+        except AIStreamError as exc:
+            demo.error(f"error: the demo failed: {exc}")
+            return 1
+
+
+# --- arguments ------------------------------------------------------------------------------
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535; 0 picks a free one)")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of tokens per second") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a rate (0 or more tokens per second)")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``aistream`` command."""
+    parser = argparse.ArgumentParser(
+        prog="aistream",
+        description="Stream conversations with language models: chat in the terminal, serve "
+        "the streaming endpoint, or watch a demo of retries, resume and stop.",
+        epilog="No key needed: 'aistream chat' and 'aistream demo' start the built-in demo "
+        "model when no --endpoint is given.",
+    )
+    parser.add_argument("--version", action="version", version=f"aistream {aistream.__version__}")
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+
+    chat = commands.add_parser(
+        "chat",
+        help="chat in the terminal (tokens appear live)",
+        description="Chat in the terminal; tokens appear as they stream. Without --endpoint "
+        "the built-in demo model is started in-process. Reads stdin line by line when it is "
+        "not a terminal (echo hi | aistream chat). Ctrl-C stops a reply; Ctrl-D exits.",
+    )
+    chat.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="full URL of a streaming chat endpoint (default: start the demo server)",
+    )
+    chat.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="auto",
+        help="wire protocol (default: auto, from the endpoint's path)",
+    )
+    chat.add_argument("--model", metavar="M", help="model name sent with each request")
+    chat.add_argument("--system", metavar="TEXT", help="system prompt")
+    chat.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="key sent to --endpoint (default: $AISTREAM_API_KEY, else $OPENAI_API_KEY or "
+        "$ANTHROPIC_API_KEY by protocol)",
+    )
+    chat.add_argument(
+        "--retries",
+        type=_count,
+        default=3,
+        metavar="N",
+        help="retries of a failed attempt (default: 3)",
+    )
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve POST /api/chat (demo model, or relay an upstream)",
+        description="Serve the native streaming endpoint POST /api/chat with uvicorn: the "
+        "built-in demo model, or a relay of an OpenAI- or Anthropic-compatible upstream.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
+    serve.add_argument(
+        "--port", type=_port, default=8000, metavar="N", help="port (default: 8000; 0: any free)"
+    )
+    serve.add_argument(
+        "--upstream",
+        metavar="URL",
+        help="base URL of the model API to relay, e.g. https://api.openai.com/v1 "
+        "(default: the demo model)",
+    )
+    serve.add_argument(
+        "--protocol",
+        choices=UPSTREAM_PROTOCOLS,
+        default="openai",
+        help="protocol of the upstream (default: openai)",
+    )
+    serve.add_argument("--model", metavar="M", help="upstream model when requests name none")
+    serve.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="upstream key (default: $AISTREAM_API_KEY, else $OPENAI_API_KEY or "
+        "$ANTHROPIC_API_KEY by protocol)",
+    )
+    serve.add_argument(
+        "--demo-rate",
+        type=_rate,
+        metavar="N",
+        help="demo model pace in tokens per second (0: as fast as possible)",
+    )
+
+    demo = commands.add_parser(
+        "demo",
+        help="a scripted tour: streaming, usage, a dropped connection that resumes, a stop",
+        description="One scripted conversation with the built-in demo model, through a proxy "
+        "that drops a connection: shows streaming, usage totals, a resume without a repeated "
+        "token, and a stop. Exits 1 if a check fails.",
+    )
+    demo.add_argument(
+        "--rate",
+        type=_rate,
+        default=200.0,
+        metavar="N",
+        help="demo model pace in tokens per second (default: 200)",
+    )
+    return parser
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace, _Console], int]] = {
+    "chat": _cmd_chat,
+    "serve": _cmd_serve,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``aistream`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    console = _Console(sys.stdout, sys.stderr)
+    try:
+        return _COMMANDS[args.command](args, console)
+    except CommandError as exc:
+        console.error(f"aistream {args.command}: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        console.line()
+        return 130
+    except BrokenPipeError:  # `aistream chat | head`: the reader left
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
