@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -45,5 +46,8 @@ def endpoint_or_demo(endpoint: str | None = None, **app_options: Any) -> Iterato
     if endpoint:
         yield endpoint
         return
+    rate = os.environ.get("AISTREAM_EXAMPLE_RATE")  # the example tests run them at full speed
+    if rate is not None:
+        app_options.setdefault("demo_tokens_per_second", float(rate))
     with serve_in_thread(create_app(**app_options)) as base_url:
         yield f"{base_url}/api/chat"

@@ -407,11 +407,12 @@ class AIStream(SafeEmitter):
         try:
             try:
                 await asyncio.wait((task,))
-            except asyncio.CancelledError:  # our caller was cancelled: end the stream, propagate
+            except asyncio.CancelledError:  # our caller was cancelled: stop the turn, propagate
                 turn.stop_requested = True
-                task.cancel()
+                self._stop_now(turn)  # also tells the server to cancel the generation
                 await asyncio.wait((task,))
                 self._settle(turn, "stopped")
+                await self._finish_cancel_request(turn)
                 raise
             error = None if task.cancelled() else task.exception()
             if error is None:
