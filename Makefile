@@ -26,8 +26,15 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+bench: $(STAMP)            ## quick benchmark run (< 60 s); `make bench BENCH_ARGS=--full` for all modes
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+chaos: $(STAMP)            ## the long chaos campaign (10,000 turns); CI runs the short one in `make test`
+	AISTREAM_CHAOS_TURNS=10000 $(BIN)/python -m pytest tests/chaos -q -s --timeout=3600
+
+fuzz: $(STAMP)             ## fuzz the decoders with atheris for FUZZ_SECONDS (default 300)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check atheris
+	$(BIN)/python tests/fuzz/fuzz_decoders.py -max_total_time=$${FUZZ_SECONDS:-300} tests/fuzz/corpus
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
