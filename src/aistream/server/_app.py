@@ -1,0 +1,562 @@
+"""ASGI app: `create_app()` — POST /api/chat, resume, cancel, health; the live generations.
+
+Imports starlette, `_response`, `_replay`, `_demo`, `_relay` and `_wire`. Every piece of state
+(replay store, backend, running generations, grace timers) belongs to one `ChatService`, made
+per `create_app()` call and cleaned up by the app's lifespan; nothing lives in a module global.
+
+A generation runs as a task owned by the service and writes its frames into the replay store.
+Each HTTP response only follows the store (replay what the client missed, then live), so a
+client that goes away does not stop the generation: it runs on for `resume_grace` seconds
+and is cancelled if nobody came back. DELETE cancels it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Final, Protocol
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .._wire._dialect import ChatMessage, ChatRequest
+from .._wire._events import StreamEvent
+from .._wire._sse import encode_sse
+from ._demo import DemoModel
+from ._relay import UpstreamRelay
+from ._replay import MemoryReplayStore, ReplayFull, ReplayStore
+from ._response import FrameStreamResponse, NativeEncoder, new_stream_id
+
+__all__ = ["ChatBackend", "ChatService", "create_app", "parse_chat_request"]
+
+log = logging.getLogger("aistream.server")
+
+Sleep = Callable[[float], Awaitable[object]]
+_ROLES: Final = ("system", "user", "assistant")
+_EXAMPLE: Final = '{"messages": [{"role": "user", "content": "Hello"}]}'
+_CANCEL_WAIT: Final = 5.0  # seconds DELETE waits for a cancelled generation to wind down
+
+
+class ChatBackend(Protocol):
+    """What generates replies: the demo model, the upstream relay, or your own code."""
+
+    def model_for(self, request: ChatRequest) -> str | None:
+        """The model name announced in the `start` event."""
+        ...
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        """The reply as events (TextDelta, UsageReport, FinishReason, ServerError, ...)."""
+        ...
+
+
+class BadRequest(Exception):
+    """A request the app refuses, with the JSON error it answers."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+    def response(self) -> JSONResponse:
+        return _error(self.status, self.code, self.message)
+
+
+def _error(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": message, "code": code}, status_code=status, headers=headers)
+
+
+def _type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def parse_chat_request(raw: bytes) -> ChatRequest:
+    """Validate a native request body (API.md §2) into a ChatRequest.
+
+    Extra fields (message ids, timestamps, unknown options) are accepted and ignored.
+
+    Raises:
+        BadRequest: 400 for a body that is not JSON, 422 for a JSON body of the wrong shape.
+    """
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise BadRequest(
+            400, "invalid_json", f"the body is not valid UTF-8 JSON ({exc}); send e.g. {_EXAMPLE}"
+        ) from None
+    if not isinstance(body, dict):
+        raise BadRequest(
+            422,
+            "invalid_request",
+            f"the body must be a JSON object such as {_EXAMPLE}; got {_type_name(body)}",
+        )
+    messages = body.get("messages")
+    if messages is None:
+        raise BadRequest(422, "invalid_request", f'"messages" is missing; send e.g. {_EXAMPLE}')
+    if not isinstance(messages, list):
+        raise BadRequest(
+            422,
+            "invalid_request",
+            '"messages" must be a list of {"role", "content"} objects; '
+            f"got {_type_name(messages)}",
+        )
+    if not messages:
+        raise BadRequest(
+            422, "invalid_request", '"messages" is empty; send at least one user message'
+        )
+    parsed: list[ChatMessage] = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise BadRequest(
+                422,
+                "invalid_request",
+                f"messages[{i}] must be an object with role and content; got {_type_name(message)}",
+            )
+        role, content = message.get("role"), message.get("content")
+        if role not in _ROLES:
+            shown = "missing" if role is None else repr(role)
+            raise BadRequest(
+                422,
+                "invalid_request",
+                f"messages[{i}].role is {shown}; use one of: {', '.join(_ROLES)}",
+            )
+        if not isinstance(content, str):
+            raise BadRequest(
+                422,
+                "invalid_request",
+                f"messages[{i}].content must be a string; got {_type_name(content)}",
+            )
+        parsed.append(ChatMessage(role, content))
+    for key in ("model", "systemPrompt"):
+        value = body.get(key)
+        if value is not None and not isinstance(value, str):
+            raise BadRequest(
+                422, "invalid_request", f'"{key}" must be a string; got {_type_name(value)}'
+            )
+    if body.get("stream", True) is not True:
+        raise BadRequest(
+            422,
+            "invalid_request",
+            'this endpoint only streams: send "stream": true or leave it out',
+        )
+    return ChatRequest(tuple(parsed), body.get("model"), body.get("systemPrompt") or None)
+
+
+def _parse_event_id(value: str) -> tuple[str, int]:
+    stream_id, colon, seq = value.rpartition(":")
+    if not colon or not stream_id or not seq.isdigit():
+        raise BadRequest(
+            400,
+            "invalid_last_event_id",
+            f"Last-Event-ID {value[:100]!r} is not an id this server wrote (<stream-id>:<seq>); "
+            "send it exactly as received, or leave it out to start a new reply",
+        )
+    return stream_id, int(seq)
+
+
+class _Live:
+    """One running generation and who follows it."""
+
+    __slots__ = ("changed", "followers", "grace", "stream_id", "task")
+
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        self.task: asyncio.Task[None] | None = None
+        self.followers = 0
+        self.grace: asyncio.Task[None] | None = None
+        self.changed = asyncio.Event()
+
+    def notify(self) -> None:
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
+
+
+class ChatService:
+    """The state and handlers behind one app: backend, replay store, live generations.
+
+    Args:
+        backend: Generates replies (DemoModel, UpstreamRelay, or any ChatBackend).
+        store: Keeps each stream's events for replay.
+        resume_grace: Seconds a generation runs on with no client before it is cancelled.
+        replay_ttl: Shown in error messages (the store enforces it).
+        heartbeat_interval, send_timeout: For every event stream response.
+        max_body_bytes: Largest request body accepted (413 beyond).
+        sleep, clock: Injected time (tests).
+        id_factory: Makes stream ids.
+    """
+
+    def __init__(
+        self,
+        backend: ChatBackend,
+        store: ReplayStore,
+        *,
+        resume_grace: float = 30.0,
+        replay_ttl: float = 300.0,
+        heartbeat_interval: float | None = 15.0,
+        send_timeout: float | None = 30.0,
+        max_body_bytes: int = 1 << 20,
+        sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        id_factory: Callable[[], str] = new_stream_id,
+    ) -> None:
+        self.backend = backend
+        self.store = store
+        self.resume_grace = resume_grace
+        self.replay_ttl = replay_ttl
+        self.max_body_bytes = max_body_bytes
+        self._stream_options: dict[str, Any] = {
+            "heartbeat_interval": heartbeat_interval,
+            "send_timeout": send_timeout,
+            "sleep": sleep,
+            "clock": clock,
+        }
+        self._sleep = sleep
+        self._new_id = id_factory
+        self.live: dict[str, _Live] = {}
+        self._cleanups: set[asyncio.Task[None]] = set()
+
+    # --- routes -----------------------------------------------------------------------------
+
+    async def post_chat(self, request: Request) -> Response:
+        """POST /api/chat: a new reply, or with Last-Event-ID a resume of one."""
+        try:
+            resume = request.headers.get("last-event-id")
+            if resume:
+                stream_id, seq = _parse_event_id(resume)
+                return await self._resume(stream_id, seq)
+            chat = parse_chat_request(await self._read_body(request))
+        except BadRequest as exc:
+            return exc.response()
+        try:
+            stream_id = await self._start(chat)
+        except ReplayFull as exc:
+            log.warning("aistream.server: refusing a new stream: %s", exc)
+            return _error(
+                503,
+                "server_busy",
+                f"the server is at its limit of resumable streams ({exc}); retry shortly",
+                {"Retry-After": "1"},
+            )
+        return self._respond(stream_id, -1, attached=True)
+
+    async def get_chat(self, request: Request) -> Response:
+        """GET /api/chat/{id}: replay (after Last-Event-ID, else from the start), then follow."""
+        stream_id = request.path_params["stream_id"]
+        after = -1
+        header = request.headers.get("last-event-id")
+        try:
+            if header:
+                owner, after = _parse_event_id(header)
+                if owner != stream_id:
+                    raise BadRequest(
+                        400,
+                        "invalid_last_event_id",
+                        f"Last-Event-ID {header[:100]!r} is not an id of stream {stream_id!r}",
+                    )
+            return await self._resume(stream_id, after)
+        except BadRequest as exc:
+            return exc.response()
+
+    async def delete_chat(self, request: Request) -> Response:
+        """DELETE /api/chat/{id}: cancel the generation now (204), 404 if unknown."""
+        stream_id = request.path_params["stream_id"]
+        live = self.live.get(stream_id)
+        if live is not None and live.task is not None:
+            log.info("aistream.server: stream %s cancelled by DELETE", stream_id)
+            live.task.cancel()
+            await asyncio.wait((live.task,), timeout=_CANCEL_WAIT)
+            return Response(status_code=204)
+        if await self.store.read(stream_id, sys.maxsize) is not None:
+            return Response(status_code=204)
+        return self._unknown(stream_id)
+
+    async def healthz(self, request: Request) -> Response:
+        """GET /healthz: liveness, and how many generations are running."""
+        return JSONResponse({"status": "ok", "live_streams": len(self.live)})
+
+    # --- streams ----------------------------------------------------------------------------
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.max_body_bytes
+        too_large = BadRequest(
+            413,
+            "body_too_large",
+            f"the request body is larger than {limit} bytes (max_body_bytes); "
+            "send a shorter conversation",
+        )
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            raise too_large
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise too_large
+        return bytes(body)
+
+    async def _start(self, request: ChatRequest) -> str:
+        encoder = NativeEncoder(self._new_id())  # validates the id before anything is stored
+        stream_id = encoder.stream_id
+        await self.store.create(stream_id)
+        live = self.live[stream_id] = _Live(stream_id)
+        task = asyncio.create_task(
+            self._generate(live, encoder, request), name=f"aistream-{stream_id}"
+        )
+        task.add_done_callback(lambda _: self._never_ran(live))
+        live.task = task
+        live.followers = 1  # the response to this POST, attached from the start
+        return stream_id
+
+    def _never_ran(self, live: _Live) -> None:
+        """Books for a generation cancelled before its first step (its finally never ran)."""
+        if self.live.get(live.stream_id) is live:
+            cleanup = asyncio.ensure_future(self._finished(live))
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
+
+    async def _resume(self, stream_id: str, after: int) -> Response:
+        if stream_id not in self.live and await self.store.read(stream_id, sys.maxsize) is None:
+            return self._unknown(stream_id)
+        return self._respond(stream_id, after)
+
+    def _respond(self, stream_id: str, after: int, attached: bool = False) -> Response:
+        frames = self._follow(stream_id, after, attached)
+        return FrameStreamResponse(frames, **self._stream_options)
+
+    def _unknown(self, stream_id: str) -> JSONResponse:
+        return _error(
+            404,
+            "unknown_stream",
+            f"stream {stream_id[:100]!r} is unknown or has expired (finished streams are kept "
+            f"{self.replay_ttl:g} s); send the conversation again without Last-Event-ID to get "
+            "a new reply",
+        )
+
+    async def _generate(self, live: _Live, encoder: NativeEncoder, request: ChatRequest) -> None:
+        """Run the backend and write its events, encoded once, into the replay store."""
+        store, stream_id = self.store, live.stream_id
+        events: AsyncIterator[StreamEvent] | None = None
+
+        async def put(frame: bytes) -> None:
+            await store.append(stream_id, frame)
+            live.notify()
+
+        try:
+            encoder.model = self.backend.model_for(request)
+            await put(encoder.start())
+            events = self.backend.stream(request)
+            async for event in events:
+                frame = encoder.encode(event)
+                if frame is not None:
+                    await put(frame)
+                if encoder.finished:
+                    break
+            if not encoder.finished:
+                await put(encoder.done())
+        except asyncio.CancelledError:
+            if not encoder.finished:
+                await put(encoder.done("stopped"))
+            raise
+        except Exception as exc:
+            log.exception("aistream.server: the generation of stream %s failed", stream_id)
+            if not encoder.finished:
+                message = f"the server failed while generating the reply ({type(exc).__name__})"
+                await put(encoder.error(message, "internal_error", False))
+        finally:
+            aclose = getattr(events, "aclose", None)
+            try:
+                if aclose is not None:
+                    await aclose()
+            finally:
+                await self._finished(live)
+
+    async def _finished(self, live: _Live) -> None:
+        """Close the books on a generation, whichever way it ended."""
+        stream_id = live.stream_id
+        self.live.pop(stream_id, None)
+        if live.grace is not None:
+            live.grace.cancel()
+        try:
+            await self.store.finish(stream_id)
+        finally:
+            live.notify()
+
+    async def _follow(
+        self, stream_id: str, after: int, attached: bool
+    ) -> AsyncGenerator[bytes, None]:
+        """The frames after `after`: what the store holds, then live ones as they are written.
+
+        `attached`: this follower was counted when the stream started (the POST's response).
+        """
+        live = self.live.get(stream_id)
+        if live is not None and not attached:
+            live.followers += 1
+            if live.grace is not None:
+                live.grace.cancel()
+                live.grace = None
+        try:
+            while True:
+                changed = live.changed if live is not None else None
+                replay = await self.store.read(stream_id, after)
+                if replay is None:
+                    return
+                if replay.data:
+                    after = replay.next_seq - 1
+                    yield replay.data
+                if replay.finished:
+                    return
+                if changed is None or live is None or live.task is None or live.task.done():
+                    yield _unavailable(stream_id)
+                    return
+                await changed.wait()
+        finally:
+            if live is not None:
+                live.followers -= 1
+                if live.followers == 0 and stream_id in self.live:
+                    self._start_grace(live)
+
+    def _start_grace(self, live: _Live) -> None:
+        if live.grace is None or live.grace.done():
+            live.grace = asyncio.create_task(self._expire(live))
+
+    async def _expire(self, live: _Live) -> None:
+        await self._sleep(self.resume_grace)
+        if live.followers == 0 and live.task is not None and not live.task.done():
+            log.info(
+                "aistream.server: nobody resumed stream %s within %g s (resume_grace); cancelling",
+                live.stream_id,
+                self.resume_grace,
+            )
+            live.grace = None
+            live.task.cancel()
+
+    async def aclose(self) -> None:
+        """Cancel every running generation and wait for them (the app's shutdown)."""
+        tasks: list[asyncio.Task[None]] = []
+        for live in list(self.live.values()):
+            for task in (live.grace, live.task):
+                if task is not None:
+                    task.cancel()
+                    tasks.append(task)
+        if tasks:
+            await asyncio.wait(tasks)
+        if self._cleanups:
+            await asyncio.wait(self._cleanups)
+        close = getattr(self.backend, "aclose", None)
+        if close is not None:
+            await close()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        """The app's lifespan: nothing to open; on shutdown, cancel and close everything."""
+        try:
+            yield
+        finally:
+            await self.aclose()
+
+
+def _unavailable(stream_id: str) -> bytes:
+    """A terminal error without an id: the log is incomplete and nobody here is writing it."""
+    payload = {
+        "error": f"stream {stream_id!r} is not being generated by this server any more",
+        "code": "stream_unavailable",
+        "retryable": False,
+    }
+    return encode_sse(json.dumps(payload), event="error")
+
+
+def create_app(
+    *,
+    upstream: str | None = None,
+    api_key: str | None = None,
+    protocol: str = "openai",
+    model: str | None = None,
+    heartbeat_interval: float | None = 15.0,
+    replay_ttl: float = 300.0,
+    resume_grace: float = 30.0,
+    demo_tokens_per_second: float | None = 40.0,
+    max_body_bytes: int = 1 << 20,
+    replay_max_streams: int = 1000,
+    replay_max_bytes: int = 64 << 20,
+    send_timeout: float | None = 30.0,
+    upstream_timeout: float | None = 60.0,
+    backend: ChatBackend | None = None,
+    replay_store: ReplayStore | None = None,
+    sleep: Sleep = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    id_factory: Callable[[], str] = new_stream_id,
+) -> Starlette:
+    """A Starlette app serving the native protocol (API.md §2, §3).
+
+    Routes: ``POST /api/chat`` (a new reply; with ``Last-Event-ID``, a resume),
+    ``GET /api/chat/{stream_id}`` (replay then follow, for EventSource),
+    ``DELETE /api/chat/{stream_id}`` (cancel now) and ``GET /healthz``.
+
+    Args:
+        upstream: Base URL of an OpenAI-compatible server (e.g. ``https://api.openai.com/v1``);
+            None serves the built-in demo model.
+        api_key: Sent to the upstream (``Authorization: Bearer``).
+        protocol: The upstream's protocol ("openai").
+        model: Model name: sent upstream when a request names none; the demo's name.
+        heartbeat_interval: Seconds of silence before a ``: ping`` (None: never).
+        replay_ttl: Seconds a finished stream stays resumable.
+        resume_grace: Seconds a generation runs on after its client left, awaiting a resume.
+        demo_tokens_per_second: The demo's pace (0 or None: as fast as possible).
+        max_body_bytes: Largest request body (413 beyond).
+        replay_max_streams, replay_max_bytes: Bounds of the in-memory replay store.
+        send_timeout: Longest one send to a client may block before its stream is closed.
+        upstream_timeout: Connect timeout and longest silence from the upstream.
+        backend: Your own reply generator instead of the demo or relay.
+        replay_store: Your own ReplayStore instead of the in-memory one.
+        sleep, clock, id_factory: Injected time and ids (tests).
+
+    Raises:
+        ValueError: An unsupported upstream protocol, or bad bounds.
+
+    ```py
+    app = create_app()                                                     # demo model
+    app = create_app(upstream="https://api.openai.com/v1", api_key=key, model="gpt-4o-mini")
+    ```
+    """
+    if backend is None:
+        if upstream is not None:
+            backend = UpstreamRelay(
+                upstream, api_key=api_key, protocol=protocol, model=model, timeout=upstream_timeout
+            )
+        else:
+            backend = DemoModel(
+                tokens_per_second=demo_tokens_per_second, model=model or "demo", sleep=sleep
+            )
+    if resume_grace < 0 or max_body_bytes < 1:
+        raise ValueError("resume_grace must be >= 0 and max_body_bytes >= 1")
+    store = replay_store or MemoryReplayStore(
+        ttl=replay_ttl, max_streams=replay_max_streams, max_bytes=replay_max_bytes, clock=clock
+    )
+    service = ChatService(
+        backend,
+        store,
+        resume_grace=resume_grace,
+        replay_ttl=replay_ttl,
+        heartbeat_interval=heartbeat_interval,
+        send_timeout=send_timeout,
+        max_body_bytes=max_body_bytes,
+        sleep=sleep,
+        clock=clock,
+        id_factory=id_factory,
+    )
+    routes = [
+        Route("/api/chat", service.post_chat, methods=["POST"]),
+        Route("/api/chat/{stream_id}", service.get_chat, methods=["GET"]),
+        Route("/api/chat/{stream_id}", service.delete_chat, methods=["DELETE"]),
+        Route("/healthz", service.healthz, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=service.lifespan)
+    app.state.aistream = service
+    return app

@@ -1,0 +1,216 @@
+"""Upstream relay: a provider's stream turned into the one event model, by the client's own code.
+
+Imports httpx, `_transport` (one attempt: status mapping, timeouts, decoding) and `_wire`
+(dialects). The relay adds no parser of its own: the same `OpenAIDialect` that `AIStream`
+uses parses the upstream, and its events are what the app encodes as native events.
+Upstream failures become a `ServerError` with a code and a sensible `retryable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from .._transport import AttemptState, Transport
+from .._wire._dialect import ChatRequest, Dialect, error_message
+from .._wire._events import ServerError, StreamEvent
+from .._wire._openai import OpenAIDialect
+from ..errors import (
+    AIStreamError,
+    APIStatusError,
+    ConnectionLostError,
+    ProtocolError,
+    StreamTimeoutError,
+)
+
+__all__ = ["UPSTREAM_PROTOCOLS", "UpstreamProtocol", "UpstreamRelay", "upstream_error"]
+
+log = logging.getLogger("aistream.server")
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamProtocol:
+    """How to reach one kind of upstream: the path under its base URL, the parser, the auth."""
+
+    path: str
+    dialect: Callable[[], Dialect]
+    auth_headers: Callable[[str], Mapping[str, str]]
+
+
+def _bearer(api_key: str) -> Mapping[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+#: Upstream kinds the relay speaks. Anthropic and Ollama plug in here with their dialects.
+UPSTREAM_PROTOCOLS: dict[str, UpstreamProtocol] = {
+    "openai": UpstreamProtocol("/chat/completions", OpenAIDialect, _bearer),
+}
+
+_END = object()
+
+
+class UpstreamRelay:
+    """Streams replies from an upstream model server as `_wire` events.
+
+    Args:
+        upstream: The provider's base URL, e.g. ``https://api.openai.com/v1``.
+        api_key: Sent as the provider expects (``Authorization: Bearer`` for openai).
+        protocol: A key of `UPSTREAM_PROTOCOLS`.
+        model: Model name used when a request names none.
+        timeout: Connect timeout and longest silence from the upstream, seconds.
+        stall_timeout: Longest wait between content events from the upstream, seconds.
+        headers: Extra headers for the upstream.
+
+    Raises:
+        ValueError: The protocol is not supported.
+
+    ```py
+    relay = UpstreamRelay("https://api.openai.com/v1", api_key=key, model="gpt-4o-mini")
+    async for event in relay.stream(request):   # TextDelta..., FinishReason, UsageReport, Done
+        ...
+    await relay.aclose()
+    ```
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        api_key: str | None = None,
+        protocol: str = "openai",
+        model: str | None = None,
+        timeout: float | None = 60.0,
+        stall_timeout: float | None = 120.0,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        try:
+            kind = UPSTREAM_PROTOCOLS[protocol]
+        except KeyError:
+            known = ", ".join(sorted(UPSTREAM_PROTOCOLS))
+            raise ValueError(
+                f"the relay does not speak protocol {protocol!r} yet; use one of: {known}"
+            ) from None
+        self.endpoint = upstream.rstrip("/") + kind.path
+        self.model = model
+        self._kind = kind
+        merged = {**(headers or {}), **(kind.auth_headers(api_key) if api_key else {})}
+        self._transport = Transport(
+            headers=merged, timeout=timeout, stall_timeout=stall_timeout, max_event_bytes=1 << 20
+        )
+        self._client: httpx.AsyncClient | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"UpstreamRelay({self.endpoint!r}, model={self.model!r})"
+
+    def model_for(self, request: ChatRequest) -> str | None:
+        """The model name sent upstream (and announced in `start`)."""
+        return request.model or self.model
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        """Relay one reply. Failures end it with a `ServerError` instead of raising."""
+        if request.model is None and self.model is not None:
+            request = ChatRequest(
+                request.messages, self.model, request.system_prompt, request.options
+            )
+        dialect = self._kind.dialect()
+        spec = dialect.build_request(self.endpoint, request)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        task = asyncio.create_task(self._attempt(spec, dialect, queue.put_nowait))
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, AIStreamError):
+                    log.warning("aistream.server: upstream failed: %s", item)
+                    yield upstream_error(item)
+                    return
+                for event in item:
+                    if isinstance(event, ServerError) and not event.code:
+                        event = ServerError(
+                            event.message, "upstream_error", event.retryable, event.body
+                        )
+                    yield event
+        finally:
+            task.cancel()
+            await asyncio.wait((task,))
+
+    async def _attempt(self, spec: Any, dialect: Dialect, put: Callable[[Any], None]) -> None:
+        try:
+            await self._transport.run(self._http(), spec, dialect, put, AttemptState())
+        except AIStreamError as exc:
+            put(exc)
+        finally:
+            put(_END)
+
+    def _http(self) -> httpx.AsyncClient:
+        """The pool, made in the running loop on first use (never shared across loops)."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            self._client = httpx.AsyncClient(
+                timeout=self._transport.timeout, follow_redirects=False
+            )
+            self._client_loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the connection pool (the app calls this at shutdown)."""
+        client, self._client, self._client_loop = self._client, None, None
+        if client is not None:
+            await client.aclose()
+
+
+def upstream_error(error: AIStreamError) -> ServerError:
+    """The native error for an upstream failure: a code by status or kind, and retryable.
+
+    ```py
+    upstream_error(APIStatusError("...", status_code=429)).code    # "rate_limited"
+    ```
+    """
+    if isinstance(error, APIStatusError):
+        status = error.status_code
+        detail = _detail(error.body)
+        message = f"the upstream model server answered HTTP {status}" + (
+            f": {detail}" if detail else ""
+        )
+        if status == 429:
+            return ServerError(message, "rate_limited", True, error.body)
+        if status in (401, 403):
+            return ServerError(message + " (check the relay's api_key)", "upstream_auth", False)
+        if status == 408:
+            return ServerError(message, "upstream_timeout", True, error.body)
+        if status in (502, 503, 504, 529):
+            return ServerError(message, "upstream_unavailable", True, error.body)
+        if status >= 500:
+            return ServerError(message, "upstream_error", True, error.body)
+        return ServerError(message, "upstream_rejected", False, error.body)
+    if isinstance(error, StreamTimeoutError):
+        return ServerError("the upstream model server stopped sending", "upstream_timeout", True)
+    if isinstance(error, ConnectionLostError):
+        return ServerError(
+            "the connection to the upstream model server failed or was cut",
+            "upstream_unavailable",
+            True,
+        )
+    if isinstance(error, ProtocolError):
+        return ServerError(
+            "the upstream model server sent a stream the relay cannot read",
+            "upstream_protocol_error",
+            False,
+        )
+    return ServerError("the upstream model server failed", "upstream_error", True)
+
+
+def _detail(body: Any) -> str:
+    if not body:
+        return ""
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        body = body["error"]
+    message, _ = error_message(body)
+    return message[:300]

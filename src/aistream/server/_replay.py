@@ -1,0 +1,194 @@
+"""Replay logs for resumable streams: each stream's encoded events, bounded and expiring.
+
+Pure: no I/O, no event loop state, the clock is injected. Imports the stdlib only.
+
+`ReplayStore` is the interface (async, so a networked store such as Redis can implement it);
+`MemoryReplayStore` is the default, owned by one app instance. A log holds the stream's frames
+exactly as sent (`NativeEncoder` output), so a replay is one slice of bytes.
+
+Memory bounds of `MemoryReplayStore`:
+
+- `max_streams`: logs kept, live and finished. A new stream evicts the oldest finished log
+  when full; when every log is live, `create` raises `ReplayFull` (the app answers 503).
+- `max_bytes`: bytes of frames kept. Appending past it evicts finished logs, oldest first.
+  Live logs are never cut (a live reply would lose its resume point), so the live streams
+  alone may exceed it by at most their own size; `create` refuses new streams meanwhile.
+- `ttl`: a finished log is dropped `ttl` seconds after it finished. Live logs do not expire.
+  The ttl also bounds how long a slow client may take to read the end of a finished reply.
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["MemoryReplayStore", "Replay", "ReplayFull", "ReplayStore"]
+
+
+class ReplayFull(Exception):
+    """The store cannot take another stream now (too many live streams or bytes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """What a reader gets: the frames after its last event, and where the log stands.
+
+    Attributes:
+        data: The frames of events ``after + 1 .. next_seq - 1``, concatenated.
+        next_seq: The seq the next stored event will have (events stored so far).
+        finished: No event will follow `data`.
+    """
+
+    data: bytes
+    next_seq: int
+    finished: bool
+
+
+class ReplayStore(Protocol):
+    """Where an app keeps each stream's events for Last-Event-ID replay.
+
+    Events are numbered from 0 in append order (the `<seq>` of ``<stream-id>:<seq>``).
+    """
+
+    async def create(self, stream_id: str) -> None:
+        """Open an empty log. Raises ReplayFull when the store is at its bounds."""
+        ...
+
+    async def append(self, stream_id: str, frame: bytes) -> None:
+        """Add the next event's frame to a live log."""
+        ...
+
+    async def finish(self, stream_id: str) -> None:
+        """Mark a log complete; its expiry clock starts."""
+        ...
+
+    async def read(self, stream_id: str, after: int) -> Replay | None:
+        """The frames after event `after` (-1: from the start), or None if unknown/expired."""
+        ...
+
+
+class _Log:
+    __slots__ = ("data", "finished_at", "offsets")
+
+    def __init__(self) -> None:
+        self.data: bytearray | bytes = bytearray()
+        self.offsets = array("I")  # where each event's frame starts in `data`
+        self.finished_at: float | None = None
+
+
+class MemoryReplayStore:
+    """An in-process `ReplayStore` with a TTL and bounds on streams and bytes (see module doc).
+
+    Args:
+        ttl: Seconds a finished stream stays replayable.
+        max_streams: Logs kept at once, live and finished.
+        max_bytes: Frame bytes kept at once (finished logs are evicted to honour it).
+        clock: Monotonic seconds (injected in tests).
+
+    ```py
+    store = MemoryReplayStore(ttl=300, max_streams=1000)
+    await store.create("s1"); await store.append("s1", frame)
+    replay = await store.read("s1", after=-1)    # Replay(data=frame, next_seq=1, finished=False)
+    ```
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl: float = 300.0,
+        max_streams: int = 1000,
+        max_bytes: int = 64 << 20,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if ttl <= 0 or max_streams < 1 or max_bytes < 1:
+            raise ValueError(
+                f"need ttl > 0 (a finished stream must stay readable while its clients catch "
+                f"up), max_streams >= 1 and max_bytes >= 1; got {ttl}, {max_streams}, {max_bytes}"
+            )
+        self.ttl = ttl
+        self.max_streams = max_streams
+        self.max_bytes = max_bytes
+        self._clock = clock
+        self._logs: dict[str, _Log] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()  # oldest finish first
+        self._bytes = 0
+
+    @property
+    def stream_count(self) -> int:
+        """Logs held now (live and finished, expired ones not yet purged included)."""
+        return len(self._logs)
+
+    @property
+    def byte_count(self) -> int:
+        """Frame bytes held now."""
+        return self._bytes
+
+    async def create(self, stream_id: str) -> None:
+        self._purge()
+        if stream_id in self._logs:
+            raise ValueError(f"stream {stream_id!r} already exists")
+        while self._finished and (
+            len(self._logs) >= self.max_streams or self._bytes >= self.max_bytes
+        ):
+            self._evict_oldest()
+        if len(self._logs) >= self.max_streams:
+            raise ReplayFull(f"{len(self._logs)} streams are live (replay_max_streams)")
+        if self._bytes >= self.max_bytes:
+            raise ReplayFull(f"live streams hold {self._bytes} bytes (replay_max_bytes)")
+        self._logs[stream_id] = _Log()
+
+    async def append(self, stream_id: str, frame: bytes) -> None:
+        log = self._logs[stream_id]
+        data = log.data
+        if log.finished_at is not None or not isinstance(data, bytearray):
+            raise ValueError(f"stream {stream_id!r} is finished")
+        log.offsets.append(len(data))
+        data += frame
+        self._bytes += len(frame)
+        while self._bytes > self.max_bytes and self._finished:
+            self._evict_oldest()
+
+    async def finish(self, stream_id: str) -> None:
+        log = self._logs.get(stream_id)
+        if log is None or log.finished_at is not None:
+            return
+        log.finished_at = self._clock()
+        log.data = bytes(log.data)  # drop the bytearray's spare capacity
+        log.offsets = array("I", log.offsets)
+        self._finished[stream_id] = None
+        self._purge()
+
+    async def read(self, stream_id: str, after: int) -> Replay | None:
+        self._purge()
+        log = self._logs.get(stream_id)
+        if log is None:
+            return None
+        offsets = log.offsets
+        count = len(offsets)
+        start = offsets[after + 1] if -1 <= after < count - 1 else len(log.data)
+        if after < -1:
+            start = 0
+        return Replay(bytes(log.data[start:]), count, log.finished_at is not None)
+
+    def _purge(self) -> None:
+        """Drop finished logs whose ttl has passed (they are in finish order)."""
+        if not self._finished:
+            return
+        deadline = self._clock() - self.ttl
+        logs = self._logs
+        while self._finished:
+            oldest = next(iter(self._finished))
+            finished_at = logs[oldest].finished_at
+            assert finished_at is not None
+            if finished_at > deadline:
+                break
+            self._evict_oldest()
+
+    def _evict_oldest(self) -> None:
+        stream_id, _ = self._finished.popitem(last=False)
+        log = self._logs.pop(stream_id)
+        self._bytes -= len(log.data)
