@@ -858,3 +858,30 @@ async def test_reconnect_to_a_new_generation_restarts_instead_of_splicing(
     assert reply.content == "New reply"
     assert [r.resume for r in retries] == [True, False]
     await chat.aclose()
+
+
+async def test_retryable_in_stream_error_restarts_instead_of_resuming_into_it(
+    serve: Any, fake_sleep: RecordingSleep
+) -> None:
+    calls = {"n": 0}
+    first = native_events(["Par", "tial"])[:3] + [
+        sse({"error": "overloaded", "code": "overloaded", "retryable": True}, "error", "s1:3")
+    ]
+
+    async def handler(request: Request, reply: Reply) -> None:
+        calls["n"] += 1
+        events = first if calls["n"] == 1 else native_events(["Whole"], stream_id="s2")
+        await reply.start()
+        for ev in events:
+            await reply.send(ev)
+        await reply.end()
+
+    server = await serve(handler)
+    chat = AIStream(server.url + "/api/chat", retry=NO_JITTER, sleep=fake_sleep)
+    retries: list[RetryEvent] = []
+    chat.on("retry", retries.append)
+    reply = await chat.send("hi")
+    assert reply.content == "Whole"
+    assert [r.resume for r in retries] == [False]
+    assert "last-event-id" not in server.requests[1].headers
+    await chat.aclose()

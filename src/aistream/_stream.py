@@ -634,7 +634,14 @@ class AIStream(SafeEmitter):
 
 
 def _cannot_resume(error: AIStreamError, state: AttemptState) -> AIStreamError:
-    """A resume the server cannot serve (404/410: stream unknown or expired) becomes a restart."""
+    """Turn failures that a resume cannot fix into restarts.
+
+    An error the server sent inside the stream ends that stream (a resume would replay it),
+    and a 404/410 on a resume means the server no longer has the stream.
+    """
+    if isinstance(error, APIStatusError) and error.status_code == 200:
+        state.last_event_id = ""
+        return error
     if (
         state.last_event_id
         and isinstance(error, APIStatusError)
