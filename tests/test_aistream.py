@@ -864,9 +864,8 @@ async def test_retryable_in_stream_error_restarts_instead_of_resuming_into_it(
     serve: Any, fake_sleep: RecordingSleep
 ) -> None:
     calls = {"n": 0}
-    first = native_events(["Par", "tial"])[:3] + [
-        sse({"error": "overloaded", "code": "overloaded", "retryable": True}, "error", "s1:3")
-    ]
+    overloaded = {"error": "overloaded", "code": "overloaded", "retryable": True}
+    first = [*native_events(["Par", "tial"])[:3], sse(overloaded, "error", "s1:3")]
 
     async def handler(request: Request, reply: Reply) -> None:
         calls["n"] += 1
