@@ -884,3 +884,22 @@ async def test_retryable_in_stream_error_restarts_instead_of_resuming_into_it(
     assert [r.resume for r in retries] == [False]
     assert "last-event-id" not in server.requests[1].headers
     await chat.aclose()
+
+
+async def test_prompt_estimate_extends_the_last_reported_count(serve: Any) -> None:
+    calls = {"n": 0}
+
+    async def handler(request: Request, reply: Reply) -> None:
+        calls["n"] += 1
+        usage = (10, 0) if calls["n"] == 1 else None
+        await reply.start()
+        for ev in native_events(["abcd"], usage=usage):
+            await reply.send(ev)
+        await reply.end()
+
+    server = await serve(handler)
+    chat = AIStream(server.url + "/api/chat")
+    await chat.send("x" * 400)
+    second = await chat.send("y" * 8)
+    assert second.usage == Usage(prompt_tokens=10 + 1 + 2, completion_tokens=1)
+    await chat.aclose()

@@ -84,7 +84,7 @@ class _Turn:
         "loop",
         "next_index",
         "parts",
-        "prompt_chars",
+        "prompt_estimate",
         "queue",
         "reasoning",
         "retries",
@@ -95,13 +95,13 @@ class _Turn:
         "usage",
     )
 
-    def __init__(self, base: Usage, prompt_chars: int, queue: asyncio.Queue[Any] | None) -> None:
+    def __init__(self, base: Usage, prompt_estimate: int, queue: asyncio.Queue[Any] | None) -> None:
         self.loop = asyncio.get_running_loop()
         self.task: asyncio.Task[None] | None = None
         self.client: httpx.AsyncClient | None = None
         self.cancel_request: asyncio.Task[None] | None = None
         self.base = base  # conversation totals before this turn
-        self.prompt_chars = prompt_chars
+        self.prompt_estimate = prompt_estimate
         self.queue = queue
         self.stop_requested = False
         self.discard = False
@@ -387,11 +387,22 @@ class AIStream(SafeEmitter):
 
     def _new_turn(self, queue: asyncio.Queue[Any] | None) -> _Turn:
         self._check_idle()
-        prompt_chars = sum(len(m.content) for m in self._messages)
-        prompt_chars += len(self._system_prompt or "")
-        turn = _Turn(self._usage, prompt_chars, queue)
+        turn = _Turn(self._usage, self._estimate_prompt(), queue)
         self._turn = turn
         return turn
+
+    def _estimate_prompt(self) -> int:
+        """Prompt tokens of the next request: the last reply's own count (in the server's
+        units) plus ~4 characters per token for what came after it."""
+        chars, known = 0, None
+        for message in reversed(self._messages):
+            if message.role == "assistant" and message.usage is not None:
+                known = message.usage.prompt_tokens + message.usage.completion_tokens
+                break
+            chars += len(message.content)
+        if known is None:
+            chars += len(self._system_prompt or "")
+        return (known or 0) + _estimate_tokens(chars)
 
     async def _run(self, turn: _Turn) -> Message:
         """Stream one turn to its end and settle history, usage and events."""
@@ -573,7 +584,7 @@ class AIStream(SafeEmitter):
         empty = not (content or turn.tool_calls or turn.reasoning)
         if not turn.discard and not (empty and reason == "stopped") and turn.usage is None:
             turn.usage = Usage(
-                prompt_tokens=_estimate_tokens(turn.prompt_chars),
+                prompt_tokens=turn.prompt_estimate,
                 completion_tokens=_estimate_tokens(len(content)),
             )
             self._usage = turn.base + turn.usage
