@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -24,69 +23,14 @@ from aistream._wire._events import (
     ToolCallDone,
     UsageReport,
 )
-from aistream._wire._sse import SSEDecoder
+from tests.wire.replay import Outcome, chunked, outcome, replay_through
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SIZES = [pytest.param(s, id=i) for s, i in ((None, "whole"), (1, "byte"), (7, "7"), (64, "64"))]
 
 
-# --- replay helpers (the same in every test_dialect_*.py) -----------------------------------
-
-
-def chunked(raw: bytes, size: int | None) -> list[bytes]:
-    return [raw] if size is None else [raw[i : i + size] for i in range(0, len(raw), size)]
-
-
 def replay(chunks: list[bytes]) -> tuple[list[StreamEvent], bool]:
-    """Feed `chunks` through a fresh decoder and dialect; return the events and `finished`."""
-    decoder, dialect = SSEDecoder(), AnthropicDialect()
-    events: list[StreamEvent] = []
-    for chunk in chunks:
-        for frame in decoder.feed(chunk):
-            events += dialect.parse(frame)
-    for frame in decoder.eof():
-        events += dialect.parse(frame)
-    return events, dialect.finished
-
-
-@dataclass
-class Outcome:
-    """What a stream amounts to, as AIStream would assemble it."""
-
-    text: str = ""
-    reasoning: str = ""
-    tool_calls: list[tuple[str, str, str]] = field(default_factory=list)
-    usage: tuple[int, int, int] | None = None
-    finish: str | None = None
-    finished: bool = True
-    errors: list[tuple[str, str | None, bool]] = field(default_factory=list)
-    skipped: int = 0
-    heartbeats: int = 0
-
-
-def outcome(events: list[StreamEvent], finished: bool) -> Outcome:
-    out = Outcome(finished=finished)
-    for ev in events:
-        if isinstance(ev, TextDelta):
-            out.text += ev.text
-        elif isinstance(ev, ReasoningDelta):
-            out.reasoning += ev.text
-        elif isinstance(ev, ToolCallDone):
-            out.tool_calls.append((ev.id, ev.name, ev.arguments))
-        elif isinstance(ev, UsageReport):  # a snapshot: None keeps the previous value
-            p, c, _ = out.usage or (0, 0, 0)
-            p = p if ev.prompt_tokens is None else ev.prompt_tokens
-            c = c if ev.completion_tokens is None else ev.completion_tokens
-            out.usage = (p, c, p + c if ev.total_tokens is None else ev.total_tokens)
-        elif isinstance(ev, FinishReason):
-            out.finish = ev.reason
-        elif isinstance(ev, ServerError):
-            out.errors.append((ev.message, ev.code, ev.retryable))
-        elif isinstance(ev, Skipped):
-            out.skipped += 1
-        elif isinstance(ev, Heartbeat):
-            out.heartbeats += 1
-    return out
+    return replay_through(AnthropicDialect(), chunks)
 
 
 # --- every fixture, every chunking ----------------------------------------------------------
