@@ -32,8 +32,8 @@ class SafeEmitter(AsyncIOEventEmitter):
         except Exception:
             log.exception("aistream: listener %s raised; the stream goes on", _name(f))
             return
-        if not inspect.isawaitable(result):
-            return
+        if result is None or not inspect.isawaitable(result):
+            return  # the common case: a plain function
         try:
             future = asyncio.ensure_future(result)
         except RuntimeError:  # no running loop: a coroutine listener cannot run here
