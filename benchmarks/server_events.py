@@ -19,6 +19,11 @@ the separate user-CPU column.
 - ours-str: the same fed plain ``str`` tokens (no event object to build per token).
 - ours-app: ``create_app`` with a backend yielding N tokens: the replay-store path, where a
   client that lags behind the generation gets several events per send.
+- ours-openai, ours-vercel: ``EventStreamResponse`` fed ``TextDelta`` events with
+  ``format="openai"`` (``chat.completion.chunk`` objects) or ``format="vercel"`` (UI message
+  stream ``text-delta`` parts): the same events through the other encoders.
+- ours-app-openai: ``create_app`` with ``?format=openai`` (streams straight from the backend;
+  no replay store, since that format cannot resume).
 """
 
 from __future__ import annotations
@@ -32,13 +37,22 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 
 WORDS = ["Hello", " there", ",", " how", " are", " you", " today", "?", " Fine", " thanks"]
 STREAM_ID = "bench-stream-id0"
-VARIANTS = ("baseline", "sse-starlette", "ours", "ours-str", "ours-app")
+VARIANTS = (
+    "baseline",
+    "sse-starlette",
+    "ours",
+    "ours-str",
+    "ours-app",
+    "ours-openai",
+    "ours-vercel",
+    "ours-app-openai",
+)
 
 
 def serve() -> None:
@@ -104,6 +118,18 @@ def serve() -> None:
 
         return EventStreamResponse(gen(), stream_id=STREAM_ID, model="bench")
 
+    def formatted(fmt: str) -> Callable[[Request], Awaitable[Response]]:
+        async def route(request: Request) -> Response:
+            n = int(request.query_params["n"])
+
+            async def gen() -> AsyncIterator[TextDelta]:
+                for i in range(n):
+                    yield TextDelta(WORDS[i % 10])
+
+            return EventStreamResponse(gen(), stream_id=STREAM_ID, model="bench", format=fmt)
+
+        return route
+
     class Tokens:
         """A backend for create_app: the first message's content is the number of tokens."""
 
@@ -124,6 +150,8 @@ def serve() -> None:
             Route("/sse-starlette", sse_starlette),
             Route("/ours", ours),
             Route("/ours-str", ours_str),
+            Route("/ours-openai", formatted("openai")),
+            Route("/ours-vercel", formatted("vercel")),
             Route("/cpu", cpu),
             Mount("/app", create_app(backend=Tokens(), replay_ttl=5)),
         ]
@@ -147,9 +175,11 @@ async def read(
     """Stream one variant; return (server user CPU s, server system CPU s, wall s)."""
     cpu0 = (await client.get(f"{base}/cpu")).json()
     start = time.perf_counter()
-    if variant == "ours-app":
+    if variant in ("ours-app", "ours-app-openai"):
         body = {"messages": [{"role": "user", "content": str(n)}]}
-        request = client.build_request("POST", f"{base}/app/api/chat", json=body)
+        fmt = "openai" if variant == "ours-app-openai" else "native"
+        url = f"{base}/app/api/chat?format={fmt}"
+        request = client.build_request("POST", url, json=body)
     else:
         request = client.build_request("GET", f"{base}/{variant}", params={"n": n})
     response = await client.send(request, stream=True)
@@ -160,7 +190,8 @@ async def read(
     finally:
         await response.aclose()
     wall = time.perf_counter() - start
-    assert b"finishReason" in tail, f"{variant}: the stream did not end with done: {tail!r}"
+    end = b"[DONE]" if "openai" in variant or "vercel" in variant else b"finishReason"
+    assert end in tail, f"{variant}: the stream did not end as it should: {tail!r}"
     cpu1 = (await client.get(f"{base}/cpu")).json()
     return cpu1["user"] - cpu0["user"], cpu1["sys"] - cpu0["sys"], wall
 

@@ -1,13 +1,18 @@
-"""ASGI app: `create_app()` — POST /api/chat, resume, cancel, health; the live generations.
+"""ASGI app: `create_app()` — POST /api/chat, /v1/chat/completions, resume, cancel, health.
 
-Imports starlette, `_response`, `_replay`, `_demo`, `_relay` and `_wire`. Every piece of state
-(replay store, backend, running generations, grace timers) belongs to one `ChatService`, made
-per `create_app()` call and cleaned up by the app's lifespan; nothing lives in a module global.
+Imports starlette, `_response`, `_encoders`, `_formats`, `_replay`, `_demo`, `_relay` and
+`_wire`. Every piece of state (replay store, backend, running generations, grace timers)
+belongs to one `ChatService`, made per `create_app()` call and cleaned up by the app's
+lifespan; nothing lives in a module global.
 
-A generation runs as a task owned by the service and writes its frames into the replay store.
-Each HTTP response only follows the store (replay what the client missed, then live), so a
-client that goes away does not stop the generation: it runs on for `resume_grace` seconds
+A native generation runs as a task owned by the service and writes its frames into the replay
+store. Each HTTP response only follows the store (replay what the client missed, then live),
+so a client that goes away does not stop the generation: it runs on for `resume_grace` seconds
 and is cancelled if nobody came back. DELETE cancels it at once.
+
+The openai and vercel formats carry no event ids, so nothing can resume them: their replies
+stream straight from the backend through their encoder (no replay store), and a client that
+goes away cancels its generation at once. `_formats` says which format a request gets.
 """
 
 from __future__ import annotations
@@ -26,21 +31,30 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .._wire._dialect import ChatMessage, ChatRequest
+from .._wire._dialect import ChatRequest
 from .._wire._events import StreamEvent
 from .._wire._sse import encode_sse
 from ._demo import DemoModel
+from ._encoders import Format, make_encoder
+from ._formats import (
+    BadRequest,
+    choose_format,
+    decode_body,
+    openai_completion,
+    parse_chat_request,
+    parse_native,
+    parse_openai,
+    requested_format,
+)
 from ._relay import UpstreamRelay
 from ._replay import MemoryReplayStore, ReplayFull, ReplayStore
-from ._response import FrameStreamResponse, NativeEncoder, new_stream_id
+from ._response import EventStreamResponse, FrameStreamResponse, NativeEncoder, new_stream_id
 
-__all__ = ["ChatBackend", "ChatService", "create_app", "parse_chat_request"]
+__all__ = ["BadRequest", "ChatBackend", "ChatService", "create_app", "parse_chat_request"]
 
 log = logging.getLogger("aistream.server")
 
 Sleep = Callable[[float], Awaitable[object]]
-_ROLES: Final = ("system", "user", "assistant")
-_EXAMPLE: Final = '{"messages": [{"role": "user", "content": "Hello"}]}'
 _CANCEL_WAIT: Final = 5.0  # seconds DELETE waits for a cancelled generation to wind down
 
 
@@ -56,97 +70,10 @@ class ChatBackend(Protocol):
         ...
 
 
-class BadRequest(Exception):
-    """A request the app refuses, with the JSON error it answers."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-    def response(self) -> JSONResponse:
-        return _error(self.status, self.code, self.message)
-
-
 def _error(
     status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse({"error": message, "code": code}, status_code=status, headers=headers)
-
-
-def _type_name(value: object) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def parse_chat_request(raw: bytes) -> ChatRequest:
-    """Validate a native request body (API.md §2) into a ChatRequest.
-
-    Extra fields (message ids, timestamps, unknown options) are accepted and ignored.
-
-    Raises:
-        BadRequest: 400 for a body that is not JSON, 422 for a JSON body of the wrong shape.
-    """
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise BadRequest(
-            400, "invalid_json", f"the body is not valid UTF-8 JSON ({exc}); send e.g. {_EXAMPLE}"
-        ) from None
-    if not isinstance(body, dict):
-        raise BadRequest(
-            422,
-            "invalid_request",
-            f"the body must be a JSON object such as {_EXAMPLE}; got {_type_name(body)}",
-        )
-    messages = body.get("messages")
-    if messages is None:
-        raise BadRequest(422, "invalid_request", f'"messages" is missing; send e.g. {_EXAMPLE}')
-    if not isinstance(messages, list):
-        raise BadRequest(
-            422,
-            "invalid_request",
-            '"messages" must be a list of {"role", "content"} objects; '
-            f"got {_type_name(messages)}",
-        )
-    if not messages:
-        raise BadRequest(
-            422, "invalid_request", '"messages" is empty; send at least one user message'
-        )
-    parsed: list[ChatMessage] = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise BadRequest(
-                422,
-                "invalid_request",
-                f"messages[{i}] must be an object with role and content; got {_type_name(message)}",
-            )
-        role, content = message.get("role"), message.get("content")
-        if role not in _ROLES:
-            shown = "missing" if role is None else repr(role)
-            raise BadRequest(
-                422,
-                "invalid_request",
-                f"messages[{i}].role is {shown}; use one of: {', '.join(_ROLES)}",
-            )
-        if not isinstance(content, str):
-            raise BadRequest(
-                422,
-                "invalid_request",
-                f"messages[{i}].content must be a string; got {_type_name(content)}",
-            )
-        parsed.append(ChatMessage(role, content))
-    for key in ("model", "systemPrompt"):
-        value = body.get(key)
-        if value is not None and not isinstance(value, str):
-            raise BadRequest(
-                422, "invalid_request", f'"{key}" must be a string; got {_type_name(value)}'
-            )
-    if body.get("stream", True) is not True:
-        raise BadRequest(
-            422,
-            "invalid_request",
-            'this endpoint only streams: send "stream": true or leave it out',
-        )
-    return ChatRequest(tuple(parsed), body.get("model"), body.get("systemPrompt") or None)
 
 
 def _parse_event_id(value: str) -> tuple[str, int]:
@@ -225,26 +152,57 @@ class ChatService:
     # --- routes -----------------------------------------------------------------------------
 
     async def post_chat(self, request: Request) -> Response:
-        """POST /api/chat: a new reply, or with Last-Event-ID a resume of one."""
+        """POST /api/chat: a new reply, or with Last-Event-ID a resume of one (native only)."""
         try:
+            asked = requested_format(request.query_params, request.headers)
             resume = request.headers.get("last-event-id")
             if resume:
+                self._check_resumable(asked)
                 stream_id, seq = _parse_event_id(resume)
                 return await self._resume(stream_id, seq)
-            chat = parse_chat_request(await self._read_body(request))
+            body = decode_body(await self._read_body(request))
+            fmt = choose_format(request.query_params, request.headers, body, "native")
+            chat = parse_native(body)
         except BadRequest as exc:
             return exc.response()
+        options = body.get("stream_options")
+        include_usage = not (isinstance(options, dict) and options.get("include_usage") is False)
+        return await self._serve(chat, fmt, include_usage)
+
+    async def post_completions(self, request: Request) -> Response:
+        """POST /v1/chat/completions: an OpenAI-compatible endpoint (OpenAI's body and errors).
+
+        Streams OpenAI chunks when the body says ``"stream": true``, else answers one
+        ``chat.completion`` object; a format asked for by query or header always streams.
+        """
         try:
-            stream_id = await self._start(chat)
-        except ReplayFull as exc:
-            log.warning("aistream.server: refusing a new stream: %s", exc)
-            return _error(
-                503,
-                "server_busy",
-                f"the server is at its limit of resumable streams ({exc}); retry shortly",
-                {"Retry-After": "1"},
-            )
-        return self._respond(stream_id, -1, attached=True)
+            asked = requested_format(request.query_params, request.headers)
+            if request.headers.get("last-event-id"):
+                self._check_resumable(asked or "openai")
+                stream_id, seq = _parse_event_id(request.headers["last-event-id"])
+                return await self._resume(stream_id, seq)
+            chat, options = parse_openai(await self._read_body(request))
+        except BadRequest as exc:
+            return exc.openai_response()
+        if not options.stream and asked is None:
+            try:
+                model = self.backend.model_for(chat) or chat.model
+                events = self.backend.stream(chat)
+            except Exception as exc:
+                log.exception("aistream.server: the backend refused a completion")
+                events = _failing(exc)
+                model = chat.model
+            return await openai_completion(events, f"chatcmpl-{self._new_id()}", model)
+        return await self._serve(chat, asked or "openai", options.include_usage)
+
+    async def get_models(self, request: Request) -> Response:
+        """GET /v1/models: OpenAI's model list, for clients that look before they chat.
+
+        Lists the backend's default model (its ``model`` attribute) when it has one.
+        """
+        model = getattr(self.backend, "model", None)
+        data = [{"id": model, "object": "model", "created": 0, "owned_by": "aistream"}]
+        return JSONResponse({"object": "list", "data": data if isinstance(model, str) else []})
 
     async def get_chat(self, request: Request) -> Response:
         """GET /api/chat/{id}: replay (after Last-Event-ID, else from the start), then follow."""
@@ -252,6 +210,7 @@ class ChatService:
         after = -1
         header = request.headers.get("last-event-id")
         try:
+            self._check_resumable(requested_format(request.query_params, request.headers))
             if header:
                 owner, after = _parse_event_id(header)
                 if owner != stream_id:
@@ -263,6 +222,24 @@ class ChatService:
             return await self._resume(stream_id, after)
         except BadRequest as exc:
             return exc.response()
+
+    async def get_chat_stream(self, request: Request) -> Response:
+        """GET /api/chat/{chat-id}/stream: 204, nothing to resume.
+
+        This is where ``useChat({resume: true})`` asks to resume a UI message stream; that
+        format has no ids, so there is never anything to resume, and 204 tells it so.
+        """
+        return Response(status_code=204)
+
+    def _check_resumable(self, asked: Format | None) -> None:
+        if asked is not None and asked != "native":
+            raise BadRequest(
+                400,
+                "resume_unsupported",
+                f"the {asked} format has no event ids, so its replies cannot be resumed; "
+                "send the conversation again without Last-Event-ID (or use the native format, "
+                "which resumes)",
+            )
 
     async def delete_chat(self, request: Request) -> Response:
         """DELETE /api/chat/{id}: cancel the generation now (204), 404 if unknown."""
@@ -300,6 +277,30 @@ class ChatService:
             if len(body) > limit:
                 raise too_large
         return bytes(body)
+
+    async def _serve(self, chat: ChatRequest, fmt: Format, include_usage: bool) -> Response:
+        """A new reply in `fmt`: native through the replay store, the others straight."""
+        if fmt == "native":
+            try:
+                stream_id = await self._start(chat)
+            except ReplayFull as exc:
+                log.warning("aistream.server: refusing a new stream: %s", exc)
+                return _error(
+                    503,
+                    "server_busy",
+                    f"the server is at its limit of resumable streams ({exc}); retry shortly",
+                    {"Retry-After": "1"},
+                )
+            return self._respond(stream_id, -1, attached=True)
+        encoder = make_encoder(fmt, self._new_id(), include_usage=include_usage)
+        events: AsyncIterator[StreamEvent]
+        try:
+            encoder.model = self.backend.model_for(chat) or chat.model
+            events = self.backend.stream(chat)
+        except Exception as exc:
+            log.exception("aistream.server: the backend refused stream %s", encoder.stream_id)
+            events = _failing(exc)
+        return EventStreamResponse(events, encoder=encoder, **self._stream_options)
 
     async def _start(self, request: ChatRequest) -> str:
         encoder = NativeEncoder(self._new_id())  # validates the id before anything is stored
@@ -462,6 +463,12 @@ class ChatService:
             await self.aclose()
 
 
+async def _failing(exc: Exception) -> AsyncIterator[StreamEvent]:
+    """The events of a backend that raised before its first event: the raise, re-raised."""
+    raise exc
+    yield  # pragma: no cover - makes this an async generator
+
+
 def _unavailable(stream_id: str) -> bytes:
     """A terminal error without an id: the log is incomplete and nobody here is writing it."""
     payload = {
@@ -493,17 +500,28 @@ def create_app(
     clock: Callable[[], float] = time.monotonic,
     id_factory: Callable[[], str] = new_stream_id,
 ) -> Starlette:
-    """A Starlette app serving the native protocol (API.md §2, §3).
+    """A Starlette app that streams replies in the native protocol (API.md §2, §3) and more.
 
     Routes: ``POST /api/chat`` (a new reply; with ``Last-Event-ID``, a resume),
-    ``GET /api/chat/{stream_id}`` (replay then follow, for EventSource),
-    ``DELETE /api/chat/{stream_id}`` (cancel now) and ``GET /healthz``.
+    ``POST /v1/chat/completions`` (OpenAI-compatible: ``AsyncOpenAI(base_url=<app>/v1)`` works
+    unchanged; ``GET /v1/models`` too), ``GET /api/chat/{stream_id}`` (replay then follow),
+    ``DELETE /api/chat/{stream_id}`` (cancel now), ``GET /api/chat/{chat_id}/stream`` (204:
+    ``useChat``'s resume probe) and ``GET /healthz``.
+
+    Output formats, per request: native (resumable), openai (``chat.completion.chunk``) and
+    vercel (the AI SDK UI message stream v1). ``?format=native|openai|vercel`` wins; then the
+    ``x-vercel-ai-ui-message-stream`` request header (vercel) or an ``Accept`` parameter
+    (``text/event-stream; format=openai``); then a ``useChat`` body (UI messages with
+    ``parts``) on ``/api/chat`` means vercel; else the endpoint's own format.
 
     Args:
-        upstream: Base URL of an OpenAI-compatible server (e.g. ``https://api.openai.com/v1``);
-            None serves the built-in demo model.
-        api_key: Sent to the upstream (``Authorization: Bearer``).
-        protocol: The upstream's protocol ("openai").
+        upstream: The upstream model server, None for the built-in demo model: a base URL
+            (``https://api.openai.com/v1``, ``https://api.anthropic.com``,
+            ``http://localhost:11434``) or the full endpoint URL.
+        api_key: Sent to the upstream as it expects (``Authorization: Bearer``; ``x-api-key``
+            for anthropic).
+        protocol: The upstream's protocol: "openai" (any OpenAI-compatible server),
+            "anthropic" or "ollama".
         model: Model name: sent upstream when a request names none; the demo's name.
         heartbeat_interval: Seconds of silence before a ``: ping`` (None: never).
         replay_ttl: Seconds a finished stream stays resumable.
@@ -523,6 +541,9 @@ def create_app(
     ```py
     app = create_app()                                                     # demo model
     app = create_app(upstream="https://api.openai.com/v1", api_key=key, model="gpt-4o-mini")
+    app = create_app(upstream="https://api.anthropic.com", protocol="anthropic", api_key=key,
+                     model="claude-sonnet-4-5")
+    app = create_app(upstream="http://localhost:11434", protocol="ollama", model="llama3.2")
     ```
     """
     if backend is None:
@@ -553,6 +574,9 @@ def create_app(
     )
     routes = [
         Route("/api/chat", service.post_chat, methods=["POST"]),
+        Route("/v1/chat/completions", service.post_completions, methods=["POST"]),
+        Route("/v1/models", service.get_models, methods=["GET"]),
+        Route("/api/chat/{stream_id}/stream", service.get_chat_stream, methods=["GET"]),
         Route("/api/chat/{stream_id}", service.get_chat, methods=["GET"]),
         Route("/api/chat/{stream_id}", service.delete_chat, methods=["DELETE"]),
         Route("/healthz", service.healthz, methods=["GET"]),

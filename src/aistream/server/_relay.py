@@ -1,9 +1,12 @@
 """Upstream relay: a provider's stream turned into the one event model, by the client's own code.
 
 Imports httpx, `_transport` (one attempt: status mapping, timeouts, decoding) and `_wire`
-(dialects). The relay adds no parser of its own: the same `OpenAIDialect` that `AIStream`
-uses parses the upstream, and its events are what the app encodes as native events.
-Upstream failures become a `ServerError` with a code and a sensible `retryable`.
+(dialects). The relay adds no parser of its own: the same `OpenAIDialect`, `AnthropicDialect`
+and `OllamaDialect` that `AIStream` uses parse the upstream, and their events (text,
+reasoning, tool calls, usage, finish reason, errors) are what the app encodes in whichever
+output format the client asked for. Upstream failures become a `ServerError` with a code and
+a sensible `retryable`; what a dialect could not read (`Skipped`) is logged, as the client
+logs it.
 """
 
 from __future__ import annotations
@@ -13,12 +16,15 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from .._transport import AttemptState, Transport
+from .._wire._anthropic import AnthropicDialect
 from .._wire._dialect import ChatRequest, Dialect, error_message
-from .._wire._events import ServerError, StreamEvent
+from .._wire._events import ServerError, Skipped, StreamEvent
+from .._wire._ollama import OllamaDialect
 from .._wire._openai import OpenAIDialect
 from ..errors import (
     AIStreamError,
@@ -35,20 +41,47 @@ log = logging.getLogger("aistream.server")
 
 @dataclass(frozen=True, slots=True)
 class UpstreamProtocol:
-    """How to reach one kind of upstream: the path under its base URL, the parser, the auth."""
+    """How to reach one kind of upstream: its endpoint path, the parser, the auth.
+
+    `path` is appended to a base URL unless the URL already ends with it; `base_suffix` is the
+    part of `path` a base URL may already carry (``/v1`` of ``/v1/messages``).
+    """
 
     path: str
     dialect: Callable[[], Dialect]
     auth_headers: Callable[[str], Mapping[str, str]]
+    base_suffix: str = ""
+
+    def endpoint(self, upstream: str) -> str:
+        """The full endpoint URL for `upstream`, a base URL or the endpoint itself.
+
+        ```py
+        UPSTREAM_PROTOCOLS["anthropic"].endpoint("https://api.anthropic.com")
+        # "https://api.anthropic.com/v1/messages" (".../v1" and ".../v1/messages" too)
+        ```
+        """
+        scheme, netloc, path, query, fragment = urlsplit(upstream)
+        path = path.rstrip("/")
+        if not path.endswith(self.path):
+            if self.base_suffix and path.endswith(self.base_suffix):
+                path = path[: -len(self.base_suffix)]
+            path += self.path
+        return urlunsplit((scheme, netloc, path, query, fragment))
 
 
 def _bearer(api_key: str) -> Mapping[str, str]:
     return {"Authorization": f"Bearer {api_key}"}
 
 
-#: Upstream kinds the relay speaks. Anthropic and Ollama plug in here with their dialects.
+def _x_api_key(api_key: str) -> Mapping[str, str]:
+    return {"x-api-key": api_key}
+
+
+#: Upstream kinds the relay speaks, each with the dialect the client uses for it.
 UPSTREAM_PROTOCOLS: dict[str, UpstreamProtocol] = {
     "openai": UpstreamProtocol("/chat/completions", OpenAIDialect, _bearer),
+    "anthropic": UpstreamProtocol("/v1/messages", AnthropicDialect, _x_api_key, "/v1"),
+    "ollama": UpstreamProtocol("/api/chat", OllamaDialect, _bearer, "/api"),
 }
 
 _END = object()
@@ -58,9 +91,12 @@ class UpstreamRelay:
     """Streams replies from an upstream model server as `_wire` events.
 
     Args:
-        upstream: The provider's base URL, e.g. ``https://api.openai.com/v1``.
-        api_key: Sent as the provider expects (``Authorization: Bearer`` for openai).
-        protocol: A key of `UPSTREAM_PROTOCOLS`.
+        upstream: The provider's base URL (``https://api.openai.com/v1``,
+            ``https://api.anthropic.com``, ``http://localhost:11434``) or its full endpoint
+            URL (``…/chat/completions``, ``…/v1/messages``, ``…/api/chat``).
+        api_key: Sent as the provider expects: ``x-api-key`` for anthropic, else
+            ``Authorization: Bearer`` (Ollama needs none; a proxy in front of it may).
+        protocol: A key of `UPSTREAM_PROTOCOLS`: "openai", "anthropic" or "ollama".
         model: Model name used when a request names none.
         timeout: Connect timeout and longest silence from the upstream, seconds.
         stall_timeout: Longest wait between content events from the upstream, seconds.
@@ -93,9 +129,9 @@ class UpstreamRelay:
         except KeyError:
             known = ", ".join(sorted(UPSTREAM_PROTOCOLS))
             raise ValueError(
-                f"the relay does not speak protocol {protocol!r} yet; use one of: {known}"
+                f"the relay does not speak protocol {protocol!r}; use one of: {known}"
             ) from None
-        self.endpoint = upstream.rstrip("/") + kind.path
+        self.endpoint = kind.endpoint(upstream)
         self.model = model
         self._kind = kind
         merged = {**(headers or {}), **(kind.auth_headers(api_key) if api_key else {})}
@@ -132,6 +168,13 @@ class UpstreamRelay:
                     yield upstream_error(item)
                     return
                 for event in item:
+                    if type(event) is Skipped:
+                        log.warning(
+                            "aistream.server: skipped an upstream event: %s: %.200r",
+                            event.reason,
+                            event.raw,
+                        )
+                        continue
                     if isinstance(event, ServerError) and not event.code:
                         event = ServerError(
                             event.message, "upstream_error", event.retryable, event.body

@@ -1,0 +1,517 @@
+"""Requests in, output format chosen: the request bodies the app reads and the format rules.
+
+Imports starlette (for the request and the JSON responses), `_wire` and `_encoders`.
+
+Three request shapes become one `ChatRequest`:
+
+- native (API.md §2): ``{"messages": [{"role", "content"}], "model", "systemPrompt"}``;
+- the Vercel AI SDK's ``useChat`` body: the same ``messages`` but as UI messages, whose text is
+  in ``parts`` (``[{"type": "text", "text": ...}]``), plus ``id`` / ``trigger`` / ``messageId``;
+- OpenAI's chat completions body (``POST /v1/chat/completions``): ``messages`` with ``system`` /
+  ``developer`` / ``user`` / ``assistant`` roles, ``content`` a string or text parts, ``model``,
+  ``stream``, ``stream_options.include_usage``, and the portable sampling options.
+
+The output format of a reply (`choose_format`), first rule that applies:
+
+1. the query parameter ``?format=native|openai|vercel``;
+2. a request header ``x-vercel-ai-ui-message-stream`` (any value) → vercel;
+3. an ``Accept`` media range with a ``format`` parameter, e.g.
+   ``Accept: text/event-stream; format=openai``;
+4. for ``POST /api/chat``: a body in the UI message shape (a message with a ``parts`` list and
+   no string ``content``, which is what ``useChat`` sends) → vercel;
+5. the endpoint's own: native for ``/api/chat``, openai for ``/v1/chat/completions``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from starlette.datastructures import Headers, QueryParams
+from starlette.responses import JSONResponse
+
+from .._wire._dialect import ChatMessage, ChatRequest
+from .._wire._events import (
+    Done,
+    FinishReason,
+    ReasoningDelta,
+    ServerError,
+    StreamEvent,
+    TextDelta,
+    ToolCallDone,
+    UsageReport,
+)
+from ._encoders import FORMATS, Format, UsageTotals
+
+__all__ = [
+    "BadRequest",
+    "OpenAIOptions",
+    "choose_format",
+    "decode_body",
+    "is_ui_body",
+    "openai_completion",
+    "parse_chat_request",
+    "parse_native",
+    "parse_openai",
+    "requested_format",
+]
+
+log = logging.getLogger("aistream.server")
+
+_ROLES: Final = ("system", "user", "assistant")
+_EXAMPLE: Final = '{"messages": [{"role": "user", "content": "Hello"}]}'
+_OPENAI_EXAMPLE: Final = '{"model": "m", "messages": [{"role": "user", "content": "Hello"}]}'
+#: UI message parts that are not model input: skipped without a word.
+_UI_SKIP: Final = frozenset({"reasoning", "step-start", "source-url", "source-document"})
+#: Sampling options of an OpenAI body that every upstream dialect understands.
+_PORTABLE_OPTIONS: Final = ("temperature", "top_p", "max_tokens")
+
+
+class BadRequest(Exception):
+    """A request the app refuses, with the JSON error it answers."""
+
+    def __init__(self, status: int, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.param = status, code, message, param
+
+    def response(self) -> JSONResponse:
+        """The native error body: ``{"error": message, "code": code}``."""
+        return JSONResponse({"error": self.message, "code": self.code}, status_code=self.status)
+
+    def openai_response(self) -> JSONResponse:
+        """OpenAI's error body; validation errors are 400, as OpenAI answers them."""
+        status = 400 if self.status == 422 else self.status
+        error = {
+            "message": self.message,
+            "type": "invalid_request_error",
+            "param": self.param,
+            "code": self.code,
+        }
+        return JSONResponse({"error": error}, status_code=status)
+
+
+def _type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+# --- format selection ------------------------------------------------------------------------
+
+
+def requested_format(query: QueryParams, headers: Headers) -> Format | None:
+    """The format the request asks for by query or header (rules 1–3), or None.
+
+    Raises:
+        BadRequest: ``?format=`` (or an Accept ``format`` parameter) names no known format.
+    """
+    value = query.get("format")
+    if value is not None:
+        return _known(value.strip().lower(), "the format query parameter")
+    if "x-vercel-ai-ui-message-stream" in headers:
+        return "vercel"
+    accept = headers.get("accept")
+    if accept and "format" in accept:
+        for media_range in accept.split(","):
+            for param in media_range.split(";")[1:]:
+                name, _, raw = param.partition("=")
+                if name.strip().lower() == "format":
+                    return _known(raw.strip().strip('"').lower(), "the Accept format parameter")
+    return None
+
+
+def _known(value: str, where: str) -> Format:
+    for name in FORMATS:
+        if value == name:
+            return name
+    raise BadRequest(
+        400,
+        "invalid_format",
+        f"{where} is {value[:50]!r}; use one of: {', '.join(FORMATS)} (native is the default)",
+        "format",
+    )
+
+
+def is_ui_body(body: Mapping[str, Any]) -> bool:
+    """Whether a body is in the Vercel AI SDK's UI message shape (what ``useChat`` sends)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return False
+    return any(
+        isinstance(m, dict) and isinstance(m.get("parts"), list) and "content" not in m
+        for m in messages
+    )
+
+
+def choose_format(
+    query: QueryParams, headers: Headers, body: Mapping[str, Any], default: Format
+) -> Format:
+    """The output format of a reply: the module's rules 1–5 in order."""
+    asked = requested_format(query, headers)
+    if asked is not None:
+        return asked
+    if default == "native" and is_ui_body(body):
+        return "vercel"
+    return default
+
+
+# --- bodies ----------------------------------------------------------------------------------
+
+
+def decode_body(raw: bytes, example: str = _EXAMPLE) -> dict[str, Any]:
+    """The JSON object of a request body.
+
+    Raises:
+        BadRequest: 400 for a body that is not JSON, 422 for JSON that is not an object.
+    """
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise BadRequest(
+            400, "invalid_json", f"the body is not valid UTF-8 JSON ({exc}); send e.g. {example}"
+        ) from None
+    if not isinstance(body, dict):
+        raise BadRequest(
+            422,
+            "invalid_request",
+            f"the body must be a JSON object such as {example}; got {_type_name(body)}",
+        )
+    return body
+
+
+def _messages(body: Mapping[str, Any], example: str) -> list[Any]:
+    messages = body.get("messages")
+    if messages is None:
+        raise BadRequest(
+            422, "invalid_request", f'"messages" is missing; send e.g. {example}', "messages"
+        )
+    if not isinstance(messages, list):
+        raise BadRequest(
+            422,
+            "invalid_request",
+            '"messages" must be a list of {"role", "content"} objects; '
+            f"got {_type_name(messages)}",
+            "messages",
+        )
+    if not messages:
+        raise BadRequest(
+            422,
+            "invalid_request",
+            '"messages" is empty; send at least one user message',
+            "messages",
+        )
+    return messages
+
+
+def parse_chat_request(raw: bytes) -> ChatRequest:
+    """Validate a native request body (API.md §2) into a ChatRequest.
+
+    Extra fields (message ids, timestamps, unknown options) are accepted and ignored. A message
+    may carry its text as UI message ``parts`` instead of ``content`` (see `parse_native`).
+
+    Raises:
+        BadRequest: 400 for a body that is not JSON, 422 for a JSON body of the wrong shape.
+    """
+    return parse_native(decode_body(raw))
+
+
+def parse_native(body: Mapping[str, Any]) -> ChatRequest:
+    """A ChatRequest from a native (or ``useChat``) body already decoded.
+
+    UI message parts: ``text`` parts are the content; ``reasoning``, ``step-start``, sources and
+    ``data-*`` parts are not model input and are skipped; tool parts cannot be expressed as a
+    text message and are skipped with a warning in the log; ``file`` parts are refused (422).
+
+    Raises:
+        BadRequest: 422 for a body of the wrong shape.
+    """
+    parsed: list[ChatMessage] = []
+    for i, message in enumerate(_messages(body, _EXAMPLE)):
+        if not isinstance(message, dict):
+            raise BadRequest(
+                422,
+                "invalid_request",
+                f"messages[{i}] must be an object with role and content; got {_type_name(message)}",
+            )
+        role, content = message.get("role"), message.get("content")
+        if role not in _ROLES:
+            shown = "missing" if role is None else repr(role)
+            raise BadRequest(
+                422,
+                "invalid_request",
+                f"messages[{i}].role is {shown}; use one of: {', '.join(_ROLES)}",
+            )
+        parts = message.get("parts")
+        if content is None and isinstance(parts, list):
+            content = _ui_text(i, parts)
+        if not isinstance(content, str):
+            raise BadRequest(
+                422,
+                "invalid_request",
+                f"messages[{i}].content must be a string; got {_type_name(content)}",
+            )
+        parsed.append(ChatMessage(role, content))
+    for key in ("model", "systemPrompt"):
+        value = body.get(key)
+        if value is not None and not isinstance(value, str):
+            raise BadRequest(
+                422, "invalid_request", f'"{key}" must be a string; got {_type_name(value)}'
+            )
+    if body.get("stream", True) is not True:
+        raise BadRequest(
+            422,
+            "invalid_request",
+            'this endpoint only streams: send "stream": true or leave it out',
+        )
+    return ChatRequest(tuple(parsed), body.get("model"), body.get("systemPrompt") or None)
+
+
+def _ui_text(i: int, parts: list[Any]) -> str:
+    """The text of a UI message's parts (see `parse_native`)."""
+    texts: list[str] = []
+    skipped: list[str] = []
+    for j, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if not isinstance(kind, str):
+            raise BadRequest(
+                422,
+                "invalid_request",
+                f"messages[{i}].parts[{j}] must be an object with a type; got {_type_name(part)}",
+            )
+        if kind == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise BadRequest(
+                    422,
+                    "invalid_request",
+                    f"messages[{i}].parts[{j}].text must be a string; got {_type_name(text)}",
+                )
+            texts.append(text)
+        elif kind == "file":
+            raise BadRequest(
+                422,
+                "unsupported_content",
+                f"messages[{i}].parts[{j}] is a file; this server relays text conversations "
+                "only: send the text of the message",
+            )
+        elif kind not in _UI_SKIP and not kind.startswith("data-"):
+            skipped.append(kind)
+    if skipped:
+        log.warning(
+            "aistream.server: messages[%d] has parts that cannot be sent as text (%s); only "
+            "its text parts are relayed",
+            i,
+            ", ".join(sorted(set(skipped)))[:200],
+        )
+    return "".join(texts)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAIOptions:
+    """What an OpenAI body asks of the reply besides the conversation."""
+
+    stream: bool = False
+    include_usage: bool = False
+
+
+def parse_openai(raw: bytes) -> tuple[ChatRequest, OpenAIOptions]:
+    """Validate an OpenAI chat completions body into a ChatRequest and its reply options.
+
+    System and developer messages stay in the conversation as ``system`` messages (each
+    upstream dialect places them as its API wants). ``temperature``, ``top_p`` and
+    ``max_tokens`` (or ``max_completion_tokens``) are relayed; other parameters are ignored,
+    except those whose loss would change the reply silently, which are refused (400): ``n`` > 1,
+    ``tools`` / ``functions``, tool results (role ``tool`` or ``function``, assistant
+    ``tool_calls``), and content parts other than text.
+
+    Raises:
+        BadRequest: 400 (or 422, answered as 400 by `BadRequest.openai_response`).
+    """
+    body = decode_body(raw, _OPENAI_EXAMPLE)
+    parsed: list[ChatMessage] = []
+    for i, message in enumerate(_messages(body, _OPENAI_EXAMPLE)):
+        if not isinstance(message, dict):
+            raise BadRequest(
+                400,
+                "invalid_request",
+                f"messages[{i}] must be an object with role and content; got {_type_name(message)}",
+                f"messages[{i}]",
+            )
+        role = message.get("role")
+        if role in ("tool", "function") or (role == "assistant" and message.get("tool_calls")):
+            raise BadRequest(
+                400,
+                "unsupported_message",
+                f"messages[{i}] carries a tool call or tool result; this server relays text "
+                "conversations only (its event model has no tool results)",
+                f"messages[{i}]",
+            )
+        if role == "developer":
+            role = "system"
+        if role not in _ROLES:
+            shown = "missing" if role is None else repr(role)
+            raise BadRequest(
+                400,
+                "invalid_request",
+                f"messages[{i}].role is {shown}; use one of: system, developer, user, assistant",
+                f"messages[{i}].role",
+            )
+        parsed.append(ChatMessage(role, _openai_content(i, message.get("content"), role)))
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise BadRequest(
+            400, "invalid_request", f'"model" must be a string; got {_type_name(model)}', "model"
+        )
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise BadRequest(400, "unsupported_parameter", f'"n" must be 1 (got {n!r})', "n")
+    for key in ("tools", "functions"):
+        if body.get(key):
+            raise BadRequest(
+                400,
+                "unsupported_parameter",
+                f'"{key}" is not supported: this server does not forward tool definitions',
+                key,
+            )
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool) and stream is not None:
+        raise BadRequest(
+            400, "invalid_request", f'"stream" must be a boolean; got {_type_name(stream)}'
+        )
+    stream_options = body.get("stream_options")
+    include_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
+    options: dict[str, Any] = {}
+    for key in _PORTABLE_OPTIONS:
+        if body.get(key) is not None:
+            options[key] = body[key]
+    if "max_tokens" not in options and body.get("max_completion_tokens") is not None:
+        options["max_tokens"] = body["max_completion_tokens"]
+    request = ChatRequest(tuple(parsed), model, None, options)
+    return request, OpenAIOptions(bool(stream), include_usage)
+
+
+def _openai_content(i: int, content: Any, role: str) -> str:
+    if isinstance(content, str):
+        return content
+    if content is None and role == "assistant":
+        return ""
+    if isinstance(content, list):
+        texts: list[str] = []
+        for j, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            text = part.get("text", part.get("refusal")) if isinstance(part, dict) else None
+            if kind in ("text", "refusal") and isinstance(text, str):
+                texts.append(text)
+            else:
+                raise BadRequest(
+                    400,
+                    "unsupported_content",
+                    f"messages[{i}].content[{j}] is a {kind or _type_name(part)!s} part; this "
+                    "server relays text only",
+                    f"messages[{i}].content",
+                )
+        return "".join(texts)
+    raise BadRequest(
+        400,
+        "invalid_request",
+        f"messages[{i}].content must be a string or a list of text parts; "
+        f"got {_type_name(content)}",
+        f"messages[{i}].content",
+    )
+
+
+# --- openai, not streamed --------------------------------------------------------------------
+
+#: HTTP status for an error that ends a non-streamed completion, by code; others: 502 when
+#: transient, else 400.
+_ERROR_STATUS: Final = {
+    "rate_limited": 429,
+    "upstream_timeout": 504,
+    "upstream_unavailable": 503,
+    "overloaded_error": 529,
+    "upstream_auth": 502,
+    "internal_error": 500,
+    "upstream_protocol_error": 502,
+}
+
+
+async def openai_completion(
+    events: AsyncIterator[StreamEvent], completion_id: str, model: str | None
+) -> JSONResponse:
+    """A whole ``chat.completion`` object from the reply's events (``"stream": false``).
+
+    An error event becomes an OpenAI error body with an HTTP status by its code (429, 5xx for
+    transient failures, 400 for a rejected request).
+    """
+    text: list[str] = []
+    reasoning: list[str] = []
+    calls: list[dict[str, Any]] = []
+    usage = UsageTotals()
+    finish: str | None = None
+    try:
+        async for event in events:
+            kind = type(event)
+            if kind is TextDelta:
+                text.append(event.text)  # type: ignore[union-attr]
+            elif kind is ReasoningDelta:
+                reasoning.append(event.text)  # type: ignore[union-attr]
+            elif kind is ToolCallDone:
+                call: ToolCallDone = event  # type: ignore[assignment]
+                calls.append(
+                    {
+                        "id": call.id or f"call_{len(calls)}",
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": call.arguments},
+                    }
+                )
+            elif kind is UsageReport:
+                usage.add(event)  # type: ignore[arg-type]
+            elif kind is FinishReason:
+                finish = event.reason  # type: ignore[union-attr]
+            elif kind is ServerError:
+                err: ServerError = event  # type: ignore[assignment]
+                return _openai_error(err.message, err.code or "error", err.retryable)
+            elif kind is Done:
+                break
+    except Exception as exc:
+        log.exception("aistream.server: the generation of completion %s failed", completion_id)
+        failure = f"the server failed while generating the reply ({type(exc).__name__})"
+        return _openai_error(failure, "internal_error", False)
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    reply: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None}
+    if reasoning:
+        reply["reasoning_content"] = "".join(reasoning)
+    if calls:
+        reply["tool_calls"] = calls
+    reply["refusal"] = None
+    completion: dict[str, Any] = {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model or "",
+        "choices": [
+            {
+                "index": 0,
+                "message": reply,
+                "logprobs": None,
+                "finish_reason": finish or ("tool_calls" if calls else "stop"),
+            }
+        ],
+    }
+    if usage.seen:
+        completion["usage"] = usage.as_dict("prompt_tokens", "completion_tokens", "total_tokens")
+    return JSONResponse(completion)
+
+
+def _openai_error(message: str, code: str, retryable: bool) -> JSONResponse:
+    status = _ERROR_STATUS.get(code) or (502 if retryable else 400)
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    if status == 429:
+        kind = "rate_limit_error"
+    error = {"message": message, "type": kind, "param": None, "code": code}
+    return JSONResponse({"error": error}, status_code=status)

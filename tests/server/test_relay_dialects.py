@@ -1,0 +1,331 @@
+"""The relay from Anthropic and Ollama upstreams into every output format (real uvicorn).
+
+The fake upstreams replay the recorded fixtures (``tests/fixtures/anthropic/*.sse``,
+``tests/fixtures/ollama/*.ndjson``) on 127.0.0.1, in small chunks; the request's model picks
+the fixture. The relay parses them with the client's own dialects, and each output format is
+read by its checker from ``test_formats.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+import aistream
+from aistream.server import UpstreamRelay, create_app
+from aistream.server._relay import UPSTREAM_PROTOCOLS
+
+from .conftest import GUARD, chat_body, guard
+from .test_formats import READERS, Reply, finish_in
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+API_KEY = "sk-ant-test-0123456789secret"
+
+
+class Upstream:
+    """Anthropic ``/v1/messages`` and Ollama ``/api/chat`` replaying fixtures by model name.
+
+    Model ``status-<n>`` answers HTTP n with the provider's error body instead.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+
+    async def _replay(self, request: Request, folder: str, suffix: str, media: str) -> Response:
+        body = await request.json()
+        self.requests.append((request.url.path, dict(request.headers), body))
+        model = body.get("model") or ""
+        if model.startswith("status-"):
+            status = int(model.removeprefix("status-"))
+            error: dict[str, Any] = (
+                {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+                if folder == "anthropic"
+                else {"error": f"model {model!r} not found, try pulling it first"}
+            )
+            return JSONResponse(error, status_code=status)
+        data = (FIXTURES / folder / f"{model}{suffix}").read_bytes()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, len(data), 97):  # cuts through lines and multibyte text
+                yield data[start : start + 97]
+
+        return StreamingResponse(chunks(), media_type=media)
+
+    async def messages(self, request: Request) -> Response:
+        return await self._replay(request, "anthropic", ".sse", "text/event-stream")
+
+    async def chat(self, request: Request) -> Response:
+        return await self._replay(request, "ollama", ".ndjson", "application/x-ndjson")
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/v1/messages", self.messages, methods=["POST"]),
+                Route("/api/chat", self.chat, methods=["POST"]),
+            ]
+        )
+
+
+@pytest.fixture
+async def upstream(serve_app: Any) -> tuple[str, Upstream]:
+    fake = Upstream()
+    return await serve_app(fake.app()), fake
+
+
+async def relay(serve_app: Any, upstream_url: str, protocol: str, **kwargs: Any) -> str:
+    app = create_app(upstream=upstream_url, protocol=protocol, heartbeat_interval=None, **kwargs)
+    url: str = await serve_app(app)
+    return url
+
+
+async def ask(url: str, model: str, fmt: str, **body: Any) -> bytes:
+    async with httpx.AsyncClient(timeout=GUARD) as client:
+        response = await client.post(
+            f"{url}/api/chat?format={fmt}", json=chat_body("Hello", model=model, **body)
+        )
+    assert response.status_code == 200
+    return response.content
+
+
+#: What each fixture must come out as, in every format.
+EXPECTED: dict[tuple[str, str], Reply] = {
+    ("anthropic", "basic_terminated"): Reply(
+        text="Hello there!", usage=(11, 6, 17), finish="stop", ended=True
+    ),
+    ("anthropic", "thinking"): Reply(
+        text="17 × 3 = 51.",
+        reasoning="The user asks for 17 × 3. 17 × 3 = 51.",
+        usage=(42, 58, 100),
+        finish="stop",
+        ended=True,
+    ),
+    ("anthropic", "tool_use"): Reply(
+        text="I'll check the current weather in Paris for you.",
+        tool_calls=[("toolu_01NRLabsLyVHZPKxbKvkfSMn", "get_weather", {"location": "Paris"})],
+        usage=(377, 65, 442),
+        finish="tool_calls",
+        ended=True,
+    ),
+    ("anthropic", "overloaded"): Reply(
+        usage=(42, 3, 45), error=("Overloaded", "overloaded_error"), ended=True
+    ),
+    ("ollama", "basic"): Reply(
+        text="The sky is blue.", usage=(26, 282, 308), finish="stop", ended=True
+    ),
+    ("ollama", "thinking"): Reply(
+        text="Hello!",
+        reasoning="The user wants a greeting.",
+        usage=(18, 27, 45),
+        finish="stop",
+        ended=True,
+    ),
+    ("ollama", "tool_calls"): Reply(
+        tool_calls=[
+            ("call_0", "get_weather", {"city": "Paris"}),
+            ("call_1", "get_time", {"tz": "Europe/Paris", "utc_offset": True}),
+        ],
+        usage=(201, 35, 236),
+        finish="tool_calls",
+        ended=True,
+    ),
+    ("ollama", "error"): Reply(
+        text="The sky",
+        error=(
+            "an error was encountered while running the model: unexpected EOF",
+            "upstream_error",
+        ),
+        ended=True,
+    ),
+}
+
+
+@pytest.mark.parametrize("fmt", ["native", "openai", "vercel"])
+@pytest.mark.parametrize(("protocol", "fixture"), list(EXPECTED))
+async def test_relay_turns_each_upstream_fixture_into_each_output_format(
+    serve_app: Any, upstream: tuple[str, Upstream], protocol: str, fixture: str, fmt: str
+) -> None:
+    upstream_url, _ = upstream
+    url = await relay(serve_app, upstream_url, protocol, api_key=API_KEY)
+    content = await ask(url, fixture, fmt)
+    reply = READERS[fmt](content)
+    expected = EXPECTED[protocol, fixture]
+    assert reply.text == expected.text and reply.reasoning == expected.reasoning
+    assert reply.tool_calls == expected.tool_calls
+    assert reply.usage == expected.usage
+    if expected.error is not None and fmt == "vercel":
+        assert reply.finish == "error"  # the UI stream always ends with finish
+    else:
+        assert reply.finish == (finish_in(fmt, expected.finish) if expected.finish else None)
+    if expected.error is None:
+        assert reply.error is None
+    else:
+        assert reply.error is not None and reply.error[0] == expected.error[0]
+        if fmt != "vercel":
+            assert reply.error[1] == expected.error[1]
+    assert reply.ended
+    assert API_KEY not in content.decode()
+
+
+async def test_anthropic_relay_sends_the_messages_api_request(
+    serve_app: Any, upstream: tuple[str, Upstream]
+) -> None:
+    upstream_url, fake = upstream
+    url = await relay(serve_app, upstream_url, "anthropic", api_key=API_KEY, model="thinking")
+    await ask(url, None, "native", systemPrompt="Be brief")  # type: ignore[arg-type]
+    path, headers, body = fake.requests[-1]
+    assert path == "/v1/messages"
+    assert headers["x-api-key"] == API_KEY and "authorization" not in headers
+    assert headers["anthropic-version"] == "2023-06-01"
+    assert body["model"] == "thinking" and body["stream"] is True and body["max_tokens"] > 0
+    assert body["system"] == "Be brief"
+    assert body["messages"] == [{"role": "user", "content": "Hello"}]
+
+
+async def test_ollama_relay_sends_the_chat_api_request(
+    serve_app: Any, upstream: tuple[str, Upstream]
+) -> None:
+    upstream_url, fake = upstream
+    url = await relay(serve_app, upstream_url, "ollama", model="basic")
+    async with httpx.AsyncClient(timeout=GUARD) as client:  # an OpenAI client's request
+        await client.post(
+            f"{url}/v1/chat/completions",
+            json={
+                "messages": [
+                    {"role": "system", "content": "Be brief"},
+                    {"role": "user", "content": "Hi"},
+                ],
+                "max_tokens": 5,
+                "stream": True,
+            },
+        )
+    path, headers, body = fake.requests[-1]
+    assert path == "/api/chat" and "authorization" not in headers
+    assert body["model"] == "basic" and body["stream"] is True
+    assert body["messages"] == [
+        {"role": "system", "content": "Be brief"},
+        {"role": "user", "content": "Hi"},
+    ]
+    assert body["options"] == {"num_predict": 5}  # max_tokens, as Ollama names it
+
+
+async def test_openai_sdk_gets_anthropic_tool_calls_through_the_relay(
+    serve_app: Any, upstream: tuple[str, Upstream]
+) -> None:
+    upstream_url, _ = upstream
+    url = await relay(serve_app, upstream_url, "anthropic", api_key=API_KEY)
+    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=GUARD)
+    stream = await client.chat.completions.create(
+        model="tool_use",
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text, finish, calls, usage = "", None, [], None
+    async for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+            calls += choice.delta.tool_calls or []
+            finish = choice.finish_reason or finish
+    await client.close()
+    assert text == "I'll check the current weather in Paris for you."
+    assert [(c.id, c.function.name, c.function.arguments) for c in calls] == [  # type: ignore[union-attr]
+        ("toolu_01NRLabsLyVHZPKxbKvkfSMn", "get_weather", '{"location": "Paris"}')
+    ]
+    assert finish == "tool_calls"
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (377, 65)
+
+
+async def test_aistream_gets_ollama_reasoning_through_the_relay_in_openai_format(
+    serve_app: Any, upstream: tuple[str, Upstream]
+) -> None:
+    upstream_url, _ = upstream
+    url = await relay(serve_app, upstream_url, "ollama", model="thinking")
+    retry = aistream.RetryConfig(max_retries=0)
+    async with aistream.AIStream(
+        url + "/v1/chat/completions", protocol="openai", retry=retry, timeout=GUARD
+    ) as chat:
+        reasoning: list[str] = []
+        chat.on("reasoning", reasoning.append)
+        reply = await guard(chat.send("Say hello"))
+    assert reply.content == "Hello!" and "".join(reasoning) == "The user wants a greeting."
+    assert reply.usage is not None and reply.usage.total_tokens == 45
+
+
+@pytest.mark.parametrize("fmt", ["native", "openai", "vercel"])
+@pytest.mark.parametrize(
+    ("protocol", "status", "code"),
+    [("anthropic", 529, "upstream_unavailable"), ("ollama", 404, "upstream_rejected")],
+)
+async def test_upstream_http_errors_become_error_events_in_each_format(
+    serve_app: Any, upstream: tuple[str, Upstream], protocol: str, status: int, code: str, fmt: str
+) -> None:
+    upstream_url, _ = upstream
+    url = await relay(serve_app, upstream_url, protocol, api_key=API_KEY)
+    reply = READERS[fmt](await ask(url, f"status-{status}", fmt))
+    assert reply.error is not None and f"HTTP {status}" in reply.error[0]
+    detail = "Overloaded" if protocol == "anthropic" else "not found, try pulling it first"
+    assert detail in reply.error[0]
+    if fmt != "vercel":
+        assert reply.error[1] == code
+    assert reply.text == "" and reply.ended
+
+
+async def test_what_the_upstream_dialect_cannot_express_is_logged_not_dropped_silently(
+    serve_app: Any, upstream: tuple[str, Upstream], caplog: pytest.LogCaptureFixture
+) -> None:
+    upstream_url, _ = upstream
+    url = await relay(serve_app, upstream_url, "anthropic", api_key=API_KEY)
+    with caplog.at_level(logging.WARNING, "aistream.server"):
+        reply = READERS["vercel"](await ask(url, "forward_compat", "vercel"))
+    assert reply.text == "Sunny" and reply.finish == "stop" and reply.usage == (12, 7, 19)
+    skipped = [r.getMessage() for r in caplog.records if "skipped an upstream event" in r.message]
+    assert len(skipped) == 4, skipped
+    assert any("redacted_thinking" in m for m in skipped)
+    assert any("server_tool_use" in m for m in skipped)
+    assert any("citations_delta" in m for m in skipped)
+    assert any("message_annotation" in m for m in skipped)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "upstream_url", "endpoint"),
+    [
+        ("openai", "https://api.openai.com/v1", "https://api.openai.com/v1/chat/completions"),
+        ("openai", "https://h/v1/chat/completions/", "https://h/v1/chat/completions"),
+        ("anthropic", "https://api.anthropic.com", "https://api.anthropic.com/v1/messages"),
+        ("anthropic", "https://api.anthropic.com/v1/", "https://api.anthropic.com/v1/messages"),
+        ("anthropic", "https://proxy/x/v1/messages", "https://proxy/x/v1/messages"),
+        ("ollama", "http://localhost:11434", "http://localhost:11434/api/chat"),
+        ("ollama", "http://localhost:11434/api", "http://localhost:11434/api/chat"),
+        ("ollama", "http://localhost:11434/api/chat", "http://localhost:11434/api/chat"),
+        ("ollama", "http://gw/ollama?key=1", "http://gw/ollama/api/chat?key=1"),
+    ],
+)
+def test_upstream_is_a_base_url_or_the_full_endpoint(
+    protocol: str, upstream_url: str, endpoint: str
+) -> None:
+    assert UPSTREAM_PROTOCOLS[protocol].endpoint(upstream_url) == endpoint
+    assert UpstreamRelay(upstream_url, protocol=protocol).endpoint == endpoint
+
+
+def test_unknown_upstream_protocol_names_the_ones_the_relay_speaks() -> None:
+    with pytest.raises(ValueError, match="anthropic, ollama, openai"):
+        create_app(upstream="http://127.0.0.1:1", protocol="native")
+
+
+def test_anthropic_relay_repr_never_shows_the_key() -> None:
+    relay = UpstreamRelay("https://api.anthropic.com", api_key=API_KEY, protocol="anthropic")
+    assert API_KEY not in repr(relay)
+    assert json.dumps(relay.endpoint) == '"https://api.anthropic.com/v1/messages"'
