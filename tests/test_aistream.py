@@ -903,3 +903,23 @@ async def test_prompt_estimate_extends_the_last_reported_count(serve: Any) -> No
     second = await chat.send("y" * 8)
     assert second.usage == Usage(prompt_tokens=10 + 1 + 2, completion_tokens=1)
     await chat.aclose()
+
+
+async def test_restarts_that_make_no_progress_use_up_the_budget(
+    serve: Any, fake_sleep: RecordingSleep
+) -> None:
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.start()
+        await reply.send(openai_events(["a", "b"])[0])  # always dies after its first chunk
+        reply.cut()
+
+    server = await serve(handler)
+    chat = AIStream(
+        server.url + "/v1/chat/completions",
+        retry=RetryConfig(max_retries=3, jitter=False),
+        sleep=fake_sleep,
+    )
+    with pytest.raises(ConnectionLostError, match="gave up after 3 retries"):
+        await asyncio.wait_for(chat.send("hi"), 10)
+    assert len(server.requests) == 4  # the first attempt and 3 retries: no later one did better
+    await chat.aclose()

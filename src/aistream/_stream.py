@@ -448,7 +448,7 @@ class AIStream(SafeEmitter):
         state = AttemptState()
         spec = self._dialect_factory().build_request(self._endpoint, request)
         sink = self._sink_for(turn)
-        best = 0  # most content events any attempt delivered: progress resets the budget
+        best = 0  # most content events one attempt delivered: beating it resets the budget
         try:
             client = turn.client = self._client()
             while True:
@@ -473,8 +473,7 @@ class AIStream(SafeEmitter):
                     turn.retries = budget.attempt
                     resume = dialect.resumable and bool(state.last_event_id)
                     if not resume:
-                        turn.restart()
-                        best = 0
+                        turn.restart()  # `best` stays: a restart must outdo every earlier try
                     self.emit(
                         EVENT_RETRY,
                         RetryEvent(attempt=budget.attempt, delay=delay, error=error, resume=resume),
