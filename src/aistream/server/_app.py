@@ -27,9 +27,12 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from typing import Any, Final, Protocol
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .._wire._dialect import ChatRequest
 from .._wire._events import StreamEvent
@@ -78,7 +81,7 @@ def _error(
 
 def _parse_event_id(value: str) -> tuple[str, int]:
     stream_id, colon, seq = value.rpartition(":")
-    if not colon or not stream_id or not seq.isdigit():
+    if not colon or not stream_id or not (seq.isascii() and seq.isdigit()) or len(seq) > 18:
         raise BadRequest(
             400,
             "invalid_last_event_id",
@@ -272,10 +275,15 @@ class ChatService:
         if length.isdigit() and int(length) > limit:
             raise too_large
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise too_large
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise too_large
+        except ClientDisconnect:
+            raise BadRequest(
+                400, "client_disconnected", "the client left before sending its whole body"
+            ) from None
         return bytes(body)
 
     async def _serve(self, chat: ChatRequest, fmt: Format, include_usage: bool) -> Response:
@@ -323,8 +331,16 @@ class ChatService:
             cleanup.add_done_callback(self._cleanups.discard)
 
     async def _resume(self, stream_id: str, after: int) -> Response:
-        if stream_id not in self.live and await self.store.read(stream_id, sys.maxsize) is None:
+        replay = await self.store.read(stream_id, sys.maxsize)
+        if replay is None and stream_id not in self.live:
             return self._unknown(stream_id)
+        if replay is not None and after >= replay.next_seq:
+            raise BadRequest(
+                400,
+                "invalid_last_event_id",
+                f"Last-Event-ID {stream_id[:100]}:{after} is past the last event of that stream "
+                f"(seq {replay.next_seq - 1}); send the id of an event you received",
+            )
         return self._respond(stream_id, after)
 
     def _respond(self, stream_id: str, after: int, attached: bool = False) -> Response:
@@ -463,6 +479,48 @@ class ChatService:
             await self.aclose()
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 as JSON errors that say what to do."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        return _error(
+            405,
+            "method_not_allowed",
+            f"method {request.method} is not allowed on {request.url.path}; use {allowed}",
+            exc.headers,
+        )
+    if exc.status_code == 404:
+        return _error(
+            404,
+            "not_found",
+            f"{request.url.path} not found; the chat endpoint is POST /api/chat "
+            "(or POST /v1/chat/completions)",
+        )
+    return _error(exc.status_code, "http_error", str(exc.detail))
+
+
+class HeaderLimit:
+    """ASGI middleware: requests whose headers exceed `max_bytes` get a 431 JSON error."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = sum(len(k) + len(v) + 4 for k, v in scope["headers"])
+            if size > self.max_bytes:
+                response = _error(
+                    431,
+                    "headers_too_large",
+                    f"the request headers are {size} bytes, more than {self.max_bytes} "
+                    "(max_header_bytes); send fewer or shorter headers",
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 async def _failing(exc: Exception) -> AsyncIterator[StreamEvent]:
     """The events of a backend that raised before its first event: the raise, re-raised."""
     raise exc
@@ -490,6 +548,7 @@ def create_app(
     resume_grace: float = 30.0,
     demo_tokens_per_second: float | None = 40.0,
     max_body_bytes: int = 1 << 20,
+    max_header_bytes: int = 32 << 10,
     replay_max_streams: int = 1000,
     replay_max_bytes: int = 64 << 20,
     send_timeout: float | None = 30.0,
@@ -528,6 +587,7 @@ def create_app(
         resume_grace: Seconds a generation runs on after its client left, awaiting a resume.
         demo_tokens_per_second: The demo's pace (0 or None: as fast as possible).
         max_body_bytes: Largest request body (413 beyond).
+        max_header_bytes: Largest total size of the request headers (431 beyond).
         replay_max_streams, replay_max_bytes: Bounds of the in-memory replay store.
         send_timeout: Longest one send to a client may block before its stream is closed.
         upstream_timeout: Connect timeout and longest silence from the upstream.
@@ -581,6 +641,11 @@ def create_app(
         Route("/api/chat/{stream_id}", service.delete_chat, methods=["DELETE"]),
         Route("/healthz", service.healthz, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=service.lifespan)
+    app = Starlette(
+        routes=routes,
+        lifespan=service.lifespan,
+        exception_handlers={HTTPException: _http_error},
+        middleware=[Middleware(HeaderLimit, max_bytes=max_header_bytes)],
+    )
     app.state.aistream = service
     return app

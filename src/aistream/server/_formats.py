@@ -172,6 +172,19 @@ def decode_body(raw: bytes, example: str = _EXAMPLE) -> dict[str, Any]:
         raise BadRequest(
             400, "invalid_json", f"the body is not valid UTF-8 JSON ({exc}); send e.g. {example}"
         ) from None
+    except RecursionError:
+        raise BadRequest(
+            400, "invalid_json", f"the body's JSON is nested too deeply; send e.g. {example}"
+        ) from None
+    try:
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise BadRequest(
+            422,
+            "invalid_request",
+            "the body's content holds a lone UTF-16 surrogate escape (e.g. \\ud800), which is "
+            "not text; send valid Unicode",
+        ) from None
     if not isinstance(body, dict):
         raise BadRequest(
             422,
