@@ -1,0 +1,570 @@
+"""Concurrency mode: N streams at 20 tok/s in one process.
+
+Each variant runs in a fresh child process (``python -m benchmarks.concurrency --child ...``),
+pinned to the client CPU, so its memory and its pool start clean. The child launches N
+conversations at t0 and reports:
+
+- time until every stream had its first token (and the median stream's), from t0;
+- achieved tok/s: sustained over the second half of the window, and over the whole window;
+- client CPU % over the window (100 % = one core) and the server's, from /proc stat;
+- RSS per stream: (highest RSS sampled from t0 until every stream started, or the cap, minus
+  RSS just before t0) / N; "(partial)" when not every stream had started by then.
+
+If some stream has no token by the end of the window, the child waits on for them up to the cap
+(full mode), so a slow ramp is measured rather than cut off.
+
+Variants. ``aistream``: ``AIStream(url)`` per conversation, as users write it (each makes its own
+httpx.AsyncClient). ``aistream client=``: all share one httpx.AsyncClient with limits raised to N.
+``raw ...``: the same minimal consume loop (aiter_bytes, aistream's SSEDecoder, json.loads) over
+one httpx pool, K pools, one httpx2 pool, or one pool per stream: which pool design meets the
+target. ``[experimental]``: AIStream with a patched ``_client`` (the pool it makes itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import clients as c
+from ._server import ROOT, LoopbackServer, pin_client, proc_cpu_seconds, raise_fd_limit
+from .report import Report, Table, Target, median
+
+RATE = 20.0
+TARGET_START = 3.0
+TARGET_TOKS = 12_000
+TARGET_RSS_KB = 40.0
+
+
+def rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+@dataclass
+class Plan:
+    """One child run."""
+
+    variant: str
+    streams: int
+    seconds: float
+    cap: float
+    loop: str = "asyncio"
+
+
+# --- the child ---------------------------------------------------------------------------------
+
+
+class Counter:
+    __slots__ = ("first", "started", "tokens")
+
+    def __init__(self, streams: int) -> None:
+        self.tokens = 0
+        self.started = 0
+        self.first: list[float] = []
+
+
+Stream = Callable[[int, Counter], Awaitable[None]]
+
+
+def _clients(kind: str, count: int, streams: int) -> list[Any]:
+    """`count` pools of the given library, limits raised so that N streams fit."""
+    per = max(1, -(-streams // count))
+    if kind == "httpx2":
+        import httpx2
+
+        limits2 = httpx2.Limits(max_connections=per, max_keepalive_connections=per)
+        return [httpx2.AsyncClient(timeout=60, limits=limits2) for _ in range(count)]
+    import httpx
+
+    ctx = httpx.create_ssl_context()  # one CA bundle load, shared
+    limits = httpx.Limits(max_connections=per, max_keepalive_connections=per)
+    return [httpx.AsyncClient(timeout=60, limits=limits, verify=ctx) for _ in range(count)]
+
+
+def _raw(base: str, pools: list[Any]) -> Stream:
+    """The minimal consume loop, over `pools` round-robin."""
+    from aistream._wire._sse import SSEDecoder
+
+    url = f"{base}/{c.PATHS['openai']}"
+    loads = json.loads
+
+    async def stream(i: int, counter: Counter) -> None:
+        body = json.dumps(c.payload(PROMPT)).encode()
+        client = pools[i % len(pools)]
+        headers = {"content-type": "application/json", "accept": "text/event-stream"}
+        async with client.stream("POST", url, content=body, headers=headers) as response:
+            decoder = SSEDecoder()
+            first = True
+            async for chunk in response.aiter_bytes():
+                for event in decoder.feed(chunk):
+                    if event.data == "[DONE]":
+                        return
+                    obj = loads(event.data)
+                    choices = obj.get("choices")
+                    if choices and choices[0]["delta"].get("content"):
+                        counter.tokens += 1
+                        if first:
+                            first = False
+                            counter.first.append(time.perf_counter())
+
+    return stream
+
+
+def _aistream(base: str, make: Callable[[str], Any]) -> Stream:
+    url = f"{base}/{c.PATHS['openai']}"
+
+    async def stream(i: int, counter: Counter) -> None:
+        chat = make(url)
+        first = True
+
+        def on_token(token: str) -> None:
+            nonlocal first
+            counter.tokens += 1
+            if first:
+                first = False
+                counter.first.append(time.perf_counter())
+
+        chat.on("token", on_token)
+        await chat.send(PROMPT)
+
+    return stream
+
+
+PROMPT = ""
+
+
+def _openai(base: str) -> Stream:
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(api_key="sk-bench", base_url=f"{base}/v1", max_retries=0)
+
+    async def stream(i: int, counter: Counter) -> None:
+        first = True
+        response = await client.chat.completions.create(
+            model=c.MODEL,
+            messages=[{"role": "user", "content": PROMPT}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        async for chunk in response:
+            if chunk.choices and chunk.choices[0].delta.content:
+                counter.tokens += 1
+                if first:
+                    first = False
+                    counter.first.append(time.perf_counter())
+
+    return stream
+
+
+def _patched_client(make_pool: Callable[[], Any]) -> Callable[[Any], Any]:
+    """An ``AIStream._client`` that returns a pool shared by every AIStream on this loop."""
+    pools: dict[int, Any] = {}
+
+    def _client(self: Any) -> Any:
+        if self._user_client is not None:
+            return self._user_client
+        loop = asyncio.get_running_loop()
+        pool = pools.get(id(loop))
+        if pool is None:
+            pool = pools[id(loop)] = make_pool()
+        return pool
+
+    return _client
+
+
+def build(variant: str, base: str, streams: int) -> Stream:
+    """The stream function of a variant (patches applied here stay for the child's life)."""
+    from aistream import AIStream
+    from aistream._stream import AIStream as Impl
+
+    if variant == "aistream":
+        return _aistream(base, lambda url: AIStream(url, model=c.MODEL))
+    if variant == "aistream client=":
+        import httpx
+
+        limits = httpx.Limits(max_connections=streams, max_keepalive_connections=streams)
+        shared = httpx.AsyncClient(timeout=30, limits=limits)
+        return _aistream(base, lambda url: AIStream(url, model=c.MODEL, client=shared))
+    if variant == "raw httpx 1 default-limits":  # httpx.AsyncClient(): 100 connections at most
+        import httpx
+
+        return _raw(base, [httpx.AsyncClient(timeout=60)])
+    if variant.startswith("raw "):
+        _, lib, count = variant.split()
+        pools = _clients(lib, streams if count == "per-stream" else int(count), streams)
+        return _raw(base, pools)
+    if variant == "openai SDK":
+        return _openai(base)
+    if variant.startswith("aistream x-"):
+        return _experimental(variant, base, streams, Impl)
+    raise SystemExit(f"unknown variant {variant!r}")
+
+
+def _experimental(variant: str, base: str, streams: int, impl: Any) -> Stream:
+    """AIStream with `_client` patched: the pool it makes when no client= is given."""
+    import httpx
+
+    from aistream import AIStream
+
+    name, _, fast = variant.partition("+")
+    ctx = httpx.create_ssl_context()
+    configure: Callable[[Any], None] = lambda chat: None  # noqa: E731
+    if name == "aistream x-sslctx":  # one pool per AIStream, the CA bundle loaded once
+
+        def _client(self: Any) -> Any:
+            if self._owned_client is None:
+                self._owned_client = httpx.AsyncClient(
+                    timeout=self._transport.timeout, follow_redirects=False, verify=ctx
+                )
+                self._owned_loop = asyncio.get_running_loop()
+            return self._owned_client
+
+        impl._client = _client
+    elif name == "aistream x-httpx2":  # one process-wide httpx2 pool per loop
+        import httpx2
+
+        limits = httpx2.Limits(max_connections=None, max_keepalive_connections=streams)
+        impl._client = _patched_client(lambda: httpx2.AsyncClient(verify=ctx, limits=limits))
+
+        def configure(chat: Any) -> None:
+            chat._transport._httpx_timeout = httpx2.Timeout(chat._transport.timeout)
+
+    elif name.startswith("aistream x-sharded"):  # K process-wide httpx pools per loop
+        shards = int(name.removeprefix("aistream x-sharded"))
+        limits1 = httpx.Limits(max_connections=None, max_keepalive_connections=streams)
+        made: list[Any] = []
+
+        def make() -> Any:
+            made.extend(
+                httpx.AsyncClient(verify=ctx, limits=limits1, timeout=30) for _ in range(shards)
+            )
+            return made
+
+        pool_of = _patched_client(make)
+
+        def _sharded(self: Any) -> Any:
+            pools = pool_of(self)
+            return pools[id(self) % len(pools)]
+
+        impl._client = _sharded
+    else:
+        raise SystemExit(f"unknown variant {variant!r}")
+    if fast:
+        from . import experimental as x
+
+        x.everything().__enter__()  # for the child's life
+        inner = configure
+
+        def configure(chat: Any) -> None:
+            inner(chat)
+            x.use_fast_dialect(chat)
+
+    def make_chat(url: str) -> Any:
+        chat = AIStream(url, model=c.MODEL)
+        configure(chat)
+        return chat
+
+    return _aistream(base, make_chat)
+
+
+def monitor(
+    plan: Plan, counter: Counter, started: threading.Event, server_pid: int, base_rss: int
+) -> None:
+    """The measuring thread: it keeps time even when the loop is blocked for seconds (as it is
+    while 1,000 AIStreams each build an httpx.AsyncClient), then prints the result and ends the
+    process. Reads of ints and list lengths are atomic under the GIL."""
+    started.wait()
+    t0 = T0
+    s0 = proc_cpu_seconds(server_pid)
+    c0 = time.process_time()
+    peak = base_rss
+
+    def sleep_until(deadline: float) -> None:
+        nonlocal peak
+        while (left := deadline - time.perf_counter()) > 0:
+            peak = max(peak, rss_kb())
+            time.sleep(min(0.1, left))
+
+    sleep_until(t0 + plan.seconds / 2)
+    half_tokens, half_time, c_half = counter.tokens, time.perf_counter(), time.process_time()
+    sleep_until(t0 + plan.seconds)
+    end_tokens, end_time = counter.tokens, time.perf_counter()
+    c1 = time.process_time()
+    s1 = proc_cpu_seconds(server_pid)
+    in_window = len(counter.first)
+    while len(counter.first) < plan.streams and time.perf_counter() - t0 < plan.cap:
+        sleep_until(time.perf_counter() + 0.05)  # still sampling RSS: every stream counts
+    firsts = sorted(t - t0 for t in list(counter.first))
+    result = {
+        "variant": plan.variant,
+        "loop": plan.loop,
+        "streams": plan.streams,
+        "seconds": plan.seconds,
+        "cap": plan.cap,
+        "started": len(firsts),
+        "started_in_window": in_window,
+        "all_first": firsts[-1] if len(firsts) == plan.streams else None,
+        "median_first": median(firsts) if firsts else None,
+        "last_first": firsts[-1] if firsts else None,
+        "toks_sustained": (end_tokens - half_tokens) / (end_time - half_time),
+        "toks_window": end_tokens / (end_time - t0),
+        "cpu_pct": (c1 - c0) / (end_time - t0) * 100,
+        "cpu_us_per_token": (c1 - c_half) / max(end_tokens - half_tokens, 1) * 1e6,
+        "server_cpu_pct": (s1 - s0) / (end_time - t0) * 100,
+        "rss_kb_per_stream": (peak - base_rss) / plan.streams,
+        "errors": list(ERRORS),
+    }
+    print("RESULT " + json.dumps(result), flush=True)
+    os._exit(0)  # skip tearing down thousands of streams: not part of the measurement
+
+
+T0 = 0.0
+ERRORS: list[str] = []
+
+
+async def child(plan: Plan, base: str, server_pid: int) -> None:
+    global PROMPT, T0
+    n_tokens = int(RATE * (plan.cap + plan.seconds + 30))
+    PROMPT = c.prompt(n_tokens, RATE)
+    stream = build(plan.variant, base, plan.streams)
+    counter = Counter(plan.streams)
+
+    async def guarded(i: int) -> None:
+        try:
+            await stream(i, counter)
+        except Exception as exc:
+            if len(ERRORS) < 5:
+                ERRORS.append(f"{type(exc).__name__}: {exc}"[:300])
+
+    started = threading.Event()
+    base_rss = rss_kb()
+    args = (plan, counter, started, server_pid, base_rss)
+    threading.Thread(target=monitor, args=args, daemon=True).start()
+    T0 = time.perf_counter()
+    started.set()
+    tasks = [asyncio.create_task(guarded(i)) for i in range(plan.streams)]
+    await asyncio.sleep(plan.cap + plan.seconds + 60)  # the monitor ends the process
+    del tasks
+
+
+def child_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", required=True)
+    parser.add_argument("--streams", type=int, required=True)
+    parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument("--cap", type=float, required=True)
+    parser.add_argument("--loop", default="asyncio")
+    parser.add_argument("--base", required=True)
+    parser.add_argument("--server-pid", type=int, required=True)
+    args = parser.parse_args(argv)
+    raise_fd_limit()
+    pin_client()
+    plan = Plan(args.child, args.streams, args.seconds, args.cap, args.loop)
+    factory = dict(c.loop_kinds("both"))[args.loop]
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(child(plan, args.base, args.server_pid))
+
+
+# --- the parent --------------------------------------------------------------------------------
+
+
+def run_child(server: LoopbackServer, plan: Plan) -> dict[str, Any]:
+    assert server.proc is not None
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.concurrency",
+        "--child",
+        plan.variant,
+        "--streams",
+        str(plan.streams),
+        "--seconds",
+        str(plan.seconds),
+        "--cap",
+        str(plan.cap),
+        "--loop",
+        plan.loop,
+        "--base",
+        server.base,
+        "--server-pid",
+        str(server.proc.pid),
+    ]
+    timeout = plan.cap + plan.seconds + 120
+    try:
+        out = subprocess.run(
+            cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {"variant": plan.variant, "streams": plan.streams, "error": "timed out"}
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result: dict[str, Any] = json.loads(line[len("RESULT ") :])
+            return result
+    tail = (out.stderr or out.stdout)[-500:]
+    return {"variant": plan.variant, "streams": plan.streams, "error": tail}
+
+
+def _first(result: dict[str, Any]) -> str:
+    if result.get("all_first") is not None:
+        return f"{result['all_first']:.2f}"
+    waited = max(result["seconds"], result["cap"])
+    return f"> {waited:g} ({result['started']}/{result['streams']})"
+
+
+def _available(plans: list[Plan]) -> list[Plan]:
+    """Leave out what needs a package that is not installed (httpx2, the openai SDK)."""
+    return [
+        p
+        for p in plans
+        if (c.HAS_HTTPX2 or "httpx2" not in p.variant)
+        and (c.HAS_OPENAI or p.variant != "openai SDK")
+    ]
+
+
+def plans(full: bool) -> tuple[list[Plan], list[Plan]]:
+    """(the AIStream rows, the experiments); full mode: 10 s windows and 1,000 streams."""
+    if full:
+        seconds, cap = 10.0, 20.0
+        main = [Plan("aistream", n, seconds, 60.0) for n in (100, 500, 1000)]
+        main.append(Plan("aistream client=", 1000, seconds, cap))
+        main.append(Plan("openai SDK", 1000, seconds, cap))
+        exps = [
+            Plan(v, 1000, seconds, cap)
+            for v in (
+                "raw httpx 1 default-limits",
+                "raw httpx 1",
+                "raw httpx 8",
+                "raw httpx 16",
+                "raw httpx 32",
+                "raw httpx per-stream",
+                "raw httpx2 1",
+                "aistream x-sslctx",
+                "aistream x-sharded16",
+                "aistream x-httpx2",
+                "aistream x-sslctx+fast",
+                "aistream x-httpx2+fast",
+            )
+        ]
+        if c.HAS_UVLOOP:
+            exps += [
+                Plan(v, 1000, seconds, cap, "uvloop")
+                for v in ("raw httpx2 1", "aistream x-sslctx+fast", "aistream x-httpx2+fast")
+            ]
+        return _available(main), _available(exps)
+    seconds = 4.0  # AIStream as shipped is cut off at the window: its ramp is CPU-bound
+    main = [Plan("aistream", n, seconds, seconds) for n in (100, 1000)]
+    exps = [Plan("aistream x-sslctx+fast", 1000, seconds, seconds)]
+    return main, exps
+
+
+def run(report: Report, server: LoopbackServer, *, full: bool, only_main: bool = False) -> None:
+    main, exps = plans(full)
+    table = Table(
+        f"concurrency: N streams at {RATE:g} tok/s in one process "
+        f"({main[0].seconds:g} s window{'' if full else ', quick'})",
+        [
+            "variant",
+            "loop",
+            "streams",
+            "all first token s",
+            "median first s",
+            "tok/s sustained",
+            "tok/s window",
+            "offered",
+            "client CPU %",
+            "CPU µs/token",
+            "server CPU %",
+            "RSS KB/stream",
+            "started in window",
+        ],
+    )
+    results = []
+    for plan in main + ([] if only_main else exps):
+        result = run_child(server, plan)
+        results.append(result)
+        if "error" in result:
+            table.rows.append([plan.variant, plan.loop, str(plan.streams), "ERROR"] + [""] * 9)
+            table.notes.append(f"{plan.variant}: {result['error']}")
+            continue
+        table.rows.append(
+            [
+                plan.variant,
+                plan.loop,
+                str(plan.streams),
+                _first(result),
+                f"{result['median_first']:.2f}" if result["median_first"] is not None else "-",
+                f"{result['toks_sustained']:,.0f}",
+                f"{result['toks_window']:,.0f}",
+                f"{plan.streams * RATE:,.0f}",
+                f"{result['cpu_pct']:.0f}",
+                f"{result['cpu_us_per_token']:.0f}" if result["toks_sustained"] else "-",
+                f"{result['server_cpu_pct']:.0f}",
+                f"{result['rss_kb_per_stream']:.1f}"
+                + ("" if result["started"] == plan.streams else " (partial)"),
+                f"{result['started_in_window']}",
+            ]
+        )
+        for error in result["errors"]:
+            table.notes.append(f"{plan.variant} ({plan.streams}): {error}")
+    table.notes.append(
+        "tok/s sustained: over the second half of the window; window: over all of it; "
+        "CPU 100 % = one core; (partial): not every stream had started by the end of the window"
+    )
+    table.notes.append(
+        "CPU µs/token: client CPU per token over the second half (1e6 / it = the tok/s one "
+        "whole core would sustain: the capacity, whatever else runs on the box)"
+    )
+    report.add(table)
+    report.data["concurrency"] = results
+    target = next(
+        (
+            r
+            for r in results
+            if r.get("variant") == "aistream" and r.get("streams") == 1000 and "error" not in r
+        ),
+        None,
+    )
+    if target is None:
+        report.target(
+            Target(3, "1,000 concurrent AIStream conversations", None, "not run in this mode")
+        )
+        return
+    first = target["all_first"]
+    ok = (
+        first is not None
+        and first <= TARGET_START
+        and target["toks_sustained"] >= TARGET_TOKS
+        and target["rss_kb_per_stream"] <= TARGET_RSS_KB
+    )
+    report.target(
+        Target(
+            3,
+            f"1,000 AIStream conversations: all first tokens ≤ {TARGET_START:g} s, "
+            f"≥ {TARGET_TOKS:,} tok/s, ≤ {TARGET_RSS_KB:g} KB RSS/stream",
+            ok,
+            f"first tokens {_first(target)} s, {target['toks_sustained']:,.0f} tok/s sustained, "
+            f"{target['rss_kb_per_stream']:.0f} KB/stream, client CPU {target['cpu_pct']:.0f} %",
+        )
+    )
+
+
+if __name__ == "__main__":
+    if "--child" in sys.argv:
+        child_main(sys.argv[1:])
+    else:
+        pin_client()
+        with LoopbackServer() as srv:
+            rep = Report()
+            run(rep, srv, full="--full" in sys.argv)
