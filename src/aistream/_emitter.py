@@ -15,6 +15,7 @@ from typing import Any
 from pyee.asyncio import AsyncIOEventEmitter
 
 log = logging.getLogger("aistream")
+_NO_KWARGS: dict[str, Any] = {}
 
 
 def _name(f: Callable[..., Any]) -> str:
@@ -45,6 +46,12 @@ class SafeEmitter(AsyncIOEventEmitter):
             return
         self._waiting.add(future)
         future.add_done_callback(self._listener_done)
+
+    def emit_to(self, listeners: list[Callable[..., Any]], arg: Any) -> None:
+        """Call `listeners` (a copy of one event's list) with `arg`, as `emit` would: the
+        per-token fast path, without pyee's lock and per-call kwargs."""
+        for f in listeners:
+            self._emit_run(f, (arg,), _NO_KWARGS)
 
     def _listener_done(self, future: asyncio.Future[Any]) -> None:
         self._waiting.discard(future)

@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from ._retry import MAX_SERVER_DELAY, parse_retry_after
-from ._wire._dialect import HEARTBEAT_ONLY, Dialect, RequestSpec, error_message
+from ._wire._dialect import HEARTBEAT_ONLY, Dialect, RequestSpec, error_message, use_json_loads
 from ._wire._events import StreamEvent, WireError
 from ._wire._ndjson import NDJSONDecoder
 from ._wire._sse import SSEDecoder
@@ -53,8 +53,16 @@ class _RedactURLs(logging.Filter):
 
 logging.getLogger("httpx").addFilter(_RedactURLs())
 
+try:  # an optional accelerator: ~3x faster JSON per event when installed, never required
+    import orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    pass
+else:
+    use_json_loads(orjson.loads)
+
 Sink = Callable[[list[StreamEvent]], None]
 _ERROR_BODY_LIMIT = 64 * 1024
+_DRAIN_SECONDS = 0.5
 
 
 @dataclass(slots=True)
@@ -92,6 +100,17 @@ class _StallWatchdog:
 
     def close(self) -> None:
         self._handle.cancel()
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read what is left of a finished body (its last chunk marker, at most briefly), so httpx
+    returns the connection to the pool instead of closing it: the next turn skips a connect."""
+    try:
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            async for _ in chunks:
+                pass
+    except (TimeoutError, httpx.TransportError):
+        pass  # the connection is closed instead; the reply is complete either way
 
 
 class Transport:
@@ -217,7 +236,11 @@ class Transport:
         parse = dialect.parse
         loop_time = asyncio.get_running_loop().time
         track_ids = dialect.resumable
-        async for chunk in response.aiter_bytes():
+        # Without Content-Encoding, aiter_bytes() only adds an identity decoder and a chunker.
+        # (A response built with its content, as httpx.MockTransport makes, is "consumed".)
+        identity = not response.headers.get("content-encoding") and not response.is_stream_consumed
+        chunks = response.aiter_raw() if identity else response.aiter_bytes()
+        async for chunk in chunks:
             frames = decoder.feed(chunk)
             if not frames:
                 continue
@@ -233,6 +256,7 @@ class Transport:
                 if track_ids and frame.id:  # type: ignore[union-attr]
                     state.last_event_id = frame.id  # type: ignore[union-attr]
             if dialect.finished:
+                await _drain(chunks)
                 return
         for frame in decoder.eof():
             events = parse(frame)

@@ -7,7 +7,7 @@ instance per attempt turns decoded frames into StreamEvents. Stdlib only.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 from urllib.parse import urlsplit
@@ -95,11 +95,23 @@ def json_body(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+_loads: Callable[[str], Any] = json.loads
+
+
+def use_json_loads(loads: Callable[[str], Any]) -> None:
+    """Parse event JSON with `loads` (the transport passes orjson.loads when it is installed).
+
+    It must raise ValueError for text that is not JSON, as json.loads does.
+    """
+    global _loads
+    _loads = loads
+
+
 def loads_object(data: str) -> dict[str, Any] | None:
     """Parse `data` as a JSON object, or return None when it is not one."""
     try:
-        value = json.loads(data)
-    except ValueError:
+        value = _loads(data)
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 
