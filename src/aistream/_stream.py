@@ -221,7 +221,7 @@ class AIStream(SafeEmitter):
     @property
     def messages(self) -> list[Message]:
         """A copy of the conversation history."""
-        return [m.model_copy(deep=True) for m in self._messages]
+        return [_copy(m) for m in self._messages]
 
     @property
     def usage(self) -> Usage:
@@ -612,7 +612,7 @@ class AIStream(SafeEmitter):
             return reply
         if not (empty and reason == "stopped"):
             self._messages.append(reply)
-        self.emit(EVENT_MESSAGE, reply.model_copy(deep=True))
+        self.emit(EVENT_MESSAGE, _copy(reply))
         return reply
 
     def _report(self, error: AIStreamError) -> None:
@@ -653,6 +653,12 @@ class AIStream(SafeEmitter):
         client, self._owned_client, self._owned_loop = self._owned_client, None, None
         if client is not None:
             await client.aclose()
+
+
+def _copy(message: Message) -> Message:
+    """A copy nobody can use to change our history: Usage and ToolCall are frozen, so only the
+    list needs copying (a deep copy costs ~40 µs a turn)."""
+    return message.model_copy(update={"tool_calls": list(message.tool_calls)})
 
 
 def _cannot_resume(error: AIStreamError, state: AttemptState) -> AIStreamError:
