@@ -562,7 +562,7 @@ class AIStream(SafeEmitter):
                 f"{redact_url(self._endpoint)}: {self._transport.redact(event.message)}"
                 + (f" (code {event.code})" if event.code else ""),
                 status_code=200,
-                body=event.body,
+                body=self._transport.redact_body(event.body),
                 code=event.code,
                 retryable=event.retryable,
             )

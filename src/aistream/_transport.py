@@ -143,6 +143,15 @@ class Transport:
         """`text` with every secret header value masked."""
         return redact_bearer(redact_text(text, self._secrets))
 
+    def redact_body(self, body: Any) -> Any:
+        """A JSON-like error body with every secret masked (a gateway may echo headers)."""
+        if body is None or not self._secrets:
+            return body
+        try:
+            return json.loads(self.redact(json.dumps(body)))
+        except (TypeError, ValueError):
+            return self.redact(str(body))
+
     async def run(
         self,
         client: httpx.AsyncClient,

@@ -134,7 +134,8 @@ def test_ndjson_any_chunking_of_a_valid_stream_gives_its_lines(data: st.DataObje
     lines = [json.dumps(v, ensure_ascii=ascii_only).encode() for v in values]
     eol = data.draw(st.sampled_from([b"\n", b"\r\n"]))
     body = b"".join(line + eol + data.draw(st.sampled_from([b"", eol, b" \n"])) for line in lines)
-    if lines and data.draw(st.booleans()):
+    unterminated: bool = data.draw(st.booleans())
+    if lines and unterminated:
         body = body.rstrip(b"\r\n ")  # no final newline: eof() returns the last line
     chunks = data.draw(chunkings(body), label="chunks")
     decoded = ndjson_decode(chunks)
@@ -149,7 +150,9 @@ def native_stream(tokens: list[str]) -> bytes:
 
 
 def openai_stream(tokens: list[str]) -> bytes:
-    chunks = [{"choices": [{"index": 0, "delta": {"content": t}}]} for t in tokens]
+    chunks: list[dict[str, Any]] = [
+        {"choices": [{"index": 0, "delta": {"content": t}}]} for t in tokens
+    ]
     chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     chunks.append({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}})
     body = b"".join(encode_sse(json.dumps(c, ensure_ascii=False)) for c in chunks)

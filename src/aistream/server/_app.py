@@ -418,6 +418,7 @@ class ChatService:
             if live.grace is not None:
                 live.grace.cancel()
                 live.grace = None
+        await self.store.hold(stream_id)
         try:
             while True:
                 changed = live.changed if live is not None else None
@@ -434,6 +435,7 @@ class ChatService:
                     return
                 await changed.wait()
         finally:
+            await self.store.release(stream_id)
             if live is not None:
                 live.followers -= 1
                 if live.followers == 0 and stream_id in self.live:

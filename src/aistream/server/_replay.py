@@ -13,6 +13,8 @@ Memory bounds of `MemoryReplayStore`:
 - `max_bytes`: bytes of frames kept. Appending past it evicts finished logs, oldest first.
   Live logs are never cut (a live reply would lose its resume point), so the live streams
   alone may exceed it by at most their own size; `create` refuses new streams meanwhile.
+- A finished log that a follower is still sending (`hold`) is not evicted for space: a new
+  stream is refused instead, until that follower is done.
 - `ttl`: a finished log is dropped `ttl` seconds after it finished. Live logs do not expire.
   The ttl also bounds how long a slow client may take to read the end of a finished reply.
 """
@@ -70,6 +72,14 @@ class ReplayStore(Protocol):
         """The frames after event `after` (-1: from the start), or None if unknown/expired."""
         ...
 
+    async def hold(self, stream_id: str) -> None:
+        """A follower is sending this stream: do not evict its log for space until released."""
+        ...
+
+    async def release(self, stream_id: str) -> None:
+        """The follower that called `hold` is done."""
+        ...
+
 
 class _Log:
     __slots__ = ("data", "finished_at", "offsets")
@@ -116,6 +126,7 @@ class MemoryReplayStore:
         self._logs: dict[str, _Log] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()  # oldest finish first
         self._bytes = 0
+        self._held: dict[str, int] = {}  # stream id -> followers still sending it
 
     @property
     def stream_count(self) -> int:
@@ -131,10 +142,10 @@ class MemoryReplayStore:
         self._purge()
         if stream_id in self._logs:
             raise ValueError(f"stream {stream_id!r} already exists")
-        while self._finished and (
+        while (
             len(self._logs) >= self.max_streams or self._bytes >= self.max_bytes
-        ):
-            self._evict_oldest()
+        ) and self._evict_oldest():
+            pass
         if len(self._logs) >= self.max_streams:
             raise ReplayFull(f"{len(self._logs)} streams are live (replay_max_streams)")
         if self._bytes >= self.max_bytes:
@@ -149,8 +160,8 @@ class MemoryReplayStore:
         log.offsets.append(len(data))
         data += frame
         self._bytes += len(frame)
-        while self._bytes > self.max_bytes and self._finished:
-            self._evict_oldest()
+        while self._bytes > self.max_bytes and self._evict_oldest():
+            pass
 
     async def finish(self, stream_id: str) -> None:
         log = self._logs.get(stream_id)
@@ -186,9 +197,27 @@ class MemoryReplayStore:
             assert finished_at is not None
             if finished_at > deadline:
                 break
-            self._evict_oldest()
+            self._drop(oldest)
 
-    def _evict_oldest(self) -> None:
-        stream_id, _ = self._finished.popitem(last=False)
+    async def hold(self, stream_id: str) -> None:
+        self._held[stream_id] = self._held.get(stream_id, 0) + 1
+
+    async def release(self, stream_id: str) -> None:
+        count = self._held.get(stream_id, 0) - 1
+        if count > 0:
+            self._held[stream_id] = count
+        else:
+            self._held.pop(stream_id, None)
+
+    def _evict_oldest(self) -> bool:
+        """Drop the oldest finished log that no follower is sending; False if there is none."""
+        for stream_id in self._finished:
+            if stream_id not in self._held:
+                self._drop(stream_id)
+                return True
+        return False
+
+    def _drop(self, stream_id: str) -> None:
+        del self._finished[stream_id]
         log = self._logs.pop(stream_id)
         self._bytes -= len(log.data)
