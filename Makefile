@@ -34,7 +34,8 @@ chaos: $(STAMP)            ## the long chaos campaign (10,000 turns); CI runs th
 
 fuzz: $(STAMP)             ## fuzz the decoders with atheris for FUZZ_SECONDS (default 300)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check atheris
-	$(BIN)/python tests/fuzz/fuzz_decoders.py -max_total_time=$${FUZZ_SECONDS:-300} tests/fuzz/corpus
+	mkdir -p .fuzz-corpus   # new inputs go here; tests/fuzz/corpus is the tracked seed set
+	$(BIN)/python tests/fuzz/fuzz_decoders.py -max_total_time=$${FUZZ_SECONDS:-300} .fuzz-corpus tests/fuzz/corpus
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
