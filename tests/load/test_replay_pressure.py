@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 
 from aistream._wire._dialect import ChatRequest
 from aistream._wire._events import FinishReason, StreamEvent, TextDelta
@@ -96,14 +95,6 @@ def events(body: bytes) -> list[tuple[str, str]]:
     return [(e.event, e.data) for e in decoder.feed(raw)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "server bug, open: the store now holds a log while a follower sends it (B gets a 503 "
-        "instead of evicting A), yet A's follower still ends after 'almost' without the last "
-        "token and `done`; the cause is elsewhere in _app._follow / _generate"
-    ),
-)
 async def test_a_reader_behind_a_finished_reply_gets_its_end_despite_eviction() -> None:
     backend = Backend()
     app = create_app(

@@ -422,6 +422,9 @@ class ChatService:
         try:
             while True:
                 changed = live.changed if live is not None else None
+                # Whether the generation had ended *before* this read: a send blocked by a slow
+                # client may outlast the generation, and the next read then holds the rest.
+                ended = live is None or live.task is None or live.task.done()
                 replay = await self.store.read(stream_id, after)
                 if replay is None:
                     return
@@ -430,7 +433,7 @@ class ChatService:
                     yield replay.data
                 if replay.finished:
                     return
-                if changed is None or live is None or live.task is None or live.task.done():
+                if changed is None or ended:
                     yield _unavailable(stream_id)
                     return
                 await changed.wait()
