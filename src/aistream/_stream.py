@@ -13,7 +13,6 @@ import logging
 import math
 import random
 import ssl
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -207,7 +206,6 @@ class AIStream(SafeEmitter):
         self._messages: list[Message] = []
         self._usage = Usage()
         self._turn: _Turn | None = None
-        self._lock = threading.Lock()
         for event, handler in (
             (EVENT_TOKEN, on_token),
             (EVENT_USAGE, on_usage),
