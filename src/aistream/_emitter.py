@@ -47,6 +47,16 @@ class SafeEmitter(AsyncIOEventEmitter):
         self._waiting.add(future)
         future.add_done_callback(self._listener_done)
 
+    def _call_handlers(self, event: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        # pyee's, minus its lock: snapshotting a dict's values is atomic under the GIL, and
+        # the lock would cost more than the emit of an event nobody listens to.
+        handlers = self._events.get(event)
+        if not handlers:
+            return False
+        for f in list(handlers.values()):
+            self._emit_run(f, args, kwargs)
+        return True
+
     def emit_to(self, listeners: list[Callable[..., Any]], arg: Any) -> None:
         """Call `listeners` (a copy of one event's list) with `arg`, as `emit` would: the
         per-token fast path, without pyee's lock and per-call kwargs."""

@@ -424,7 +424,7 @@ class AIStream(SafeEmitter):
         turn.task = task
         try:
             try:
-                await asyncio.wait((task,))
+                await task  # stop() cancels `task`, which then returns normally
             except asyncio.CancelledError:  # our caller was cancelled: stop the turn, propagate
                 turn.stop_requested = True
                 self._stop_now(turn)  # also tells the server to cancel the generation
@@ -432,17 +432,15 @@ class AIStream(SafeEmitter):
                 self._settle(turn, "stopped")
                 await self._finish_cancel_request(turn)
                 raise
-            error = None if task.cancelled() else task.exception()
-            if error is None:
-                reason = "stopped" if turn.stop_requested else (turn.finish_reason or "stop")
-                reply = self._settle(turn, reason)
-                await self._finish_cancel_request(turn)
-                await self.drain()
-                return reply
-            if isinstance(error, AIStreamError):
+            except AIStreamError as error:
                 self._report(error)
                 await self.drain()
-            raise error
+                raise
+            reason = "stopped" if turn.stop_requested else (turn.finish_reason or "stop")
+            reply = self._settle(turn, reason)
+            await self._finish_cancel_request(turn)
+            await self.drain()
+            return reply
         finally:
             self._turn = None
             if turn.queue is not None:

@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -72,7 +72,6 @@ class AttemptState:
     last_event_id: str = ""
     stream_id: str | None = None
     events: int = 0  # content frames delivered by the current attempt
-    headers: dict[str, str] = field(default_factory=dict)  # last response's headers
 
 
 class _StallWatchdog:
@@ -132,6 +131,8 @@ class Transport:
         max_event_bytes: int,
     ) -> None:
         self.headers = dict(headers)
+        self._overrides = {k.lower() for k in self.headers}
+        self._urls: dict[str, tuple[httpx.URL, str]] = {}
         self._secrets = [v for k, v in headers.items() if k.lower() in SENSITIVE_HEADERS]
         self._secrets += [part for value in self._secrets for part in value.split()[1:]]
         self.timeout = timeout
@@ -161,11 +162,8 @@ class Transport:
         state: AttemptState,
     ) -> None:
         """Stream one attempt to its end marker, or raise an AIStreamError saying why not."""
-        url = redact_url(spec.url)
-        headers = httpx.Headers(spec.headers)
-        headers.update(self.headers)  # case-insensitive: the caller's value replaces ours
-        if state.last_event_id:
-            headers["Last-Event-ID"] = state.last_event_id
+        target, url = self._url(spec.url)
+        headers = self._request_headers(spec, state.last_event_id)
         state.events = 0
         if log.isEnabledFor(logging.DEBUG):
             log.debug("aistream: %s %s headers=%s", spec.method, url, redact_headers(headers))
@@ -173,12 +171,11 @@ class Transport:
         try:
             async with client.stream(
                 spec.method,
-                spec.url,
+                target,
                 headers=headers,
                 content=spec.body,
                 timeout=self._httpx_timeout,
             ) as response:
-                state.headers = {k.lower(): v for k, v in response.headers.items()}
                 if response.status_code >= 400:
                     raise await self._status_error(response, url)
                 await self._check_content_type(response, dialect, url)
@@ -226,6 +223,25 @@ class Transport:
         finally:
             if watchdog is not None:
                 watchdog.close()
+
+    def _url(self, url: str) -> tuple[httpx.URL, str]:
+        """`url` parsed (httpx would re-parse a str on every request) and redacted, cached."""
+        cached = self._urls.get(url)
+        if cached is None:
+            if len(self._urls) >= 16:
+                self._urls.clear()
+            cached = self._urls[url] = (httpx.URL(url), redact_url(url))
+        return cached
+
+    def _request_headers(self, spec: RequestSpec, last_event_id: str) -> dict[str, str]:
+        """The dialect's headers, then the caller's (a caller's header replaces the dialect's
+        of the same name, in any case), then ``Last-Event-ID`` when resuming."""
+        overrides = self._overrides
+        headers = {k: v for k, v in spec.headers.items() if k.lower() not in overrides}
+        headers.update(self.headers)
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        return headers
 
     async def _consume(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import uuid
+import secrets
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -14,7 +14,8 @@ __all__ = ["Message", "RetryConfig", "RetryEvent", "ToolCall", "Usage"]
 
 
 def _new_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as 32 hex digits (uuid4().hex without UUID's ~2 µs of bookkeeping)."""
+    return secrets.token_hex(16)
 
 
 def _utcnow() -> datetime:
