@@ -299,14 +299,17 @@ OPENAI = Variant("openai SDK stream=True", openai_sdk, available=HAS_OPENAI)
 ANTHROPIC = Variant(
     "anthropic SDK", anthropic_sdk, fmt="anthropic", available=HAS_ANTHROPIC, note="own format"
 )
-AISTREAM = Variant("AIStream e2e (openai)", _aistream("openai"))
+AISTREAM = Variant(
+    f"AIStream e2e (openai{', orjson' if HAS_ORJSON else ''})",
+    _aistream("openai"),
+    note="" if HAS_ORJSON else "json",
+)
 AISTREAM_NATIVE = Variant("AIStream e2e (native)", _aistream("native"), fmt="native")
-AISTREAM_ORJSON = Variant(
-    "AIStream + orjson [experimental]",
-    _aistream("openai", "orjson"),
+AISTREAM_JSON = Variant(  # the same without the optional accelerator
+    "AIStream e2e (openai, json)",
+    _aistream("openai", "json"),
     available=HAS_ORJSON,
-    experimental=True,
-    patch=lambda: _x().orjson_loads(),
+    patch=lambda: _x().stdlib_json(),
 )
 
 
@@ -329,31 +332,3 @@ def rotated(items: Sequence[T], shift: int) -> list[T]:
     """`items` starting at `shift`: no variant always runs first (or right after another)."""
     shift %= max(len(items), 1)
     return [*items[shift:], *items[:shift]]
-
-
-def _experimental() -> dict[str, Variant]:
-    from . import experimental as x
-
-    def v(name: str, key: str, patch: Any = None, configure: Any = None) -> Variant:
-        return Variant(
-            f"AIStream {name} [experimental]",
-            _aistream("openai", key, configure),
-            experimental=True,
-            patch=patch,
-        )
-
-    return {
-        "sse": v("+ SSE fast path", "x-sse", x.fast_sse),
-        "json": v("+ JSON template", "x-json", configure=x.use_fast_dialect),
-        "emit": v("+ direct emit", "x-emit", x.fast_emit),
-        "raw": v("+ aiter_raw", "x-raw", x.raw_body),
-        "drain": v("+ drain to body end", "x-drain", x.drain_after_end),
-        "copy": v("+ cheap message copy", "x-copy", x.fast_copy),
-        "lean": v("+ lean consume loop", "x-lean", x.lean_loop),
-        "all": v("+ all of them", "x-all", x.everything, x.use_fast_dialect),
-    }
-
-
-EXPERIMENTS = _experimental()
-EXPERIMENTAL_TURN: list[Variant] = [EXPERIMENTS["drain"], EXPERIMENTS["all"]]
-EXPERIMENTAL_TURN_FULL: list[Variant] = [EXPERIMENTS["copy"]]

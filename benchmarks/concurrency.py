@@ -218,28 +218,19 @@ def _experimental(variant: str, base: str, streams: int, impl: Any) -> Stream:
 
     from aistream import AIStream
 
-    name, _, fast = variant.partition("+")
+    name = variant
     ctx = httpx.create_ssl_context()
     configure: Callable[[Any], None] = lambda chat: None  # noqa: E731
-    if name == "aistream x-sslctx":  # one pool per AIStream, the CA bundle loaded once
-
-        def _client(self: Any) -> Any:
-            if self._owned_client is None:
-                self._owned_client = httpx.AsyncClient(
-                    timeout=self._transport.timeout, follow_redirects=False, verify=ctx
-                )
-                self._owned_loop = asyncio.get_running_loop()
-            return self._owned_client
-
-        impl._client = _client
-    elif name == "aistream x-httpx2":  # one process-wide httpx2 pool per loop
+    if name == "aistream x-httpx2":  # one process-wide httpx2 pool per loop
         import httpx2
 
         limits = httpx2.Limits(max_connections=None, max_keepalive_connections=streams)
         impl._client = _patched_client(lambda: httpx2.AsyncClient(verify=ctx, limits=limits))
 
         def configure(chat: Any) -> None:
-            chat._transport._httpx_timeout = httpx2.Timeout(chat._transport.timeout)
+            transport = chat._transport
+            transport._httpx_timeout = httpx2.Timeout(transport.timeout)
+            transport._url = lambda url: (httpx2.URL(url), url)  # httpx2 wants its own URL
 
     elif name.startswith("aistream x-sharded"):  # K process-wide httpx pools per loop
         shards = int(name.removeprefix("aistream x-sharded"))
@@ -261,15 +252,6 @@ def _experimental(variant: str, base: str, streams: int, impl: Any) -> Stream:
         impl._client = _sharded
     else:
         raise SystemExit(f"unknown variant {variant!r}")
-    if fast:
-        from . import experimental as x
-
-        x.everything().__enter__()  # for the child's life
-        inner = configure
-
-        def configure(chat: Any) -> None:
-            inner(chat)
-            x.use_fast_dialect(chat)
 
     def make_chat(url: str) -> Any:
         chat = AIStream(url, model=c.MODEL)
@@ -450,23 +432,19 @@ def plans(full: bool) -> tuple[list[Plan], list[Plan]]:
                 "raw httpx 32",
                 "raw httpx per-stream",
                 "raw httpx2 1",
-                "aistream x-sslctx",
                 "aistream x-sharded16",
                 "aistream x-httpx2",
-                "aistream x-sslctx+fast",
-                "aistream x-httpx2+fast",
             )
         ]
         if c.HAS_UVLOOP:
             exps += [
                 Plan(v, 1000, seconds, cap, "uvloop")
-                for v in ("raw httpx2 1", "aistream x-sslctx+fast", "aistream x-httpx2+fast")
+                for v in ("raw httpx2 1", "aistream", "aistream x-httpx2")
             ]
         return _available(main), _available(exps)
     seconds = 4.0  # AIStream as shipped is cut off at the window: its ramp is CPU-bound
     main = [Plan("aistream", n, seconds, seconds) for n in (100, 1000)]
-    exps = [Plan("aistream x-sslctx+fast", 1000, seconds, seconds)]
-    return main, exps
+    return main, []
 
 
 def run(report: Report, server: LoopbackServer, *, full: bool, only_main: bool = False) -> None:

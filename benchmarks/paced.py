@@ -30,7 +30,7 @@ class Samples:
 
 
 def variants(full: bool) -> list[c.Variant]:
-    chosen = [c.HTTPX_SSE, c.AISTREAM, c.EXPERIMENTS["all"]]
+    chosen = [c.HTTPX_SSE, c.AISTREAM, c.AISTREAM_JSON]
     if full:
         chosen = [c.CEILING, *chosen, c.HTTPX_SSE_PYEE, c.OPENAI]
     return [v for v in chosen if v.available]

@@ -29,9 +29,9 @@ class Samples:
 
 
 def variants(full: bool) -> list[c.Variant]:
-    chosen = [c.CEILING, c.HTTPX_SSE, c.AISTREAM, c.OPENAI, *c.EXPERIMENTAL_TURN]
+    chosen = [c.CEILING, c.HTTPX_SSE, c.AISTREAM, c.AISTREAM_JSON, c.OPENAI]
     if full:
-        chosen += [c.ANTHROPIC, *c.EXPERIMENTAL_TURN_FULL]
+        chosen += [c.ANTHROPIC]
     return [v for v in chosen if v.available]
 
 

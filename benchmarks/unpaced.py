@@ -29,11 +29,6 @@ class Samples:
 
 
 def variants(full: bool) -> list[c.Variant]:
-    experiments = (
-        [c.AISTREAM_ORJSON, *c.EXPERIMENTS.values()]
-        if full
-        else [c.AISTREAM_ORJSON, c.EXPERIMENTS["all"]]
-    )
     others = [c.LINES, c.ANTHROPIC, c.AISTREAM_NATIVE] if full else []
     chosen = [
         c.CEILING,
@@ -42,8 +37,8 @@ def variants(full: bool) -> list[c.Variant]:
         c.HTTPX_SSE_PYEE,
         c.OPENAI,
         c.AISTREAM,
+        c.AISTREAM_JSON,
         *others,
-        *experiments,
     ]
     return [v for v in chosen if v.available]
 

@@ -131,6 +131,9 @@ class AnthropicDialect:
         }
         return RequestSpec("POST", endpoint, headers, json_body(payload))
 
+    def text_of(self, data: bytes) -> str | None:
+        return None  # its events are named (``event:``): always parsed
+
     def parse(self, frame: Frame) -> list[StreamEvent]:
         if not isinstance(frame, SSEEvent):
             return [Skipped("anthropic expects SSE frames", frame.text[:200])]

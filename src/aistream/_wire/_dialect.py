@@ -72,6 +72,16 @@ class Dialect(Protocol):
         """Return the events carried by one decoded frame (a shared empty list when none)."""
         ...
 
+    def text_of(self, data: bytes) -> str | None:
+        """The per-token fast path: the reply text of an SSE event of the default type whose
+        data is the UTF-8 `data`, when text is all it carries ("" for an empty delta).
+
+        None means "parse it": the transport then decodes the frame and calls `parse`. A
+        text returned here must equal what `parse` would give as one `TextDelta` without an
+        index, and leave the same state behind.
+        """
+        ...
+
 
 def detect_protocol(endpoint: str) -> Literal["native", "openai", "anthropic", "ollama"]:
     """Pick the protocol from the endpoint's path, for ``protocol="auto"``.
@@ -95,16 +105,24 @@ def json_body(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def _utf8_json(data: bytes) -> Any:
+    # Not json.loads(bytes): that guesses UTF-16/32 from the first bytes; SSE is always UTF-8.
+    return json.loads(data.decode())
+
+
 _loads: Callable[[str], Any] = json.loads
+_loads_bytes: Callable[[bytes], Any] = _utf8_json
 
 
-def use_json_loads(loads: Callable[[str], Any]) -> None:
-    """Parse event JSON with `loads` (the transport passes orjson.loads when it is installed).
+def use_json_loads(loads: Callable[[str], Any], loads_bytes: Callable[[bytes], Any]) -> None:
+    """Parse event JSON with `loads` (str) and `loads_bytes` (UTF-8 bytes); the transport passes
+    orjson.loads for both when it is installed.
 
-    It must raise ValueError for text that is not JSON, as json.loads does.
+    Both must raise ValueError for text that is not JSON (or bytes that are not UTF-8), as
+    json.loads does.
     """
-    global _loads
-    _loads = loads
+    global _loads, _loads_bytes
+    _loads, _loads_bytes = loads, loads_bytes
 
 
 def loads_object(data: str) -> dict[str, Any] | None:
@@ -114,6 +132,15 @@ def loads_object(data: str) -> dict[str, Any] | None:
     except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def loads_object_bytes(data: bytes) -> dict[str, Any] | None:
+    """Parse UTF-8 `data` as a JSON object, or return None when it is not one (or not UTF-8)."""
+    try:
+        value = _loads_bytes(data)
+    except (ValueError, RecursionError):
+        return None
+    return value if type(value) is dict else None
 
 
 def as_int(value: Any) -> int | None:

@@ -120,6 +120,9 @@ class NativeDialect:
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         return RequestSpec("POST", endpoint, headers, json_body(payload))
 
+    def text_of(self, data: bytes) -> str | None:
+        return None  # its events carry ids and token indices: always parsed
+
     def parse(self, frame: Frame) -> list[StreamEvent]:
         if not isinstance(frame, SSEEvent):
             return [Skipped("native expects SSE frames", frame.text[:200])]

@@ -116,6 +116,9 @@ class OllamaDialect:
         headers = {"Content-Type": "application/json", "Accept": "application/x-ndjson"}
         return RequestSpec("POST", endpoint, headers, json_body(payload))
 
+    def text_of(self, data: bytes) -> str | None:
+        return None  # NDJSON framing: never asked
+
     def parse(self, frame: Frame) -> list[StreamEvent]:
         if not isinstance(frame, NDJSONLine):
             return [Skipped("ollama expects NDJSON lines", frame.data[:200])]

@@ -23,7 +23,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from ._dialect import NOTHING, ChatRequest, RequestSpec, error_message, json_body, loads_object
+from ._dialect import (
+    NOTHING,
+    ChatRequest,
+    RequestSpec,
+    error_message,
+    json_body,
+    loads_object,
+    loads_object_bytes,
+)
 from ._events import (
     Done,
     FinishReason,
@@ -113,6 +121,15 @@ class OpenAIDialect:
         if type(choices) is list:
             return [Metadata(obj)]  # a chunk with nothing for the reply
         return [Skipped("OpenAI chunk without choices, usage or error", data[:200])]
+
+    def text_of(self, data: bytes) -> str | None:
+        obj = loads_object_bytes(data)
+        if obj is None:
+            return None
+        choices = obj.get("choices")
+        if not choices or type(choices) is not list:
+            return None
+        return _plain_text(obj, choices)
 
     def _parse_full(self, obj: dict[str, Any], choices: list[Any], data: str) -> list[StreamEvent]:
         events: list[StreamEvent] = []

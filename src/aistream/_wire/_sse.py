@@ -145,6 +145,28 @@ class SSEDecoder:
                 self._fail()
         return events
 
+    def data_only(self, chunk: bytes) -> bytes | None:
+        """The data of `chunk` when it is exactly one ``data: <value>`` line and a blank line
+        with nothing pending, the shape in which model servers flush each token; else None.
+
+        Feeding such a chunk would dispatch one event of the default type, with this data and
+        the current `last_event_id` and `retry_ms`, and leave the decoder as it was; so a
+        caller that takes the data may skip `feed`. None changes nothing: call `feed`.
+        """
+        if self._pre or self._buf or self._data or self._fields:
+            return None
+        end = len(chunk) - 2
+        if (
+            end < 6
+            or chunk[:6] != b"data: "
+            or chunk.find(b"\n", 6) != end
+            or chunk[end + 1] != 10
+            or end >= self._max  # feed counts the line and its LF against the bound
+            or b"\r" in chunk
+        ):
+            return None
+        return chunk[6:end]
+
     def eof(self) -> list[SSEEvent]:
         """Signal the end of the stream.
 
