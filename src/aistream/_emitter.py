@@ -15,7 +15,6 @@ from typing import Any
 from pyee.asyncio import AsyncIOEventEmitter
 
 log = logging.getLogger("aistream")
-_NO_KWARGS: dict[str, Any] = {}
 
 
 def _name(f: Callable[..., Any]) -> str:
@@ -33,8 +32,13 @@ class SafeEmitter(AsyncIOEventEmitter):
         except Exception:
             log.exception("aistream: listener %s raised; the stream goes on", _name(f))
             return
-        if result is None or not inspect.isawaitable(result):
-            return  # the common case: a plain function
+        if result is not None:
+            self._schedule(f, result)
+
+    def _schedule(self, f: Callable[..., Any], result: Any) -> None:
+        """Run a coroutine listener's result as a task that `drain()` waits for."""
+        if not inspect.isawaitable(result):
+            return  # a plain function that returned something
         try:
             future = asyncio.ensure_future(result)
         except RuntimeError:  # no running loop: a coroutine listener cannot run here
@@ -59,9 +63,15 @@ class SafeEmitter(AsyncIOEventEmitter):
 
     def emit_to(self, listeners: list[Callable[..., Any]], arg: Any) -> None:
         """Call `listeners` (a copy of one event's list) with `arg`, as `emit` would: the
-        per-token fast path, without pyee's lock and per-call kwargs."""
+        per-token fast path, without pyee's lock, kwargs and a call per listener."""
         for f in listeners:
-            self._emit_run(f, (arg,), _NO_KWARGS)
+            try:
+                result = f(arg)
+            except Exception:
+                log.exception("aistream: listener %s raised; the stream goes on", _name(f))
+                continue
+            if result is not None:
+                self._schedule(f, result)
 
     def _listener_done(self, future: asyncio.Future[Any]) -> None:
         self._waiting.discard(future)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -79,7 +80,7 @@ class _StallWatchdog:
     """Cancels `task` when no content arrived for `limit` seconds; `touch()` is O(1).
 
     One loop timer, re-armed lazily from the time of the last touch, so the per-event cost is
-    a float assignment rather than a timer reschedule.
+    storing ``time.monotonic()`` (C, no Python frame) rather than a timer reschedule.
     """
 
     __slots__ = ("_handle", "_limit", "_loop", "_task", "fired", "last")
@@ -87,13 +88,13 @@ class _StallWatchdog:
     def __init__(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], limit: float):
         self._loop, self._task, self._limit = loop, task, limit
         self.fired = False
-        self.last = loop.time()
-        self._handle = loop.call_at(self.last + limit, self._check)
+        self.last = time.monotonic()
+        self._handle = loop.call_later(limit, self._check)
 
     def _check(self) -> None:
-        due = self.last + self._limit
-        if self._loop.time() < due:
-            self._handle = self._loop.call_at(due, self._check)
+        left = self.last + self._limit - time.monotonic()
+        if left > 0:
+            self._handle = self._loop.call_later(left, self._check)
             return
         self.fired = True
         self._task.cancel("aistream stall_timeout")
@@ -266,18 +267,19 @@ class Transport:
         watchdog: _StallWatchdog | None,
     ) -> None:
         decoder: SSEDecoder | NDJSONDecoder
-        sse: SSEDecoder | None = None
+        data_only: Callable[[bytes], bytes | None] | None = None
         if dialect.framing == "sse":
-            decoder = sse = SSEDecoder(
+            decoder = SSEDecoder(
                 max_event_bytes=self.max_event_bytes, last_event_id=state.last_event_id
             )
+            data_only = decoder.data_only
         else:
             decoder = NDJSONDecoder(max_line_bytes=self.max_event_bytes)
         if on_text is None:
             on_text = _text_to(sink)
         parse = dialect.parse
         text_of = dialect.text_of
-        loop_time = asyncio.get_running_loop().time
+        now = time.monotonic
         track_ids = dialect.resumable
         # Without Content-Encoding, aiter_bytes() only adds an identity decoder and a chunker.
         # (A response built with its content, as httpx.MockTransport makes, is "consumed".)
@@ -286,16 +288,16 @@ class Transport:
         async for chunk in chunks:
             # The hot path: a chunk that is one plain `data:` event carrying only text goes
             # from bytes to the text sink without frames, event objects or a decoded str.
-            if sse is not None and (data := sse.data_only(chunk)) is not None:
+            if data_only is not None and (data := data_only(chunk)) is not None:
                 text = text_of(data)
                 if text is not None:
                     state.events += 1
                     if watchdog is not None:
-                        watchdog.last = loop_time()
+                        watchdog.last = now()
                     if text:
                         on_text(text)
-                    if track_ids and sse.last_event_id:
-                        state.last_event_id = sse.last_event_id
+                    if track_ids and decoder.last_event_id:  # type: ignore[union-attr]
+                        state.last_event_id = decoder.last_event_id  # type: ignore[union-attr]
                     continue
             frames = decoder.feed(chunk)
             if not frames:
@@ -306,7 +308,7 @@ class Transport:
                     continue
                 state.events += 1
                 if watchdog is not None:
-                    watchdog.last = loop_time()
+                    watchdog.last = now()
                 if events:
                     sink(events)
                 if track_ids and frame.id:  # type: ignore[union-attr]

@@ -5,6 +5,7 @@ Shared by the test_dialect_*.py modules.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from aistream._wire._dialect import Dialect
@@ -22,18 +23,31 @@ from aistream._wire._events import (
 from aistream._wire._ndjson import NDJSONDecoder
 from aistream._wire._sse import SSEDecoder
 
+#: A chunk size that means "one chunk per event (SSE) or line (NDJSON)", as servers flush.
+EVENT = -1
+
 
 def chunked(raw: bytes, size: int | None) -> list[bytes]:
-    return [raw] if size is None else [raw[i : i + size] for i in range(0, len(raw), size)]
+    if size is None:
+        return [raw]
+    if size == EVENT:
+        parts = re.split(rb"(?<=\n\n)|(?<=\r\n\r\n)" if b"\n\n" in raw else rb"(?<=\n)", raw)
+        return [p for p in parts if p]
+    return [raw[i : i + size] for i in range(0, len(raw), size)]
 
 
 def replay_through(dialect: Dialect, chunks: list[bytes]) -> tuple[list[StreamEvent], bool]:
-    """Feed `chunks` through a fresh decoder and `dialect`; return the events and `finished`."""
-    decoder: SSEDecoder | NDJSONDecoder = (
-        SSEDecoder() if dialect.framing == "sse" else NDJSONDecoder()
-    )
+    """Feed `chunks` through a fresh decoder and `dialect` as the transport does (the per-token
+    fast path first, then the frames); return the events and `finished`."""
+    sse = SSEDecoder() if dialect.framing == "sse" else None
+    decoder: SSEDecoder | NDJSONDecoder = sse or NDJSONDecoder()
     events: list[StreamEvent] = []
     for chunk in chunks:
+        if sse is not None and (data := sse.data_only(chunk)) is not None:
+            text = dialect.text_of(data)
+            if text is not None:
+                events += [TextDelta(text)] if text else []
+                continue
         for frame in decoder.feed(chunk):
             events += dialect.parse(frame)
     for frame in decoder.eof():

@@ -25,10 +25,13 @@ from aistream._wire._native import NativeDialect
 from aistream._wire._ndjson import NDJSONDecoder
 from aistream._wire._ollama import OllamaDialect
 from aistream._wire._registry import dialect_factory
-from tests.wire.replay import Outcome, chunked, outcome, replay_through
+from tests.wire.replay import EVENT, Outcome, chunked, outcome, replay_through
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-SIZES = [pytest.param(s, id=i) for s, i in ((None, "whole"), (1, "byte"), (7, "7"), (64, "64"))]
+SIZES = [
+    pytest.param(s, id=i)
+    for s, i in ((None, "whole"), (EVENT, "event"), (1, "byte"), (7, "7"), (64, "64"))
+]
 
 
 def replay(chunks: list[bytes]) -> tuple[list[StreamEvent], bool]:

@@ -12,6 +12,7 @@ import contextlib
 import importlib.util
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +26,16 @@ from aistream._wire._events import SSEEvent, StreamEvent, TextDelta, WireError
 from aistream._wire._openai import OpenAIDialect
 from aistream._wire._sse import SSEDecoder
 
-from .test_properties import BYTES, JSON_VALUES, TEXT, _mock_client, split_at, sse_streams
+from .replay import EVENT, chunked, replay_through
+from .test_properties import (
+    BYTES,
+    DIALECTS,
+    JSON_VALUES,
+    TEXT,
+    _mock_client,
+    split_at,
+    sse_streams,
+)
 
 HAS_ORJSON = importlib.util.find_spec("orjson") is not None
 
@@ -246,3 +256,36 @@ def test_transport_gives_the_exact_text_however_events_fall_into_chunks(
         return texts
 
     assert "".join(asyncio.run(run())) == expected
+
+
+# --- recorded streams ---------------------------------------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+RECORDED = [
+    (name, path.name)
+    for name in DIALECTS
+    for path in sorted((FIXTURES / name).iterdir())
+    if path.suffix in (".sse", ".ndjson")
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("name", "fixture"), RECORDED)
+def test_recorded_streams_give_the_same_events_on_both_paths_and_parsers(
+    backend: str, name: str, fixture: str
+) -> None:
+    raw = (FIXTURES / name / fixture).read_bytes()
+    with json_backend("json"):
+        whole = replay_through(DIALECTS[name](), [raw])  # no fast path, stdlib JSON
+    with json_backend(backend):
+        assert replay_through(DIALECTS[name](), chunked(raw, EVENT)) == whole
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_what_an_accelerator_refuses_is_parsed_by_json_all_the_same(backend: str) -> None:
+    chunk = '{"choices":[{"index":0,"delta":{"content":"\\ud83d"},"n":1e999,"big":%s}]}' % (
+        "9" * 30
+    )
+    with json_backend(backend):
+        assert OpenAIDialect().text_of(chunk.encode()) in (None, "\ud83d")
+        assert OpenAIDialect().parse(SSEEvent(chunk)) == [TextDelta("\ud83d")]

@@ -126,16 +126,26 @@ def use_json_loads(loads: Callable[[str], Any], loads_bytes: Callable[[bytes], A
 
 
 def loads_object(data: str) -> dict[str, Any] | None:
-    """Parse `data` as a JSON object, or return None when it is not one."""
+    """Parse `data` as a JSON object, or return None when it is not one.
+
+    What an accelerator refuses (orjson: lone surrogate escapes, integers past 64 bits, NaN,
+    deep nesting) is tried again with json.loads, so the result never depends on it.
+    """
     try:
         value = _loads(data)
     except (ValueError, RecursionError):
-        return None
+        if _loads is json.loads:
+            return None
+        try:
+            value = json.loads(data)
+        except (ValueError, RecursionError):
+            return None
     return value if isinstance(value, dict) else None
 
 
 def loads_object_bytes(data: bytes) -> dict[str, Any] | None:
-    """Parse UTF-8 `data` as a JSON object, or return None when it is not one (or not UTF-8)."""
+    """Parse UTF-8 `data` as a JSON object for a fast path, or return None when it is not one
+    (or not UTF-8, or refused by an accelerator): the caller then takes the full path."""
     try:
         value = _loads_bytes(data)
     except (ValueError, RecursionError):

@@ -155,17 +155,15 @@ class SSEDecoder:
         """
         if self._pre or self._buf or self._data or self._fields:
             return None
-        end = len(chunk) - 2
-        if (
-            end < 6
-            or chunk[:6] != b"data: "
-            or chunk.find(b"\n", 6) != end
-            or chunk[end + 1] != 10
-            or end >= self._max  # feed counts the line and its LF against the bound
-            or b"\r" in chunk
-        ):
+        end = len(chunk) - 2  # feed counts the line and its LF against the bound, hence >=
+        if end < 6 or end >= self._max or chunk[end] != 10 or chunk[end + 1] != 10:
             return None
-        return chunk[6:end]
+        if chunk[:6] != b"data: ":
+            return None
+        value = chunk[6:end]
+        if 10 in value or 13 in value:  # LF, CR: more than one line (an int probe is memchr)
+            return None
+        return value
 
     def eof(self) -> list[SSEEvent]:
         """Signal the end of the stream.
