@@ -34,6 +34,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aistream._stream import _ssl_context  # the TLS context AIStream's own pools share
+
 from . import clients as c
 from ._server import ROOT, LoopbackServer, pin_client, proc_cpu_seconds, raise_fd_limit
 from .report import Report, Table, Target, median
@@ -88,7 +90,7 @@ def _clients(kind: str, count: int, streams: int) -> list[Any]:
         return [httpx2.AsyncClient(timeout=60, limits=limits2) for _ in range(count)]
     import httpx
 
-    ctx = httpx.create_ssl_context()  # one CA bundle load, shared
+    ctx = _ssl_context()  # one CA bundle load per process, as AIStream's own pools share
     limits = httpx.Limits(max_connections=per, max_keepalive_connections=per)
     return [httpx.AsyncClient(timeout=60, limits=limits, verify=ctx) for _ in range(count)]
 
@@ -219,7 +221,7 @@ def _experimental(variant: str, base: str, streams: int, impl: Any) -> Stream:
     from aistream import AIStream
 
     name = variant
-    ctx = httpx.create_ssl_context()
+    ctx = _ssl_context()
     configure: Callable[[Any], None] = lambda chat: None  # noqa: E731
     if name == "aistream x-httpx2":  # one process-wide httpx2 pool per loop
         import httpx2
@@ -320,6 +322,8 @@ async def child(plan: Plan, base: str, server_pid: int) -> None:
     global PROMPT, T0
     n_tokens = int(RATE * (plan.cap + plan.seconds + 30))
     PROMPT = c.prompt(n_tokens, RATE)
+    _ssl_context()  # a once-per-process cost (~870 KB), whichever variant, so not per stream
+    base_rss = rss_kb()  # before build(): the pools a variant makes count as its streams' memory
     stream = build(plan.variant, base, plan.streams)
     counter = Counter(plan.streams)
 
@@ -331,7 +335,6 @@ async def child(plan: Plan, base: str, server_pid: int) -> None:
                 ERRORS.append(f"{type(exc).__name__}: {exc}"[:300])
 
     started = threading.Event()
-    base_rss = rss_kb()
     args = (plan, counter, started, server_pid, base_rss)
     threading.Thread(target=monitor, args=args, daemon=True).start()
     T0 = time.perf_counter()

@@ -95,13 +95,17 @@ class RetryBudget:
     def reset(self) -> None:
         """Start counting from the first retry again."""
         self.attempt = 0
-        self._schedule = wait_schedule(self._config)
+        self._schedule: Iterator[float] | None = (
+            None  # made at the first retry: most turns have none
+        )
 
     def next_delay(self, error: AIStreamError) -> float | None:
         """Count one retry and return its delay, or None when `error` should end the turn."""
         if not is_retryable(error) or self.attempt >= self._config.max_retries:
             return None
         self.attempt += 1
+        if self._schedule is None:
+            self._schedule = wait_schedule(self._config)
         computed = next(self._schedule)
         server = error.retry_after if isinstance(error, APIStatusError) else None
         if server is not None:

@@ -66,6 +66,8 @@ log = logging.getLogger("aistream")
 _END = object()  # end-of-turn marker for tokens()
 _IN_SYNC: contextvars.ContextVar[bool] = contextvars.ContextVar("aistream_in_sync", default=False)
 _DELETE_TIMEOUT = 2.0
+_DEFAULT_RETRY = RetryConfig()  # models are frozen: one instance serves every AIStream
+_NO_USAGE = Usage()
 
 
 @functools.cache
@@ -191,7 +193,7 @@ class AIStream(SafeEmitter):
         self._model = model
         self._system_prompt = system_prompt
         self._options = dict(options or {})
-        self._retry = retry if retry is not None else RetryConfig()
+        self._retry = retry if retry is not None else _DEFAULT_RETRY
         self._transport = Transport(
             headers=headers or {},
             timeout=timeout,
@@ -204,7 +206,7 @@ class AIStream(SafeEmitter):
         self._sleep = sleep
         self._rng = rng
         self._messages: list[Message] = []
-        self._usage = Usage()
+        self._usage = _NO_USAGE
         self._turn: _Turn | None = None
         for event, handler in (
             (EVENT_TOKEN, on_token),
@@ -359,7 +361,7 @@ class AIStream(SafeEmitter):
             turn.discard = True
             self.stop()
         self._messages.clear()
-        self._usage = Usage()
+        self._usage = _NO_USAGE
         self.emit(EVENT_RESET)
 
     async def aclose(self) -> None:

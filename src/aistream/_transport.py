@@ -11,6 +11,7 @@ heartbeats do not count). It always closes the response.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -103,6 +104,13 @@ class _StallWatchdog:
         self._handle.cancel()
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed_url(url: str) -> tuple[httpx.URL, str]:
+    """`url` parsed (httpx would re-parse a str on every request) and redacted; shared by every
+    Transport, so a thousand conversations with one endpoint hold one parsed URL."""
+    return httpx.URL(url), redact_url(url)
+
+
 def _body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
     """The body's chunks as the connection delivers them.
 
@@ -160,7 +168,6 @@ class Transport:
     ) -> None:
         self.headers = dict(headers)
         self._overrides = {k.lower() for k in self.headers}
-        self._urls: dict[str, tuple[httpx.URL, str]] = {}
         self._secrets = [v for k, v in headers.items() if k.lower() in SENSITIVE_HEADERS]
         self._secrets += [part for value in self._secrets for part in value.split()[1:]]
         self.timeout = timeout
@@ -258,13 +265,7 @@ class Transport:
                 watchdog.close()
 
     def _url(self, url: str) -> tuple[httpx.URL, str]:
-        """`url` parsed (httpx would re-parse a str on every request) and redacted, cached."""
-        cached = self._urls.get(url)
-        if cached is None:
-            if len(self._urls) >= 16:
-                self._urls.clear()
-            cached = self._urls[url] = (httpx.URL(url), redact_url(url))
-        return cached
+        return _parsed_url(url)
 
     def _request_headers(self, spec: RequestSpec, last_event_id: str) -> dict[str, str]:
         """The dialect's headers, then the caller's (a caller's header replaces the dialect's
