@@ -289,3 +289,21 @@ def test_what_an_accelerator_refuses_is_parsed_by_json_all_the_same(backend: str
     with json_backend(backend):
         assert OpenAIDialect().text_of(chunk.encode()) in (None, "\ud83d")
         assert OpenAIDialect().parse(SSEEvent(chunk)) == [TextDelta("\ud83d")]
+
+
+PADDING = st.sampled_from(["", " ", "\n", "\t ", "x", " 1", "}"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=JSON_VALUES, before=PADDING, after=PADDING)
+def test_the_stdlib_bytes_parser_agrees_with_json_loads(
+    value: Any, before: str, after: str
+) -> None:
+    text = before + json.dumps(value) + after
+    try:
+        expected = json.loads(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            _dialect._utf8_json(text.encode())
+        return
+    assert _dialect._utf8_json(text.encode()) == expected
