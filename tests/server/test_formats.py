@@ -65,6 +65,7 @@ class RichBackend:
     - ``text``: text and usage, ``stop``;
     - ``error``: text, usage, then a transient in-stream error;
     - ``overloaded``: a transient in-stream error before anything else;
+    - ``fatal``: an error that must not be retried, though its code sounds transient;
     - ``boom``: text, then the backend raises;
     - ``metadata``: a Metadata event between two texts, an unknown finish reason.
     """
@@ -108,6 +109,7 @@ SCENARIOS: dict[str, list[Any]] = {
         ServerError("the upstream model server is overloaded", "upstream_unavailable", True),
     ],
     "overloaded": [ServerError("try again later", "upstream_unavailable", True)],
+    "fatal": [ServerError("the model broke", "internal_error", False)],
     "boom": [TextDelta("Before"), RuntimeError("backend bug")],
     "metadata": [
         TextDelta("A"),
@@ -200,7 +202,7 @@ def openai_reply(data: bytes) -> Reply:
         chunk = json.loads(payload)
         if "error" in chunk:
             error = chunk["error"]
-            assert set(error) == {"message", "type", "code"}, error
+            assert set(error) == {"message", "type", "code", "retryable"}, error
             reply.error = (error["message"], error["code"])
             reply.ended = True
             continue
@@ -531,6 +533,20 @@ async def test_aistream_openai_protocol_sees_a_transient_error_as_retryable(
             await guard(chat.send("overloaded"))
     assert caught.value.code == "upstream_unavailable" and caught.value.retryable is True
     assert len(backend.requests) == 1
+
+
+async def test_aistream_openai_protocol_keeps_a_server_error_not_retryable(
+    rich: tuple[str, RichBackend],
+) -> None:
+    url, backend = rich
+    retry = aistream.RetryConfig(max_retries=3, initial_delay=0, max_delay=0)
+    async with aistream.AIStream(
+        url + "/v1/chat/completions", protocol="openai", retry=retry, timeout=GUARD
+    ) as chat:
+        with pytest.raises(aistream.APIStatusError, match="the model broke") as caught:
+            await guard(chat.send("fatal"))
+    assert caught.value.code == "internal_error" and caught.value.retryable is False
+    assert len(backend.requests) == 1  # "internal_error" alone would have been retried
 
 
 # --- the openai SDK against /v1/chat/completions ----------------------------------------------

@@ -383,3 +383,19 @@ def test_openai_build_request_puts_system_first_and_asks_for_usage() -> None:
         "stream_options": {"include_usage": True},
     }
     assert spec.headers["Accept"] == "text/event-stream"
+
+
+@pytest.mark.parametrize(
+    ("error", "retryable"),
+    [
+        ({"message": "m", "code": "internal_error"}, True),  # by its code
+        ({"message": "m", "code": "internal_error", "retryable": False}, False),  # aistream's flag
+        ({"message": "m", "code": "invalid_request", "retryable": True}, True),
+        ({"message": "m", "code": "internal_error", "retryable": "no"}, True),  # not a bool
+    ],
+)
+def test_openai_in_stream_error_takes_a_retryable_flag_when_there_is_one(
+    error: dict[str, object], retryable: bool
+) -> None:
+    events = OpenAIDialect().parse(SSEEvent(json.dumps({"error": error})))
+    assert [(type(e), getattr(e, "retryable", None)) for e in events] == [(ServerError, retryable)]

@@ -10,7 +10,7 @@ Reads:
 - ``finish_reason``; usage wherever a chunk carries it (normally the last chunk, with empty
   ``choices``);
 - ``{"error": ...}`` inside the stream (retryable when its code or type names a transient
-  failure); ``[DONE]``.
+  failure, or as its ``retryable`` says: an aistream server's extension); ``[DONE]``.
 
 Not expressible, hence `Skipped` (logged, never silently dropped): choices other than index 0
 (``n > 1``) and unknown non-empty delta fields (legacy ``function_call``, ``audio``, …), each
@@ -110,9 +110,12 @@ class OpenAIDialect:
             fast = _plain_text(obj, choices)
             if fast is not None:
                 return [TextDelta(fast)] if fast else NOTHING
-        if obj.get("error"):
-            message, code = error_message(obj["error"])
-            return [ServerError(message, code, is_transient(code), obj)]
+        error = obj.get("error")
+        if error:
+            message, code = error_message(error)
+            flag = error.get("retryable") if isinstance(error, Mapping) else None
+            retryable = flag if isinstance(flag, bool) else is_transient(code)
+            return [ServerError(message, code, retryable, obj)]
         if choices and type(choices) is list:
             return self._parse_full(obj, choices, data)
         usage = obj.get("usage")

@@ -335,9 +335,10 @@ class OpenAIEncoder:
     - the end: a chunk with an empty delta and ``finish_reason`` (the backend's, else
       ``tool_calls`` when tools were called, else ``stop``), then, when `include_usage`, the
       usage chunk (``choices: []``) if any usage was reported, then ``data: [DONE]``;
-    - an error: ``data: {"error": {"message", "type", "code"}}`` and nothing after it (the
-      usage chunk before it when there is one), as OpenAI-compatible servers do; ``type`` is
-      ``server_error`` for a transient failure, so OpenAI-aware clients retry it.
+    - an error: ``data: {"error": {"message", "type", "code", "retryable"}}`` and nothing
+      after it (the usage chunk before it when there is one), as OpenAI-compatible servers do;
+      ``type`` is ``server_error`` for a transient failure, so OpenAI-aware clients retry it;
+      ``retryable`` is our extension (others ignore it), which aistream's client obeys.
 
     Not expressible: `Metadata` (logged once per stream). Chunks carry no ids: no resume.
     Every chunk has the same ``id`` (``chatcmpl-<stream-id>``), ``created`` and ``model``.
@@ -442,7 +443,8 @@ class OpenAIEncoder:
             "server_error" if retryable else "invalid_request_error"
         )
         self.seq += 1
-        error = {"error": {"message": message, "type": kind, "code": code}}
+        # `retryable` is ours, not OpenAI's: other clients ignore it; aistream's reads it.
+        error = {"error": {"message": message, "type": kind, "code": code, "retryable": retryable}}
         return f"{self._usage_chunk()}data: {_dumps(error)}\n\n".encode()
 
     def encode(self, event: ServerEvent) -> bytes | None:
