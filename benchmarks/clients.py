@@ -305,6 +305,9 @@ AISTREAM = Variant(
     note="" if HAS_ORJSON else "json",
 )
 AISTREAM_NATIVE = Variant("AIStream e2e (native)", _aistream("native"), fmt="native")
+AISTREAM_ANTHROPIC = Variant(
+    "AIStream e2e (anthropic)", _aistream("anthropic"), fmt="anthropic", note="its format"
+)
 AISTREAM_JSON = Variant(  # the same without the optional accelerator
     "AIStream e2e (openai, json)",
     _aistream("openai", "json"),

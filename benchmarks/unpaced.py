@@ -29,7 +29,7 @@ class Samples:
 
 
 def variants(full: bool) -> list[c.Variant]:
-    others = [c.LINES, c.ANTHROPIC, c.AISTREAM_NATIVE] if full else []
+    others = [c.LINES, c.ANTHROPIC, c.AISTREAM_ANTHROPIC, c.AISTREAM_NATIVE] if full else []
     chosen = [
         c.CEILING,
         c.HTTPX_SSE,

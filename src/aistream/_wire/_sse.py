@@ -128,6 +128,19 @@ class SSEDecoder:
                 continue
             if line[:6] == b"data: ":  # the common case
                 parts.append(line[6:])
+            elif line[:7] == b"event: ":  # the next two: _field's work, minus a call and a split
+                if size + len(line) > limit:
+                    self._fail()
+                self._event = line[7:].decode("utf-8", "replace")
+                self._fields = True
+                continue
+            elif line[:4] == b"id: ":
+                if size + len(line) > limit:
+                    self._fail()
+                if 0 not in line:  # an id with NUL is ignored
+                    self._id = line[4:].decode("utf-8", "replace")
+                self._fields = True
+                continue
             else:
                 if size + len(line) > limit:
                     self._fail()
