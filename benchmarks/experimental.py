@@ -20,7 +20,7 @@ from aistream._wire import _dialect
 def stdlib_json() -> Iterator[None]:
     """Parse with ``json.loads`` for the span of the block, then restore the accelerator."""
     saved = _dialect._loads, _dialect._loads_bytes
-    _dialect.use_json_loads(json.loads, _dialect._utf8_json)
+    _dialect.use_json_loads(json.loads, _dialect._utf8_json_whole_chars)
     try:
         yield
     finally:

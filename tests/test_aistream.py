@@ -557,6 +557,38 @@ async def test_stop_during_backoff_ends_without_another_attempt(serve: Any) -> N
     await chat.aclose()
 
 
+async def test_stop_before_the_first_attempt_starts_returns_a_stopped_reply(serve: Any) -> None:
+    server = await serve(stream_handler(native_events(TOKENS)))
+    chat = AIStream(server.url + "/api/chat")
+    task = asyncio.create_task(chat.send("hi"))
+    await asyncio.sleep(0)  # send() has made its attempts task; that task has not run yet
+    assert chat.is_streaming
+    chat.stop()
+    reply = await asyncio.wait_for(task, 5)  # a reply, not the stop's CancelledError
+    assert reply.finish_reason == "stopped" and reply.content == ""
+    assert not server.requests
+    await chat.aclose()
+
+
+async def test_a_caller_cancelled_right_after_a_stop_still_sees_its_cancel(serve: Any) -> None:
+    release = asyncio.Event()
+    server = await serve(stream_handler(native_events(TOKENS), hold_after=2, release=release))
+    chat = AIStream(server.url + "/api/chat")
+    tasks: list[asyncio.Task[Message]] = []
+
+    def on_token(token: str) -> None:
+        chat.stop()  # the attempts task now has a cancel pending...
+        tasks[0].cancel()  # ...and the caller is cancelled in the same step (a timeout, say)
+
+    chat.on("token", on_token)
+    tasks.append(asyncio.create_task(chat.send("hi")))
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(tasks[0], 5)
+    release.set()
+    assert chat.messages[-1].finish_reason == "stopped" and chat.messages[-1].content == "Hello"
+    await chat.aclose()
+
+
 async def test_cancelling_the_caller_propagates_and_keeps_partial(serve: Any) -> None:
     release = asyncio.Event()
     server = await serve(stream_handler(native_events(TOKENS), hold_after=3, release=release))

@@ -52,12 +52,13 @@ class SafeEmitter(AsyncIOEventEmitter):
         future.add_done_callback(self._listener_done)
 
     def _call_handlers(self, event: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-        # pyee's, minus its lock: snapshotting a dict's values is atomic under the GIL, and
-        # the lock would cost more than the emit of an event nobody listens to.
-        handlers = self._events.get(event)
-        if not handlers:
+        # pyee's, without building an empty OrderedDict for an event nobody listens to.
+        with self._lock:
+            handlers = self._events.get(event)
+            funcs = list(handlers.values()) if handlers else None
+        if not funcs:
             return False
-        for f in list(handlers.values()):
+        for f in funcs:
             self._emit_run(f, args, kwargs)
         return True
 

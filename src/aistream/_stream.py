@@ -39,6 +39,7 @@ from ._wire._events import (
     UsageReport,
 )
 from ._wire._registry import dialect_factory
+from ._wire._text import SurrogateJoiner, has_surrogate
 from .errors import (
     AIStreamError,
     APIStatusError,
@@ -97,10 +98,12 @@ class _Turn:
         "prompt_estimate",
         "queue",
         "reasoning",
+        "reasoning_joiner",
         "retries",
         "stop_requested",
         "stream_id",
         "task",
+        "text_joiner",
         "tool_calls",
         "usage",
     )
@@ -123,6 +126,8 @@ class _Turn:
         """Forget the partial reply: the next attempt streams it from the beginning."""
         self.parts: list[str] = []
         self.reasoning: list[str] = []
+        self.text_joiner = SurrogateJoiner()  # characters split into UTF-16 halves, rejoined
+        self.reasoning_joiner = SurrogateJoiner()
         self.tool_calls: list[ToolCall] = []
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
@@ -426,7 +431,9 @@ class AIStream(SafeEmitter):
         turn.task = task
         try:
             try:
-                await task  # stop() cancels `task`, which then returns normally
+                # Not `await task`: that would hand our caller's cancel to the task, where a
+                # stop() could absorb it; and stop() may cancel the task before its first step.
+                await asyncio.wait((task,))
             except asyncio.CancelledError:  # our caller was cancelled: stop the turn, propagate
                 turn.stop_requested = True
                 self._stop_now(turn)  # also tells the server to cancel the generation
@@ -434,15 +441,17 @@ class AIStream(SafeEmitter):
                 self._settle(turn, "stopped")
                 await self._finish_cancel_request(turn)
                 raise
-            except AIStreamError as error:
+            error = None if task.cancelled() else task.exception()
+            if error is None:
+                reason = "stopped" if turn.stop_requested else (turn.finish_reason or "stop")
+                reply = self._settle(turn, reason)
+                await self._finish_cancel_request(turn)
+                await self.drain()
+                return reply
+            if isinstance(error, AIStreamError):
                 self._report(error)
                 await self.drain()
-                raise
-            reason = "stopped" if turn.stop_requested else (turn.finish_reason or "stop")
-            reply = self._settle(turn, reason)
-            await self._finish_cancel_request(turn)
-            await self.drain()
-            return reply
+            raise error
         finally:
             self._turn = None
             if turn.queue is not None:
@@ -506,14 +515,21 @@ class AIStream(SafeEmitter):
         """The per-frame handler and the per-token one (the hot path of every token)."""
         queue = turn.queue
 
-        listeners = self._events  # pyee's {event: {key: listener}}; read, never written here
         emit_one = self.emit_to
 
-        def on_text(text: str) -> None:
+        def on_text(text: str) -> None:  # fast-path text: never holds a surrogate
             if turn.stop_requested:
                 return  # stop() was called by a listener of an earlier event in this chunk
+            if turn.text_joiner.pending:  # half a character came before: U+FFFD, then this
+                text = turn.text_joiner.feed(text)
+            deliver(text)
+
+        def deliver(text: str) -> None:
             turn.parts.append(text)
-            handlers = listeners.get(EVENT_TOKEN)
+            # pyee's {event: {key: listener}}, read (never written) per token: a listener may
+            # call remove_all_listeners(), which replaces the dict. Without pyee's lock: under
+            # the GIL the snapshot below is atomic (a free-threaded build would need the lock).
+            handlers = self._events.get(EVENT_TOKEN)
             if handlers:  # pyee's emit, minus its lock and kwargs: ~2 µs a token
                 emit_one(list(handlers.values()), text)
             if queue is not None:
@@ -529,7 +545,12 @@ class AIStream(SafeEmitter):
                         if index < turn.next_index:
                             continue  # already delivered before a reconnect
                         turn.next_index = index + 1
-                    on_text(event.text)
+                    text = event.text
+                    if turn.text_joiner.pending or has_surrogate(text):
+                        text = turn.text_joiner.feed(text)
+                        if not text:
+                            continue  # half a character: it waits for the other half
+                    deliver(text)
                 else:
                     self._other_event(turn, event)
 
@@ -554,8 +575,12 @@ class AIStream(SafeEmitter):
                 )
             turn.stream_id = event.stream_id
         elif isinstance(event, ReasoningDelta):
-            turn.reasoning.append(event.text)
-            self.emit(EVENT_REASONING, event.text)
+            text = event.text
+            if turn.reasoning_joiner.pending or has_surrogate(text):
+                text = turn.reasoning_joiner.feed(text)
+            if text:
+                turn.reasoning.append(text)
+                self.emit(EVENT_REASONING, text)
         elif isinstance(event, ToolCallDone):
             call = ToolCall(id=event.id, name=event.name, arguments=event.arguments)
             turn.tool_calls.append(call)
@@ -595,7 +620,8 @@ class AIStream(SafeEmitter):
 
         A reply stopped before any content is returned but not added to history.
         """
-        content = "".join(turn.parts)
+        # Half a character still held at the end has no partner: U+FFFD (no token event).
+        content = "".join(turn.parts) + turn.text_joiner.flush()
         empty = not (content or turn.tool_calls or turn.reasoning)
         if not turn.discard and not (empty and reason == "stopped") and turn.usage is None:
             turn.usage = Usage(
@@ -609,7 +635,7 @@ class AIStream(SafeEmitter):
             content=content,
             finish_reason=reason,
             usage=turn.usage,
-            reasoning="".join(turn.reasoning) or None,
+            reasoning="".join(turn.reasoning) + turn.reasoning_joiner.flush() or None,
             tool_calls=turn.tool_calls,
         )
         if turn.discard:

@@ -2,10 +2,11 @@
 
 The only client-side module that imports httpx. One call of `Transport.run` is one attempt:
 it sends the request (with ``Last-Event-ID`` when resuming), checks status and content type,
-feeds `aiter_bytes()` chunks through the sans-I/O decoder and dialect, hands each frame's
-events to a synchronous sink, records the id of the last event delivered, and enforces the two
-timers: `timeout` (silence on the connection, via httpx) and `stall_timeout` (no content event;
-heartbeats do not count). It always closes the response.
+feeds the body's chunks through the sans-I/O decoder and dialect (a chunk that is one plain
+text event through their fast path), hands each frame's events to a synchronous sink, records
+the id of the last event delivered, and enforces the two timers: `timeout` (silence on the
+connection, via httpx) and `stall_timeout` (no content event; heartbeats do not count). It
+always closes the response.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import asyncio
 import functools
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -78,10 +78,11 @@ class AttemptState:
 
 
 class _StallWatchdog:
-    """Cancels `task` when no content arrived for `limit` seconds; `touch()` is O(1).
+    """Cancels `task` when no content arrived for `limit` seconds.
 
-    One loop timer, re-armed lazily from the time of the last touch, so the per-event cost is
-    storing ``time.monotonic()`` (C, no Python frame) rather than a timer reschedule.
+    One loop timer, re-armed lazily from the time of the last content event, so the per-event
+    cost is storing the loop's time in `last` rather than a timer reschedule. The loop's clock,
+    not time.monotonic: a test loop with virtual time must see the same timeout.
     """
 
     __slots__ = ("_handle", "_limit", "_loop", "_task", "fired", "last")
@@ -89,19 +90,27 @@ class _StallWatchdog:
     def __init__(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], limit: float):
         self._loop, self._task, self._limit = loop, task, limit
         self.fired = False
-        self.last = time.monotonic()
-        self._handle = loop.call_later(limit, self._check)
+        self.last = loop.time()
+        self._handle = loop.call_at(self.last + limit, self._check)
 
     def _check(self) -> None:
-        left = self.last + self._limit - time.monotonic()
-        if left > 0:
-            self._handle = self._loop.call_later(left, self._check)
+        due = self.last + self._limit
+        if self._loop.time() < due:
+            self._handle = self._loop.call_at(due, self._check)
             return
         self.fired = True
         self._task.cancel("aistream stall_timeout")
 
     def close(self) -> None:
         self._handle.cancel()
+
+
+def _names_a_request(exc: httpx.HTTPError) -> bool:
+    try:
+        exc.request  # noqa: B018  (a property that raises RuntimeError when unset)
+    except RuntimeError:
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=256)
@@ -166,7 +175,11 @@ class Transport:
         stall_timeout: float | None,
         max_event_bytes: int,
     ) -> None:
-        self.headers = dict(headers)
+        self.headers: dict[str, str] = {}
+        for name, value in headers.items():  # names differing only in case: the last one wins
+            for same in [k for k in self.headers if k.lower() == name.lower()]:
+                del self.headers[same]
+            self.headers[name] = value
         self._overrides = {k.lower() for k in self.headers}
         self._secrets = [v for k, v in headers.items() if k.lower() in SENSITIVE_HEADERS]
         self._secrets += [part for value in self._secrets for part in value.split()[1:]]
@@ -223,7 +236,12 @@ class Transport:
                     task = asyncio.current_task()
                     assert task is not None
                     watchdog = _StallWatchdog(asyncio.get_running_loop(), task, self.stall_timeout)
-                await self._consume(response, dialect, sink, on_text, state, watchdog)
+                try:
+                    await self._consume(response, dialect, sink, on_text, state, watchdog)
+                except httpx.TransportError as exc:
+                    if not _names_a_request(exc):  # as aiter_raw() would have done
+                        exc.request = response.request
+                    raise
         except asyncio.CancelledError:
             if watchdog is not None and watchdog.fired:
                 task = asyncio.current_task()
@@ -274,6 +292,8 @@ class Transport:
         headers = {k: v for k, v in spec.headers.items() if k.lower() not in overrides}
         headers.update(self.headers)
         if last_event_id:
+            for name in [k for k in headers if k.lower() == "last-event-id"]:
+                del headers[name]  # a caller's own, in any case: the resume point wins
             headers["Last-Event-ID"] = last_event_id
         return headers
 
@@ -299,7 +319,7 @@ class Transport:
             on_text = _text_to(sink)
         parse = dialect.parse
         text_of = dialect.text_of
-        now = time.monotonic
+        now = asyncio.get_running_loop().time
         track_ids = dialect.resumable
         chunks = _body_chunks(response)
         async for chunk in chunks:

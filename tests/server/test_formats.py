@@ -66,6 +66,7 @@ class RichBackend:
     - ``error``: text, usage, then a transient in-stream error;
     - ``overloaded``: a transient in-stream error before anything else;
     - ``fatal``: an error that must not be retried, though its code sounds transient;
+    - ``split``: text and reasoning whose emoji arrive as two lone UTF-16 halves;
     - ``boom``: text, then the backend raises;
     - ``metadata``: a Metadata event between two texts, an unknown finish reason.
     """
@@ -110,6 +111,13 @@ SCENARIOS: dict[str, list[Any]] = {
     ],
     "overloaded": [ServerError("try again later", "upstream_unavailable", True)],
     "fatal": [ServerError("the model broke", "internal_error", False)],
+    "split": [  # an upstream that cut an emoji into its UTF-16 halves
+        TextDelta("ok \ud83d"),
+        TextDelta("\ude00!"),
+        ReasoningDelta("\ud83e"),
+        ReasoningDelta("\udd14"),
+        FinishReason("stop"),
+    ],
     "boom": [TextDelta("Before"), RuntimeError("backend bug")],
     "metadata": [
         TextDelta("A"),
@@ -519,6 +527,24 @@ async def test_aistream_reads_the_reply_in_native_and_openai_formats(
     request = backend.requests[-1]
     system = request.system_prompt or request.messages[0].content  # openai: a system message
     assert system == "Be brief" and request.messages[-1].content == "rich"
+
+
+@pytest.mark.parametrize(
+    ("path", "protocol"), [("/api/chat", "native"), ("/v1/chat/completions", "openai")]
+)
+async def test_a_character_split_into_halves_arrives_whole(
+    rich: tuple[str, RichBackend], path: str, protocol: str
+) -> None:
+    url, _ = rich
+    raw = await post(url, f"{path}?format={protocol}", chat_body("split"))
+    raw.content.decode("utf-8")  # the frames are valid UTF-8: the halves went out as escapes
+    async with aistream.AIStream(url + path, protocol=protocol, timeout=GUARD) as chat:  # type: ignore[arg-type]
+        tokens: list[str] = []
+        chat.on("token", tokens.append)
+        reply = await guard(chat.send("split"))
+        assert reply.content == "ok \U0001f600!" and "".join(tokens) == reply.content
+        assert reply.reasoning == "\U0001f914"
+        await guard(chat.send("text"))  # the history, emoji included, goes back as UTF-8 JSON
 
 
 async def test_aistream_openai_protocol_sees_a_transient_error_as_retryable(

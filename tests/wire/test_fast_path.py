@@ -25,6 +25,8 @@ from aistream._wire._dialect import ChatMessage, ChatRequest
 from aistream._wire._events import SSEEvent, StreamEvent, TextDelta, WireError
 from aistream._wire._openai import OpenAIDialect
 from aistream._wire._sse import SSEDecoder
+from tests.conftest import stream_handler
+from tests.loopback import openai_events
 
 from .replay import EVENT, chunked, replay_through
 from .test_properties import (
@@ -48,7 +50,7 @@ def json_backend(name: str) -> Iterator[None]:
 
         _dialect.use_json_loads(orjson.loads, orjson.loads)
     else:
-        _dialect.use_json_loads(json.loads, _dialect._utf8_json)
+        _dialect.use_json_loads(json.loads, _dialect._utf8_json_whole_chars)
     try:
         yield
     finally:
@@ -307,3 +309,24 @@ def test_the_stdlib_bytes_parser_agrees_with_json_loads(
             _dialect._utf8_json(text.encode())
         return
     assert _dialect._utf8_json(text.encode()) == expected
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_an_emoji_split_into_utf16_halves_arrives_whole_on_either_path(
+    serve: Any, backend: str
+) -> None:
+    """json.dumps escapes each half on its own (``"\\ud83d"``): a lone surrogate per chunk."""
+    from aistream import AIStream
+
+    tokens = ["ok ", "\ud83d", "\ude00", " and ", "\ud83e\udd14", "\udc00", "!"]
+    server = await serve(stream_handler(openai_events(tokens)))
+    with json_backend(backend):
+        async with AIStream(server.url + "/v1/chat/completions", protocol="openai") as chat:
+            seen: list[str] = []
+            chat.on("token", seen.append)
+            reply = await asyncio.wait_for(chat.send("hi"), 10)
+            assert reply.content == "ok \U0001f600 and \U0001f914\ufffd!"
+            assert "".join(seen) == reply.content  # every token event is well-formed text
+            await asyncio.wait_for(chat.send("again"), 10)  # the history goes back as UTF-8
+    sent = server.requests[1].json()["messages"]
+    assert sent[1]["content"] == "ok \U0001f600 and \U0001f914\ufffd!"

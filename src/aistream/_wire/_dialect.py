@@ -103,7 +103,11 @@ def detect_protocol(endpoint: str) -> Literal["native", "openai", "anthropic", "
 
 def json_body(payload: Mapping[str, Any]) -> bytes:
     """Serialise a request body compactly as UTF-8 JSON."""
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate (say in a caller's message): escape it
+        return json.dumps(payload, separators=(",", ":")).encode()
 
 
 #: The C scanner inside json.loads, called directly: json.loads adds ~1 µs of Python per call
@@ -124,8 +128,16 @@ def _utf8_json(data: bytes) -> Any:
     return value if end == len(text) else json.loads(text)
 
 
+def _utf8_json_whole_chars(data: bytes) -> Any:
+    """`_utf8_json`, refusing surrogate escapes (backslash, ``ud``): a fast path's text never
+    holds half a character (orjson refuses lone surrogates itself); the full path joins them."""
+    if b"\\ud" in data or b"\\uD" in data:
+        raise ValueError("a UTF-16 surrogate escape")
+    return _utf8_json(data)
+
+
 _loads: Callable[[str], Any] = json.loads
-_loads_bytes: Callable[[bytes], Any] = _utf8_json
+_loads_bytes: Callable[[bytes], Any] = _utf8_json_whole_chars
 
 
 def use_json_loads(loads: Callable[[str], Any], loads_bytes: Callable[[bytes], Any]) -> None:
@@ -133,7 +145,7 @@ def use_json_loads(loads: Callable[[str], Any], loads_bytes: Callable[[bytes], A
     orjson.loads for both when it is installed.
 
     Both must raise ValueError for text that is not JSON (or bytes that are not UTF-8), as
-    json.loads does.
+    json.loads does; `loads_bytes` also for a lone surrogate (orjson does).
     """
     global _loads, _loads_bytes
     _loads, _loads_bytes = loads, loads_bytes

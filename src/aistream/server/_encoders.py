@@ -39,6 +39,7 @@ from .._wire._events import (
     UsageReport,
 )
 from .._wire._sse import encode_sse
+from .._wire._text import has_surrogate
 
 __all__ = [
     "FORMATS",
@@ -59,8 +60,25 @@ ServerEvent = StreamEvent | str
 Format = Literal["native", "openai", "vercel"]
 FORMATS: Final[tuple[Format, ...]] = ("native", "openai", "vercel")
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_json_string: Callable[[str], str] = json.encoder.encode_basestring
+_dumps_utf8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_dumps_ascii = json.JSONEncoder(separators=(",", ":")).encode
+_string_utf8: Callable[[str], str] = json.encoder.encode_basestring
+_string_ascii: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
+
+def _dumps(value: Any) -> str:
+    """Compact JSON. A lone surrogate (half a character an upstream split in two) is written as
+    a JSON escape, so the frame stays valid UTF-8 and the client can rejoin the halves."""
+    out = _dumps_utf8(value)
+    return out if out.isascii() or not has_surrogate(out) else _dumps_ascii(value)
+
+
+def _json_string(text: str) -> str:
+    """A JSON string literal, lone surrogates escaped as in `_dumps`."""
+    out = _string_utf8(text)
+    return out if out.isascii() or not has_surrogate(out) else _string_ascii(text)
+
+
 _SSE_DONE: Final = "data: [DONE]\n\n"
 _EVENTS: Final = (
     "yield a str (a token) or an aistream event (TextDelta, UsageReport, FinishReason, "
