@@ -131,7 +131,7 @@ def _utf8_json(data: bytes) -> Any:
 def _utf8_json_whole_chars(data: bytes) -> Any:
     """`_utf8_json`, refusing surrogate escapes (backslash, ``ud``): a fast path's text never
     holds half a character (orjson refuses lone surrogates itself); the full path joins them."""
-    if b"\\ud" in data or b"\\uD" in data:
+    if 92 in data and (b"\\ud" in data or b"\\uD" in data):  # 92: a backslash (memchr)
         raise ValueError("a UTF-16 surrogate escape")
     return _utf8_json(data)
 
