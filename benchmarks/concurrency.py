@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aistream._stream import _ssl_context  # the TLS context AIStream's own pools share
+from aistream._pool import ssl_context as _ssl_context  # the one AIStream's pools share
 
 from . import clients as c
 from ._server import ROOT, LoopbackServer, pin_client, proc_cpu_seconds, raise_fd_limit

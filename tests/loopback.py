@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,12 +61,13 @@ class Reply:
             self.writer.write(data)
         await self.writer.drain()
 
-    async def end(self) -> None:
-        """Finish the body cleanly."""
+    async def end(self, *, keep_alive: bool = False) -> None:
+        """Finish the body cleanly; close the connection unless `keep_alive`."""
         if self.chunked:
             self.writer.write(b"0\r\n\r\n")
         await self.writer.drain()
-        self.close()
+        if not keep_alive:
+            self.close()
 
     async def body(
         self,
@@ -100,18 +102,20 @@ Handler = Callable[[Request, Reply], Awaitable[None]]
 class LoopbackServer:
     """Serves `handler` on 127.0.0.1; records every request in `requests`."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
         self.handler = handler
+        self.tls = tls  # serve HTTPS with this server context (a certificate for 127.0.0.1)
         self.requests: list[Request] = []
+        self.connections = 0  # accepted so far
         self.request_arrived = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.url = ""
 
     async def __aenter__(self) -> LoopbackServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{port}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -128,6 +132,7 @@ class LoopbackServer:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self.connections += 1
         try:
             while True:
                 request = await _read_request(reader)

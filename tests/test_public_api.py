@@ -115,9 +115,9 @@ def test_client_modules_never_import_server_or_cli() -> None:
             assert not (level == 1 and top in ("server", "_cli")), f"{path.name}: {module}"
 
 
-def test_only_transport_and_stream_import_httpx() -> None:
-    allowed = {"_transport.py", "_stream.py"}
+def test_only_transport_stream_and_pool_import_httpx() -> None:
+    allowed = {"_transport.py", "_stream.py", "_pool.py"}
     for path in SRC.glob("*.py"):
         modules = {m.split(".")[0] for level, m in _imports(path) if level == 0}
-        if "httpx" in modules:
+        if "httpx" in modules or "httpcore" in modules:
             assert path.name in allowed, path.name

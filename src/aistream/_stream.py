@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import logging
 import math
 import random
-import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -69,13 +68,7 @@ _IN_SYNC: contextvars.ContextVar[bool] = contextvars.ContextVar("aistream_in_syn
 _DELETE_TIMEOUT = 2.0
 _DEFAULT_RETRY = RetryConfig()  # models are frozen: one instance serves every AIStream
 _NO_USAGE = Usage()
-
-
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    """One TLS context for every AIStream's own pool: building one (loading the CA bundle)
-    costs ~50 ms and ~870 KB, which 1,000 conversations would otherwise pay 1,000 times."""
-    return httpx.create_ssl_context()
+_NO_OPTIONS: Mapping[str, Any] = MappingProxyType({})
 
 
 def _estimate_tokens(chars: int) -> int:
@@ -148,7 +141,9 @@ class AIStream(SafeEmitter):
         stall_timeout: Longest wait between content events, seconds; heartbeats do not count
             (None: disabled).
         on_token, on_usage, on_error: Shortcuts for ``on("token", ...)`` etc.
-        client: An httpx.AsyncClient to share a connection pool (borrowed, never closed).
+        client: An httpx.AsyncClient to use (borrowed, never closed). Without one, every
+            AIStream in the event loop shares one pool that aistream makes and closes when
+            the last of them is closed.
         options: Extra fields merged into every request body (e.g. ``{"temperature": 0}``).
         max_event_bytes: Largest single stream event accepted (default 1 MiB).
         sleep: Awaitable sleep used for backoff waits (injected in tests).
@@ -197,7 +192,7 @@ class AIStream(SafeEmitter):
         self._protocol = self._dialect_factory.name  # type: ignore[attr-defined]
         self._model = model
         self._system_prompt = system_prompt
-        self._options = dict(options or {})
+        self._options = dict(options) if options else _NO_OPTIONS
         self._retry = retry if retry is not None else _DEFAULT_RETRY
         self._transport = Transport(
             headers=headers or {},
@@ -370,7 +365,8 @@ class AIStream(SafeEmitter):
         self.emit(EVENT_RESET)
 
     async def aclose(self) -> None:
-        """Stop any turn and close the connection pool this AIStream made (not a borrowed one)."""
+        """Stop any turn and let go of the loop's shared pool (the last AIStream to let go
+        closes it); a borrowed client= stays open."""
         self.stop()
         await self._close_owned()
 
@@ -433,7 +429,7 @@ class AIStream(SafeEmitter):
             try:
                 # Not `await task`: that would hand our caller's cancel to the task, where a
                 # stop() could absorb it; and stop() may cancel the task before its first step.
-                await asyncio.wait((task,))
+                await _finished(task)
             except asyncio.CancelledError:  # our caller was cancelled: stop the turn, propagate
                 turn.stop_requested = True
                 self._stop_now(turn)  # also tells the server to cancel the generation
@@ -673,16 +669,42 @@ class AIStream(SafeEmitter):
             return self._user_client
         loop = asyncio.get_running_loop()
         if self._owned_client is None or self._owned_loop is not loop:
-            self._owned_client = httpx.AsyncClient(
-                timeout=self._transport.timeout, follow_redirects=False, verify=_ssl_context()
-            )
+            from ._pool import acquire_client, drop_client  # here: httpcore loads anyio
+
+            if self._owned_client is not None and self._owned_loop is not None:
+                drop_client(self._owned_loop, self._owned_client)  # another loop's: let it go
+            self._owned_client = acquire_client()  # the loop's pool, shared by conversations
             self._owned_loop = loop
         return self._owned_client
 
     async def _close_owned(self) -> None:
-        client, self._owned_client, self._owned_loop = self._owned_client, None, None
-        if client is not None:
-            await client.aclose()
+        client, loop = self._owned_client, self._owned_loop
+        self._owned_client = self._owned_loop = None
+        if client is not None and loop is not None:
+            from ._pool import release_client
+
+            await release_client(loop, client)
+
+
+async def _finished(task: asyncio.Task[None]) -> None:
+    """Wait until `task` is done, whatever its outcome; cancelling the waiter leaves `task` be.
+
+    `asyncio.wait((task,))` with one future and one callback instead of its sets and closure:
+    ~1 KB less held by every streaming turn, and a few µs less per turn.
+    """
+    if task.done():
+        return
+    waiter = asyncio.get_running_loop().create_future()
+
+    def wake(_: object) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    task.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        task.remove_done_callback(wake)
 
 
 def _copy(message: Message) -> Message:

@@ -105,6 +105,11 @@ class _StallWatchdog:
         self._handle.cancel()
 
 
+@functools.lru_cache(maxsize=64)
+def _timeout(seconds: float | None) -> httpx.Timeout:
+    return httpx.Timeout(seconds)  # immutable in practice: httpx only reads it
+
+
 def _names_a_request(exc: httpx.HTTPError) -> bool:
     try:
         exc.request  # noqa: B018  (a property that raises RuntimeError when unset)
@@ -180,11 +185,12 @@ class Transport:
             for same in [k for k in self.headers if k.lower() == name.lower()]:
                 del self.headers[same]
             self.headers[name] = value
-        self._overrides = {k.lower() for k in self.headers}
-        self._secrets = [v for k, v in headers.items() if k.lower() in SENSITIVE_HEADERS]
-        self._secrets += [part for value in self._secrets for part in value.split()[1:]]
+        # frozenset() and () are shared singletons when empty: nothing held per conversation
+        self._overrides = frozenset(k.lower() for k in self.headers)
+        secrets = [v for k, v in headers.items() if k.lower() in SENSITIVE_HEADERS]
+        self._secrets = (*secrets, *(part for value in secrets for part in value.split()[1:]))
         self.timeout = timeout
-        self._httpx_timeout = httpx.Timeout(timeout)
+        self._httpx_timeout = _timeout(timeout)
         self.stall_timeout = stall_timeout
         self.max_event_bytes = max_event_bytes
 

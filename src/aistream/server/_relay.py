@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from .._pool import new_client
 from .._transport import AttemptState, Transport
 from .._wire._anthropic import AnthropicDialect
 from .._wire._dialect import ChatRequest, Dialect, error_message
@@ -196,9 +197,7 @@ class UpstreamRelay:
         """The pool, made in the running loop on first use (never shared across loops)."""
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
-            self._client = httpx.AsyncClient(
-                timeout=self._transport.timeout, follow_redirects=False
-            )
+            self._client = new_client(self._transport.timeout)
             self._client_loop = loop
         return self._client
 

@@ -1,0 +1,360 @@
+"""The connection pools aistream makes for itself: httpx over an httpcore backend on plain asyncio.
+
+httpx reaches sockets through httpcore's anyio backend, which wraps every read in an exception
+map, a cancel scope with its own timer and anyio's stream checks. At 200 tokens per second each
+token is one read, and that wrapping was a third of the client's CPU per token (207 -> 136 µs,
+`benchmarks/README.md`). `AsyncioBackend` keeps one asyncio Protocol per connection and arms a
+timer only when a read has to wait; httpx still does everything above the socket (HTTP/1.1,
+pooling, TLS settings, redirects, errors).
+
+Only pools aistream owns use it: the one per event loop that every `AIStream` without
+``client=`` shares (`acquire_client`), and the server's relay; a client passed in is the
+caller's. With a proxy configured in the environment, httpx's own
+transport is used, since httpx builds proxy routes only when it makes its transports itself.
+"""
+
+# ruff: noqa: ASYNC109  (the `timeout` parameters are httpcore's network interface)
+from __future__ import annotations
+
+import asyncio
+import functools
+import select
+import socket
+import ssl
+import threading
+import urllib.request
+import weakref
+from collections.abc import Iterable
+from typing import Any, cast
+
+import httpcore
+import httpx
+
+__all__ = [
+    "AsyncioBackend",
+    "acquire_client",
+    "drop_client",
+    "new_client",
+    "release_client",
+    "ssl_context",
+]
+
+_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
+_SHARED_LIMITS = httpx.Limits(
+    max_connections=None, max_keepalive_connections=100, keepalive_expiry=5.0
+)
+_HIGH_WATER = 256 * 1024  # bytes buffered before the socket stops being read
+_LOW_WATER = 64 * 1024
+
+
+@functools.cache
+def ssl_context() -> ssl.SSLContext:
+    """One TLS context for every pool we create: building one (loading the CA bundle) costs
+    ~50 ms and ~870 KB, which 1,000 conversations would otherwise pay 1,000 times."""
+    return httpx.create_ssl_context()
+
+
+class _Shared:
+    __slots__ = ("client", "users")
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.users = 0
+
+
+_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Shared] = weakref.WeakKeyDictionary()
+_shared_lock = threading.Lock()  # send_sync runs loops in worker threads
+
+
+def acquire_client() -> httpx.AsyncClient:
+    """The running loop's shared pool for conversations that brought none; made on first use.
+
+    One pool per loop, not one per conversation: a new conversation with a host reuses a warm
+    connection (no TCP or TLS handshake), and a thousand conversations hold one client, not a
+    thousand. No limit on connections, so no conversation ever waits for another's. Pair each
+    call with `release_client`; the last release closes the pool.
+    """
+    loop = asyncio.get_running_loop()
+    with _shared_lock:
+        entry = _shared.get(loop)
+        if entry is None or entry.client.is_closed:
+            entry = _shared[loop] = _Shared(new_client(None, _SHARED_LIMITS))
+        entry.users += 1
+        return entry.client
+
+
+def drop_client(loop: asyncio.AbstractEventLoop, client: httpx.AsyncClient) -> bool:
+    """One user of `loop`'s pool fewer; True when it was the last (the pool is then forgotten,
+    and it is the caller's to close, from `loop`)."""
+    with _shared_lock:
+        entry = _shared.get(loop)
+        if entry is None or entry.client is not client:
+            return False
+        entry.users -= 1
+        if entry.users > 0:
+            return False
+        del _shared[loop]
+        return True
+
+
+async def release_client(loop: asyncio.AbstractEventLoop, client: httpx.AsyncClient) -> None:
+    """`drop_client`, closing the pool after its last user when called from `loop`."""
+    if drop_client(loop, client) and asyncio.get_running_loop() is loop:
+        await client.aclose()
+
+
+def new_client(timeout: float | None, limits: httpx.Limits = _LIMITS) -> httpx.AsyncClient:
+    """An AsyncClient like ``httpx.AsyncClient(timeout=timeout)``, on `AsyncioBackend`."""
+    proxies = urllib.request.getproxies()
+    if any(scheme != "no" for scheme in proxies):  # HTTP(S)_PROXY and friends: httpx routes them
+        return httpx.AsyncClient(
+            timeout=timeout, follow_redirects=False, verify=ssl_context(), limits=limits
+        )
+    return httpx.AsyncClient(
+        timeout=timeout, follow_redirects=False, transport=AsyncioTransport(ssl_context(), limits)
+    )
+
+
+class AsyncioTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport, its connection pool built on `AsyncioBackend`."""
+
+    def __init__(self, context: ssl.SSLContext, limits: httpx.Limits = _LIMITS) -> None:
+        super().__init__(verify=context, limits=limits)
+        # httpx keeps its httpcore pool in `_pool` (since 0.18); if that ever changes, this
+        # stays httpx's own transport, and tests/test_pool.py says so.
+        if type(getattr(self, "_pool", None)) is httpcore.AsyncConnectionPool:
+            self._pool = httpcore.AsyncConnectionPool(
+                ssl_context=context,
+                max_connections=limits.max_connections,
+                max_keepalive_connections=limits.max_keepalive_connections,
+                keepalive_expiry=limits.keepalive_expiry,
+                network_backend=AsyncioBackend(),
+            )
+
+
+class AsyncioBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network interface on asyncio streams' lower layer (transports, protocols)."""
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        local = (local_address, 0) if local_address else None
+        try:
+            async with asyncio.timeout(timeout):
+                transport, protocol = await loop.create_connection(
+                    _Reader, host, port, local_addr=local
+                )
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(f"connecting to {host}:{port} timed out") from None
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+        sock = transport.get_extra_info("socket")
+        for option in socket_options or ():
+            sock.setsockopt(*option)
+        return _Stream(protocol)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                _, protocol = await loop.create_unix_connection(_Reader, path)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(f"connecting to {path} timed out") from None
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+        return _Stream(protocol)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class _Reader(asyncio.Protocol):
+    """Buffers what the socket delivers; wakes the one reader waiting; stops reading past
+    `_HIGH_WATER` until the reader has taken the buffer below `_LOW_WATER`."""
+
+    __slots__ = (
+        "chunks",
+        "drained",
+        "eof",
+        "error",
+        "paused",
+        "size",
+        "transport",
+        "waiter",
+        "write_paused",
+    )
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.waiter: asyncio.Future[None] | None = None
+        self.eof = False
+        self.error: BaseException | None = None
+        self.paused = False  # we paused reading
+        self.write_paused = False  # the transport's write buffer is full
+        self.drained: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A read-write transport (uvloop's does not subclass asyncio.Transport: no isinstance).
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.size += len(data)
+        if self.size > _HIGH_WATER and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+        _wake(self.waiter)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        _wake(self.waiter)
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.error = exc
+        _wake(self.waiter)
+        _wake(self.drained)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        _wake(self.drained)
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+class _Stream(httpcore.AsyncNetworkStream):
+    """One connection; httpcore reads and writes it from one task at a time."""
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: _Reader) -> None:
+        self._protocol = protocol
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        p = self._protocol
+        if not p.chunks:
+            if not p.eof:  # the common wait: one future, one timer
+                await self._wait(p, "waiter", timeout, httpcore.ReadTimeout)
+            if not p.chunks:
+                if p.error is not None:
+                    raise httpcore.ReadError(str(p.error) or type(p.error).__name__)
+                return b""  # the peer closed the connection
+        chunks = p.chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        if len(data) > max_bytes:
+            chunks.append(data[max_bytes:])
+            data = data[:max_bytes]
+        p.size -= len(data)
+        if p.paused and p.size < _LOW_WATER and p.transport is not None:
+            p.paused = False
+            p.transport.resume_reading()
+        return data
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        p = self._protocol
+        if not buffer:
+            return
+        if p.transport is None or p.transport.is_closing():
+            raise httpcore.WriteError("the connection is closed")
+        p.transport.write(buffer)
+        if p.write_paused:
+            await self._wait(p, "drained", timeout, httpcore.WriteTimeout)
+            if p.error is not None:
+                raise httpcore.WriteError(str(p.error) or type(p.error).__name__)
+
+    @staticmethod
+    async def _wait(
+        p: _Reader, slot: str, seconds: float | None, on_timeout: type[Exception]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        setattr(p, slot, waiter)
+        timer = loop.call_later(seconds, _expire, waiter) if seconds is not None else None
+        try:
+            await waiter
+        except TimeoutError:
+            raise on_timeout(f"nothing happened for {seconds:g} s") from None
+        finally:
+            setattr(p, slot, None)
+            if timer is not None:
+                timer.cancel()
+
+    async def aclose(self) -> None:
+        transport = self._protocol.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+            await asyncio.sleep(0)  # let the loop release the socket now
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        p = self._protocol
+        assert p.transport is not None
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                tls = await loop.start_tls(
+                    p.transport, p, ssl_context, server_hostname=server_hostname
+                )
+        except TimeoutError:
+            await self.aclose()
+            raise httpcore.ConnectTimeout("the TLS handshake timed out") from None
+        except (OSError, ssl.SSLError) as exc:  # certificate errors included
+            await self.aclose()
+            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+        assert tls is not None
+        p.transport = tls
+        return _Stream(p)
+
+    def get_extra_info(self, info: str) -> Any:
+        transport = self._protocol.transport
+        if transport is None:
+            return None
+        if info == "ssl_object":
+            return transport.get_extra_info("ssl_object")
+        if info == "client_addr":
+            return transport.get_extra_info("sockname")
+        if info == "server_addr":
+            return transport.get_extra_info("peername")
+        if info == "socket":
+            return transport.get_extra_info("socket")
+        if info == "is_readable":  # an idle pooled connection the server has closed
+            p = self._protocol
+            return p.eof or bool(p.chunks) or _readable(transport.get_extra_info("socket"))
+        return None
+
+
+def _readable(sock: socket.socket | None) -> bool:
+    if sock is None or sock.fileno() < 0:
+        return True
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)

@@ -1,0 +1,228 @@
+"""The pools aistream makes for itself: httpx on `AsyncioBackend` (src/aistream/_pool.py).
+
+Every end-to-end test of an `AIStream` without ``client=`` already streams through it (drops,
+stalls, resets, resumes, the chaos campaign); these pin what is specific to it: that httpx
+really uses it, TLS, flow control, timeouts, and idle connections the server closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpcore
+import httpx
+import pytest
+import trustme
+
+from aistream import AIStream, ConnectionLostError, RetryConfig
+from aistream._pool import AsyncioBackend, AsyncioTransport, new_client
+from tests.conftest import stream_handler
+from tests.loopback import LoopbackServer, Reply, Request, openai_events
+
+TOKENS = ["Hello", ",", " TLS", " world", "!"]
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+async def tls_server(ca: trustme.CA) -> AsyncIterator[LoopbackServer]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    async with LoopbackServer(stream_handler(openai_events(TOKENS)), tls=context) as server:
+        yield server
+
+
+def trusting(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+def backend_of(client: httpx.AsyncClient) -> Any:
+    return client._transport._pool._network_backend  # type: ignore[attr-defined]
+
+
+async def test_new_client_streams_through_the_asyncio_backend(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # exceptions to proxies are not a proxy
+    async with new_client(5.0) as client:
+        # If httpx stops keeping its pool in `_pool`, this fails: the fast path would be gone.
+        assert isinstance(backend_of(client), AsyncioBackend)
+
+
+async def test_new_client_leaves_an_environment_proxy_to_httpx(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    async with new_client(5.0) as client:
+        assert not isinstance(client._transport, AsyncioTransport)  # type: ignore[attr-defined]
+
+
+async def test_tls_streams_a_reply_and_refuses_an_untrusted_certificate(
+    tls_server: LoopbackServer, ca: trustme.CA
+) -> None:
+    url = tls_server.url + "/v1/chat/completions"
+    async with httpx.AsyncClient(transport=AsyncioTransport(trusting(ca))) as client:
+        chat = AIStream(url, protocol="openai", client=client)
+        reply = await asyncio.wait_for(chat.send("hi"), 10)
+        assert reply.content == "".join(TOKENS)
+        response = await client.post(url, content=b"{}")  # the same connection, reused
+        assert response.status_code == 200 and b"data: [DONE]" in response.content
+    assert len({r.headers.get("host") for r in tls_server.requests}) == 1
+    untrusting = ssl.create_default_context()  # system CAs only: ours is unknown
+    async with httpx.AsyncClient(transport=AsyncioTransport(untrusting)) as client:
+        chat = AIStream(url, protocol="openai", client=client, retry=RetryConfig(max_retries=0))
+        with pytest.raises(ConnectionLostError, match=r"could not connect.*CERTIFICATE_VERIFY"):
+            await asyncio.wait_for(chat.send("hi"), 10)
+
+
+async def test_a_body_larger_than_the_buffer_pauses_the_socket_and_arrives_whole(
+    serve: Any,
+) -> None:
+    blob = bytes(range(256)) * 4096 * 4  # 4 MiB, in 1 MiB writes
+
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.start(headers={"content-type": "application/octet-stream"})
+        for i in range(0, len(blob), 1 << 20):
+            await reply.send(blob[i : i + (1 << 20)])
+        await reply.end()
+
+    server = await serve(handler)
+    paused = []
+    async with new_client(10.0) as client, client.stream("GET", server.url + "/blob") as response:
+        received = bytearray()
+        async for chunk in response.aiter_raw():
+            received += chunk
+            paused.append(response.extensions["network_stream"]._protocol.paused)
+            await asyncio.sleep(0)  # a consumer slower than loopback
+    assert bytes(received) == blob
+    assert any(paused), "the reader never paused the socket"
+
+
+async def test_a_silent_server_times_the_read_out(serve: Any) -> None:
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.start()
+        await asyncio.Event().wait()  # headers, then nothing
+
+    server = await serve(handler)
+    async with new_client(0.2) as client, client.stream("GET", server.url) as response:
+        with pytest.raises(httpx.ReadTimeout):
+            await response.aread()
+
+
+async def test_a_connection_the_server_closed_while_idle_is_replaced(serve: Any) -> None:
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.body(200, {"ok": len(server.requests)})
+        reply.close()  # keep-alive on the wire, but the socket closes after the body
+
+    server = await serve(handler)
+    async with new_client(5.0) as client:
+        for n in range(1, 4):
+            response = await client.get(server.url)
+            assert response.json() == {"ok": n}
+            await asyncio.sleep(0.05)  # bounded: lets the FIN reach the idle connection
+
+
+async def test_connect_errors_are_httpcore_errors_httpx_maps() -> None:
+    backend = AsyncioBackend()
+    with socket_closed() as port, pytest.raises(httpcore.ConnectError):
+        await backend.connect_tcp("127.0.0.1", port, timeout=5)
+
+
+def socket_closed() -> Any:
+    import contextlib
+    import socket
+
+    @contextlib.contextmanager
+    def closed() -> Any:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        yield port
+
+    return closed()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed")
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_uvloop_streams_through_the_backend_too(ca: trustme.CA, tls: bool) -> None:
+    import uvloop
+
+    async def turn() -> str:
+        context = None
+        if tls:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ca.issue_cert("127.0.0.1").configure_cert(context)
+        handler = stream_handler(openai_events(TOKENS))
+        async with LoopbackServer(handler, tls=context) as server:
+            transport = AsyncioTransport(trusting(ca))
+            async with httpx.AsyncClient(transport=transport) as client:
+                chat = AIStream(
+                    server.url + "/v1/chat/completions", protocol="openai", client=client
+                )
+                reply = await asyncio.wait_for(chat.send("hi"), 10)
+                again = await asyncio.wait_for(chat.send("again"), 10)  # a pooled connection
+                assert again.content == reply.content
+                return reply.content
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(turn()) == "".join(TOKENS)
+
+
+async def keep_alive(request: Request, reply: Reply) -> None:
+    await reply.start()
+    for event in openai_events(TOKENS):
+        await reply.send(event)
+    await reply.end(keep_alive=True)
+
+
+async def test_conversations_in_one_loop_share_a_pool_until_the_last_one_closes(
+    serve: Any,
+) -> None:
+    server = await serve(keep_alive)
+    url = server.url + "/v1/chat/completions"
+    first, second = AIStream(url, protocol="openai"), AIStream(url, protocol="openai")
+    await asyncio.wait_for(first.send("hi"), 10)
+    await asyncio.wait_for(second.send("hi"), 10)  # the first one's warm connection
+    assert server.connections == 1
+    pool = first._client()
+    assert second._client() is pool
+    await first.aclose()
+    assert not pool.is_closed  # the second conversation still uses it
+    await asyncio.wait_for(second.send("again"), 10)
+    await second.aclose()
+    assert pool.is_closed
+    third = AIStream(url, protocol="openai")  # a new pool for whoever comes next
+    await asyncio.wait_for(third.send("hi"), 10)
+    assert third._client() is not pool
+    await third.aclose()
+
+
+def test_send_sync_closes_the_pool_of_its_own_loop(
+    threaded_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aistream._pool as pool_module
+
+    made: list[httpx.AsyncClient] = []
+
+    def recording(timeout: float | None, limits: httpx.Limits) -> httpx.AsyncClient:
+        made.append(new_client(timeout, limits))
+        return made[-1]
+
+    monkeypatch.setattr(pool_module, "new_client", recording)
+    url = threaded_server(keep_alive)
+    chat = AIStream(url + "/v1/chat/completions", protocol="openai")
+    assert chat.send_sync("hi").content == "".join(TOKENS)
+    assert chat.send_sync("again").content == "".join(TOKENS)
+    assert len(made) == 2 and all(client.is_closed for client in made)  # one per call's loop
