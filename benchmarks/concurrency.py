@@ -13,11 +13,13 @@ conversations at t0 and reports:
 If some stream has no token by the end of the window, the child waits on for them up to the cap
 (full mode), so a slow ramp is measured rather than cut off.
 
-Variants. ``aistream``: ``AIStream(url)`` per conversation, as users write it (each makes its own
-httpx.AsyncClient). ``aistream client=``: all share one httpx.AsyncClient with limits raised to N.
+Variants. ``aistream``: ``AIStream(url)`` per conversation, as users write it (they share the
+event loop's pool, on aistream's asyncio backend). ``aistream client=``: all share one plain
+httpx.AsyncClient with limits raised to N.
 ``raw ...``: the same minimal consume loop (aiter_bytes, aistream's SSEDecoder, json.loads) over
 one httpx pool, K pools, one httpx2 pool, or one pool per stream: which pool design meets the
-target. ``[experimental]``: AIStream with a patched ``_client`` (the pool it makes itself).
+target. ``aistream x-...``: AIStream with a patched ``_client`` (the pool it uses when given
+none): one per conversation, the shared one on httpx's anyio backend, 16 pools, one httpx2 pool.
 """
 
 from __future__ import annotations
@@ -223,7 +225,22 @@ def _experimental(variant: str, base: str, streams: int, impl: Any) -> Stream:
     name = variant
     ctx = _ssl_context()
     configure: Callable[[Any], None] = lambda chat: None  # noqa: E731
-    if name == "aistream x-httpx2":  # one process-wide httpx2 pool per loop
+    if name == "aistream x-own-pool":  # one pool per conversation (what 0.1 shipped), our backend
+        from aistream._pool import new_client
+
+        def _own(self: Any) -> Any:
+            loop = asyncio.get_running_loop()
+            if loop not in self._pools:
+                self._pools[loop] = new_client(self._transport.timeout)
+            return self._pools[loop]
+
+        impl._client = _own
+    elif name == "aistream x-anyio":  # the shared pool on httpx's own (anyio) backend
+        shared = httpx.AsyncClient(
+            verify=ctx, limits=httpx.Limits(max_connections=None, max_keepalive_connections=100)
+        )
+        impl._client = lambda self: shared
+    elif name == "aistream x-httpx2":  # one process-wide httpx2 pool per loop
         import httpx2
 
         limits = httpx2.Limits(max_connections=None, max_keepalive_connections=streams)
@@ -267,7 +284,7 @@ def monitor(
     plan: Plan, counter: Counter, started: threading.Event, server_pid: int, base_rss: int
 ) -> None:
     """The measuring thread: it keeps time even when the loop is blocked for seconds (as it is
-    while 1,000 AIStreams each build an httpx.AsyncClient), then prints the result and ends the
+    while 1,000 AIStreams start), then prints the result and ends the
     process. Reads of ints and list lengths are atomic under the GIL."""
     started.wait()
     t0 = T0
@@ -435,6 +452,8 @@ def plans(full: bool) -> tuple[list[Plan], list[Plan]]:
                 "raw httpx 32",
                 "raw httpx per-stream",
                 "raw httpx2 1",
+                "aistream x-own-pool",
+                "aistream x-anyio",
                 "aistream x-sharded16",
                 "aistream x-httpx2",
             )

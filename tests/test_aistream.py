@@ -589,6 +589,32 @@ async def test_a_caller_cancelled_right_after_a_stop_still_sees_its_cancel(serve
     await chat.aclose()
 
 
+async def test_aclose_before_a_tokens_turn_starts_sends_nothing(serve: Any) -> None:
+    server = await serve(stream_handler(native_events(TOKENS)))
+    chat = AIStream(server.url + "/api/chat")
+    tokens = chat.tokens("hi")
+    first = asyncio.ensure_future(anext(tokens, None))
+    await asyncio.sleep(0)  # the turn exists; its runner has not started
+    await chat.aclose()
+    assert await asyncio.wait_for(first, 5) is None  # the iterator ends, empty
+    assert not server.requests and not chat._pools
+
+
+async def test_aclose_mid_turn_still_asks_the_server_to_cancel(serve: Any) -> None:
+    release = asyncio.Event()
+    server = await serve(stream_handler(native_events(TOKENS), hold_after=2, release=release))
+    chat = AIStream(server.url + "/api/chat")
+    got_one = asyncio.Event()
+    chat.on("token", lambda token: got_one.set())
+    turn = asyncio.create_task(chat.send("hi"))
+    await asyncio.wait_for(got_one.wait(), 5)
+    await chat.aclose()  # the DELETE goes out before the pool is let go
+    release.set()
+    reply = await asyncio.wait_for(turn, 5)
+    assert reply.finish_reason == "stopped"
+    assert ("DELETE", "/api/chat/s1") in [(r.method, r.path) for r in server.requests]
+
+
 async def test_cancelling_the_caller_propagates_and_keeps_partial(serve: Any) -> None:
     release = asyncio.Event()
     server = await serve(stream_handler(native_events(TOKENS), hold_after=3, release=release))

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
+import resource
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpcore
@@ -226,3 +228,73 @@ def test_send_sync_closes_the_pool_of_its_own_loop(
     assert chat.send_sync("hi").content == "".join(TOKENS)
     assert chat.send_sync("again").content == "".join(TOKENS)
     assert len(made) == 2 and all(client.is_closed for client in made)  # one per call's loop
+
+
+@pytest.fixture
+def many_fds() -> Iterator[None]:
+    """1,100 descriptors open, so the next sockets get numbers past select()'s 1023."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1300:
+        pytest.skip(f"the descriptor limit ({hard}) is too low")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1300), hard))
+    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_pooled_connections_past_descriptor_1023_are_reused(
+    serve: Any, many_fds: None
+) -> None:
+    server = await serve(keep_alive)
+    async with AIStream(server.url + "/v1/chat/completions", protocol="openai") as chat:
+        for _ in range(3):  # the idle check on a connection with a high descriptor number
+            assert (await asyncio.wait_for(chat.send("hi"), 10)).content == "".join(TOKENS)
+    assert server.connections == 1
+
+
+def test_send_sync_inside_a_running_loop_keeps_that_loops_pool(threaded_server: Any) -> None:
+    url = threaded_server(keep_alive) + "/v1/chat/completions"
+
+    async def notebook_cell() -> None:
+        chat = AIStream(url, protocol="openai")
+        await asyncio.wait_for(chat.send("hi"), 10)
+        pool = chat._client()
+        assert chat.send_sync("again").content == "".join(TOKENS)  # a worker thread's loop
+        assert chat._client() is pool and not pool.is_closed
+        await chat.aclose()
+        assert pool.is_closed  # its only user let go of it
+
+    asyncio.run(notebook_cell())
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")  # the sockets nobody closed
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_finished_loop_is_not_kept_alive_by_its_pool(threaded_server: Any) -> None:
+    import gc
+
+    import aistream._pool as pool_module
+
+    url = threaded_server(keep_alive) + "/v1/chat/completions"
+
+    async def script() -> None:  # no aclose(), as scripts go
+        await asyncio.wait_for(AIStream(url, protocol="openai").send("hi"), 10)
+
+    for _ in range(3):
+        asyncio.run(script())
+    gc.collect()
+    assert len(pool_module._shared) == 0
+
+
+async def test_closing_a_tls_connection_does_not_wait_for_the_peer(
+    tls_server: LoopbackServer, ca: trustme.CA
+) -> None:
+    port = int(tls_server.url.rsplit(":", 1)[1])
+    stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
+    tls = await stream.start_tls(trusting(ca), server_hostname="127.0.0.1", timeout=5)
+    sock = tls.get_extra_info("socket")
+    await tls.aclose()
+    assert sock.fileno() == -1  # closed now, not after a close_notify exchange (≤ 30 s)

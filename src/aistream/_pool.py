@@ -55,10 +55,14 @@ def ssl_context() -> ssl.SSLContext:
 
 
 class _Shared:
+    """A loop's pool and how many AIStreams use it. Only a weak reference to the client: the
+    client reaches its loop (through its sockets), and a registry value that held it strongly
+    would keep a finished loop, and its sockets, alive for good."""
+
     __slots__ = ("client", "users")
 
     def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
+        self.client = weakref.ref(client)
         self.users = 0
 
 
@@ -69,18 +73,20 @@ _shared_lock = threading.Lock()  # send_sync runs loops in worker threads
 def acquire_client() -> httpx.AsyncClient:
     """The running loop's shared pool for conversations that brought none; made on first use.
 
-    One pool per loop, not one per conversation: a new conversation with a host reuses a warm
-    connection (no TCP or TLS handshake), and a thousand conversations hold one client, not a
-    thousand. No limit on connections, so no conversation ever waits for another's. Pair each
-    call with `release_client`; the last release closes the pool.
+    One pool per loop, not one per conversation: conversations open at the same time reuse each
+    other's warm connections (no TCP or TLS handshake), and a thousand of them hold one client,
+    not a thousand. No limit on connections, so no conversation ever waits for another's. Pair
+    each call with `release_client`; the last release closes the pool.
     """
     loop = asyncio.get_running_loop()
     with _shared_lock:
         entry = _shared.get(loop)
-        if entry is None or entry.client.is_closed:
-            entry = _shared[loop] = _Shared(new_client(None, _SHARED_LIMITS))
+        client = entry.client() if entry is not None else None
+        if entry is None or client is None or client.is_closed:
+            client = new_client(None, _SHARED_LIMITS)  # (users of a collected one are gone)
+            entry = _shared[loop] = _Shared(client)
         entry.users += 1
-        return entry.client
+        return client
 
 
 def drop_client(loop: asyncio.AbstractEventLoop, client: httpx.AsyncClient) -> bool:
@@ -88,7 +94,7 @@ def drop_client(loop: asyncio.AbstractEventLoop, client: httpx.AsyncClient) -> b
     and it is the caller's to close, from `loop`)."""
     with _shared_lock:
         entry = _shared.get(loop)
-        if entry is None or entry.client is not client:
+        if entry is None or entry.client() is not client:
             return False
         entry.users -= 1
         if entry.users > 0:
@@ -144,19 +150,23 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
-        local = (local_address, 0) if local_address else None
+        options: dict[str, Any] = {"local_addr": (local_address, 0) if local_address else None}
+        if isinstance(loop, asyncio.BaseEventLoop):  # uvloop has no Happy Eyeballs argument
+            options["happy_eyeballs_delay"] = 0.25  # as anyio: a dead IPv6 route falls back
         try:
             async with asyncio.timeout(timeout):
-                transport, protocol = await loop.create_connection(
-                    _Reader, host, port, local_addr=local
-                )
+                transport, protocol = await loop.create_connection(_Reader, host, port, **options)
         except TimeoutError:
             raise httpcore.ConnectTimeout(f"connecting to {host}:{port} timed out") from None
         except OSError as exc:
             raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
-        sock = transport.get_extra_info("socket")
-        for option in socket_options or ():
-            sock.setsockopt(*option)
+        try:
+            sock = transport.get_extra_info("socket")
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+        except OSError as exc:
+            transport.abort()
+            raise httpcore.ConnectError(f"could not set a socket option: {exc}") from exc
         return _Stream(protocol)
 
     async def connect_unix_socket(
@@ -250,8 +260,6 @@ def _expire(waiter: asyncio.Future[None]) -> None:
 class _Stream(httpcore.AsyncNetworkStream):
     """One connection; httpcore reads and writes it from one task at a time."""
 
-    __slots__ = ("_protocol",)
-
     def __init__(self, protocol: _Reader) -> None:
         self._protocol = protocol
 
@@ -308,7 +316,10 @@ class _Stream(httpcore.AsyncNetworkStream):
     async def aclose(self) -> None:
         transport = self._protocol.transport
         if transport is not None and not transport.is_closing():
-            transport.close()
+            if transport.get_extra_info("ssl_object") is not None:
+                transport.abort()  # no close_notify wait (up to 30 s for a silent peer)
+            else:
+                transport.close()
             await asyncio.sleep(0)  # let the loop release the socket now
 
     async def start_tls(
@@ -323,7 +334,11 @@ class _Stream(httpcore.AsyncNetworkStream):
         try:
             async with asyncio.timeout(timeout):
                 tls = await loop.start_tls(
-                    p.transport, p, ssl_context, server_hostname=server_hostname
+                    p.transport,
+                    p,
+                    ssl_context,
+                    server_hostname=server_hostname,
+                    ssl_handshake_timeout=timeout or None,  # None: asyncio's default, 60 s
                 )
         except TimeoutError:
             await self.aclose()
@@ -354,7 +369,13 @@ class _Stream(httpcore.AsyncNetworkStream):
 
 
 def _readable(sock: socket.socket | None) -> bool:
+    """Whether the kernel holds data or a FIN the loop has not delivered yet. poll, not select:
+    select() refuses descriptors past 1023, which a process with 1,000 streams has."""
     if sock is None or sock.fileno() < 0:
         return True
-    readable, _, _ = select.select([sock], [], [], 0)
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([sock], [], [], 0)  # Windows: no poll, and no such limit
     return bool(readable)

@@ -201,8 +201,8 @@ class AIStream(SafeEmitter):
             max_event_bytes=max_event_bytes,
         )
         self._user_client = client
-        self._owned_client: httpx.AsyncClient | None = None
-        self._owned_loop: asyncio.AbstractEventLoop | None = None
+        # The shared pool of each event loop this AIStream streamed in (see _pool.py).
+        self._pools: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
         self._sleep = sleep
         self._rng = rng
         self._messages: list[Message] = []
@@ -318,7 +318,7 @@ class AIStream(SafeEmitter):
             try:
                 return await self.send(content)
             finally:
-                await self._close_owned()
+                await self._release_pool()  # this call's loop only: not the caller's pool
 
         return run_sync(once, on_interrupt=self.stop)
 
@@ -367,7 +367,10 @@ class AIStream(SafeEmitter):
     async def aclose(self) -> None:
         """Stop any turn and let go of the loop's shared pool (the last AIStream to let go
         closes it); a borrowed client= stays open."""
+        turn = self._turn
         self.stop()
+        if turn is not None and turn.loop is asyncio.get_running_loop():
+            await self._finish_cancel_request(turn)  # the DELETE needs the pool: ≤ 2 s
         await self._close_owned()
 
     async def __aenter__(self) -> AIStream:
@@ -456,6 +459,8 @@ class AIStream(SafeEmitter):
 
     async def _attempts(self, turn: _Turn, request: ChatRequest) -> None:
         """Attempt, and retry while the failure is retryable and the budget lasts."""
+        if turn.stop_requested:
+            return  # stop() (or aclose()) came before the first attempt: send nothing
         budget = RetryBudget(self._retry, self._rng)
         state = AttemptState()
         spec = self._dialect_factory().build_request(self._endpoint, request)
@@ -657,7 +662,7 @@ class AIStream(SafeEmitter):
         url = f"{self._endpoint.rstrip('/')}/{quote(stream_id, safe='')}"
         try:
             await client.delete(url, headers=self._transport.headers, timeout=_DELETE_TIMEOUT)
-        except (httpx.HTTPError, OSError) as exc:
+        except (httpx.HTTPError, OSError, RuntimeError) as exc:  # RuntimeError: pool closed
             log.debug("aistream: best-effort cancel %s failed: %s", redact_url(url), exc)
 
     async def _finish_cancel_request(self, turn: _Turn) -> None:
@@ -668,22 +673,31 @@ class AIStream(SafeEmitter):
         if self._user_client is not None and not _IN_SYNC.get():
             return self._user_client
         loop = asyncio.get_running_loop()
-        if self._owned_client is None or self._owned_loop is not loop:
-            from ._pool import acquire_client, drop_client  # here: httpcore loads anyio
+        client = self._pools.get(loop)
+        if client is None:
+            from ._pool import acquire_client  # here: httpcore loads anyio, not needed at import
 
-            if self._owned_client is not None and self._owned_loop is not None:
-                drop_client(self._owned_loop, self._owned_client)  # another loop's: let it go
-            self._owned_client = acquire_client()  # the loop's pool, shared by conversations
-            self._owned_loop = loop
-        return self._owned_client
+            client = self._pools[loop] = acquire_client()  # the loop's, shared by AIStreams
+        return client
 
-    async def _close_owned(self) -> None:
-        client, loop = self._owned_client, self._owned_loop
-        self._owned_client = self._owned_loop = None
-        if client is not None and loop is not None:
+    async def _release_pool(self) -> None:
+        """Let go of the running loop's pool (the last AIStream to do so closes it)."""
+        loop = asyncio.get_running_loop()
+        client = self._pools.pop(loop, None)
+        if client is not None:
             from ._pool import release_client
 
             await release_client(loop, client)
+
+    async def _close_owned(self) -> None:
+        """Let go of every pool: the running loop's now, other loops' without closing them."""
+        await self._release_pool()
+        if self._pools:
+            from ._pool import drop_client
+
+            pools, self._pools = self._pools, {}
+            for loop, client in pools.items():
+                drop_client(loop, client)
 
 
 async def _finished(task: asyncio.Task[None]) -> None:
