@@ -298,3 +298,15 @@ async def test_closing_a_tls_connection_does_not_wait_for_the_peer(
     sock = tls.get_extra_info("socket")
     await tls.aclose()
     assert sock.fileno() == -1  # closed now, not after a close_notify exchange (≤ 30 s)
+
+
+async def test_a_host_name_races_its_addresses_and_an_address_connects_directly(
+    serve: Any,
+) -> None:
+    server = await serve(keep_alive)
+    port = int(server.url.rsplit(":", 1)[1])
+    # "localhost" may resolve to ::1 first, where nothing listens: the race falls back to IPv4.
+    async with new_client(5.0) as client:
+        for host in ("localhost", "127.0.0.1"):
+            response = await client.post(f"http://{host}:{port}/v1/chat/completions")
+            assert response.status_code == 200 and b"[DONE]" in response.content
