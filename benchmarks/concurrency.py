@@ -7,8 +7,10 @@ conversations at t0 and reports:
 - time until every stream had its first token (and the median stream's), from t0;
 - achieved tok/s: sustained over the second half of the window, and over the whole window;
 - client CPU % over the window (100 % = one core) and the server's, from /proc stat;
-- RSS per stream: (highest RSS sampled from t0 until every stream started, or the cap, minus
-  RSS just before t0) / N; "(partial)" when not every stream had started by then.
+- RSS per stream: (highest RSS sampled from t0 to the end of the window, and on until every
+  stream started or the cap, minus RSS just before t0) / N: it includes what each stream keeps
+  of its reply (AIStream keeps the text; the raw loops only count tokens); "(partial)" when
+  not every stream had started by then.
 
 If some stream has no token by the end of the window, the child waits on for them up to the cap
 (full mode), so a slow ramp is measured rather than cut off.

@@ -615,6 +615,19 @@ async def test_aclose_mid_turn_still_asks_the_server_to_cancel(serve: Any) -> No
     assert ("DELETE", "/api/chat/s1") in [(r.method, r.path) for r in server.requests]
 
 
+async def test_a_long_reply_cut_and_restarted_arrives_exact(serve: Any) -> None:
+    words = [f" w{i}" for i in range(300)]  # past several blocks of joined deltas
+    server = await serve(stream_handler(openai_events(words), cut_after={0: 170}))
+    chat = AIStream(
+        server.url + "/v1/chat/completions", protocol="openai", sleep=lambda d: asyncio.sleep(0)
+    )
+    seen = record(chat)
+    reply = await asyncio.wait_for(chat.send("hi"), 10)
+    assert reply.content == "".join(words)
+    assert [p.resume for n, p in seen if n == "retry"] == [False]  # no ids: a restart
+    await chat.aclose()
+
+
 async def test_cancelling_the_caller_propagates_and_keeps_partial(serve: Any) -> None:
     release = asyncio.Event()
     server = await serve(stream_handler(native_events(TOKENS), hold_after=3, release=release))

@@ -66,6 +66,7 @@ log = logging.getLogger("aistream")
 _END = object()  # end-of-turn marker for tokens()
 _IN_SYNC: contextvars.ContextVar[bool] = contextvars.ContextVar("aistream_in_sync", default=False)
 _DELETE_TIMEOUT = 2.0
+_BLOCK = 64  # reply deltas kept apart before they are joined (memory of long replies)
 _DEFAULT_RETRY = RetryConfig()  # models are frozen: one instance serves every AIStream
 _NO_USAGE = Usage()
 _NO_OPTIONS: Mapping[str, Any] = MappingProxyType({})
@@ -81,6 +82,7 @@ class _Turn:
 
     __slots__ = (
         "base",
+        "blocks",
         "cancel_request",
         "client",
         "discard",
@@ -115,9 +117,17 @@ class _Turn:
         self.retries = 0
         self.restart()
 
+    def text(self) -> str:
+        """The reply text so far."""
+        return "".join([*self.blocks, *self.parts])
+
+    def has_text(self) -> bool:
+        return bool(self.parts or self.blocks)
+
     def restart(self) -> None:
         """Forget the partial reply: the next attempt streams it from the beginning."""
-        self.parts: list[str] = []
+        self.parts: list[str] = []  # the latest deltas of the reply text
+        self.blocks: list[str] = []  # earlier deltas, joined _BLOCK at a time
         self.reasoning: list[str] = []
         self.text_joiner = SurrogateJoiner()  # characters split into UTF-16 halves, rejoined
         self.reasoning_joiner = SurrogateJoiner()
@@ -526,7 +536,11 @@ class AIStream(SafeEmitter):
             deliver(text)
 
         def deliver(text: str) -> None:
-            turn.parts.append(text)
+            parts = turn.parts
+            parts.append(text)
+            if len(parts) == _BLOCK:  # one str per delta is ~60 bytes: keep them joined
+                turn.blocks.append("".join(parts))
+                parts.clear()
             # pyee's {event: {key: listener}}, read (never written) per token: a listener may
             # call remove_all_listeners(), which replaces the dict. Without pyee's lock: under
             # the GIL the snapshot below is atomic (a free-threaded build would need the lock).
@@ -563,7 +577,7 @@ class AIStream(SafeEmitter):
         elif isinstance(event, FinishReason):
             turn.finish_reason = event.reason
         elif isinstance(event, StreamStarted):
-            if turn.stream_id and event.stream_id != turn.stream_id and turn.parts:
+            if turn.stream_id and event.stream_id != turn.stream_id and turn.has_text():
                 # A reconnect reached a new generation, not ours: its indices would splice.
                 turn.restart()
                 error = ConnectionLostError(
@@ -622,7 +636,7 @@ class AIStream(SafeEmitter):
         A reply stopped before any content is returned but not added to history.
         """
         # Half a character still held at the end has no partner: U+FFFD (no token event).
-        content = "".join(turn.parts) + turn.text_joiner.flush()
+        content = turn.text() + turn.text_joiner.flush()
         empty = not (content or turn.tool_calls or turn.reasoning)
         if not turn.discard and not (empty and reason == "stopped") and turn.usage is None:
             turn.usage = Usage(
