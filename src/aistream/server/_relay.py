@@ -12,6 +12,7 @@ logs it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -152,9 +153,7 @@ class UpstreamRelay:
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         """Relay one reply. Failures end it with a `ServerError` instead of raising."""
         if request.model is None and self.model is not None:
-            request = ChatRequest(
-                request.messages, self.model, request.system_prompt, request.options
-            )
+            request = dataclasses.replace(request, model=self.model)
         dialect = self._kind.dialect()
         spec = dialect.build_request(self.endpoint, request)
         queue: asyncio.Queue[Any] = asyncio.Queue()
