@@ -112,18 +112,41 @@ class DemoModel:
         words = self.reply(request).split(" ")
         return [words[0], *(" " + w for w in words[1:])]
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         """Stream the reply: one TextDelta per token, then UsageReport and FinishReason.
 
         A ``max_tokens`` option cuts the reply short with finish reason ``length``.
         """
+        tokens, finish = self._plan(request)
+        return self._paced(request, tokens, 0, finish)
+
+    def continuation(self, request: ChatRequest, sent: str) -> AsyncIterator[StreamEvent] | None:
+        """The rest of `stream(request)` after the text `sent`: exactly what it would have sent.
+
+        A replica that takes over a stream whose producer died uses it (the reply is
+        deterministic). None when `sent` is not a token-aligned start of this reply.
+        """
+        tokens, finish = self._plan(request)
+        done, count = 0, 0
+        while done < len(sent) and count < len(tokens):
+            done += len(tokens[count])
+            count += 1
+        if "".join(tokens[:count]) != sent:
+            return None
+        return self._paced(request, tokens, count, finish)
+
+    def _plan(self, request: ChatRequest) -> tuple[list[str], str]:
         tokens = self.tokens(request)
         limit = request.options.get("max_tokens")
-        finish = "stop"
         if isinstance(limit, int) and 0 < limit < len(tokens):
-            tokens, finish = tokens[:limit], "length"
+            return tokens[:limit], "length"
+        return tokens, "stop"
+
+    async def _paced(
+        self, request: ChatRequest, tokens: list[str], start: int, finish: str
+    ) -> AsyncIterator[StreamEvent]:
         delay = 1.0 / self.tokens_per_second if self.tokens_per_second else 0.0
-        for token in tokens:
+        for token in tokens[start:]:
             if delay:
                 await self._sleep(delay)
             yield TextDelta(token)
