@@ -84,12 +84,17 @@ class Dialect(Protocol):
         ...
 
 
-def detect_protocol(endpoint: str) -> Literal["native", "openai", "anthropic", "ollama"]:
+def detect_protocol(
+    endpoint: str,
+) -> Literal["native", "openai", "anthropic", "ollama", "responses", "gemini"]:
     """Pick the protocol from the endpoint's path, for ``protocol="auto"``.
 
     ```py
     detect_protocol("https://api.openai.com/v1/chat/completions")  # "openai"
     detect_protocol("https://api.anthropic.com/v1/messages")       # "anthropic"
+    detect_protocol("https://api.openai.com/v1/responses")         # "responses"
+    detect_protocol("https://generativelanguage.googleapis.com/v1beta/models/"
+                    "gemini-2.5-flash:streamGenerateContent")      # "gemini"
     detect_protocol("http://127.0.0.1:8000/api/chat")              # "native"
     ```
     """
@@ -98,6 +103,10 @@ def detect_protocol(endpoint: str) -> Literal["native", "openai", "anthropic", "
         return "openai"
     if path.endswith("/v1/messages") or path == "/messages":
         return "anthropic"
+    if path.endswith("/responses"):
+        return "responses"
+    if ":streamGenerateContent" in path:
+        return "gemini"
     return "native"
 
 

@@ -106,13 +106,15 @@ class Done:
 class ServerError:
     """The server reported an error inside the stream.
 
-    `retryable` says whether it is transient (overloaded, rate limited, upstream unavailable).
+    `retryable` says whether it is transient (overloaded, rate limited, upstream unavailable);
+    `retry_after` is a delay in seconds the server asked for (Gemini's ``RetryInfo``), if any.
     """
 
     message: str
     code: str | None = None
     retryable: bool = False
     body: Any = None
+    retry_after: float | None = None
 
 
 @dataclass(slots=True)
