@@ -1,16 +1,46 @@
-"""Shared fixtures: a clean environment, loopback servers, a recording sleep."""
+"""Shared fixtures: a clean environment, loopback servers, a recording sleep, redis-server.
+
+Under CI=true a skipped test is a failure: CI must run every test, so a component missing
+there (redis-server, chromium, ...) is a defect of the setup, not a reason to pass.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import Any
 
 import pytest
 
 from tests.loopback import Handler, LoopbackServer, Reply, Request
+from tests.redisserver import MISSING, RedisServer, redis_binary
+
+_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def _skip_fails(report: pytest.TestReport | pytest.CollectReport) -> None:
+    """Under CI=true, turn a skip into a failure that says why it was skipped."""
+    if not _CI or not report.skipped or hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"skipped under CI=true, which must run every test: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[Any]:
+    outcome = yield
+    _skip_fails(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[Any]:
+    outcome = yield
+    _skip_fails(outcome.get_result())
+
 
 _SECRET_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AISTREAM_API_KEY")
 _PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
@@ -142,3 +172,38 @@ def sse(data: Any, event: str | None = None, id: str | None = None) -> bytes:
     head = (f"event: {event}\n" if event else "") + (f"id: {id}\n" if id else "")
     body = data if isinstance(data, str) else json.dumps(data)
     return f"{head}data: {body}\n\n".encode()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port for the whole session (no persistence)."""
+    if redis_binary() is None:
+        pytest.skip(MISSING)
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's redis-server, emptied for this test: its URL."""
+    if redis_server.process is None or redis_server.process.poll() is not None:
+        redis_server.restart()  # a test stopped it
+    redis_server.command("FLUSHALL")
+    return redis_server.url
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test's own (to stop or restart it mid-test)."""
+    if redis_binary() is None:
+        pytest.skip(MISSING)
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()

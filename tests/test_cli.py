@@ -6,19 +6,22 @@ server (no key, no network); the rest call `main()` in-process.
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
 import aistream
 from aistream._cli import _colour_enabled, _token_indices, main
+from tests.loopback import Handler, Reply, Request, openai_events
 
 GUARD = 60  # seconds: a bound on each subprocess, never a way to wait
 
@@ -235,3 +238,61 @@ def test_token_indices_count_only_whole_events_of_a_cut_chunked_response() -> No
     raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body
     assert _token_indices(raw) == [0, 1, 2]
     assert _token_indices(raw[:-10]) == [0, 1]  # the cut event never arrived whole
+
+
+# --- issue 17: what a newcomer tripped over ----------------------------------------------------
+
+
+def anthropic_events(text: str) -> list[bytes]:
+    """A minimal Anthropic Messages stream that says `text`."""
+
+    def event(name: str, data: dict[str, object]) -> bytes:
+        return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode()
+
+    return [
+        event("message_start", {"message": {"usage": {"input_tokens": 1}}}),
+        event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+        event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": text}}),
+        event("content_block_stop", {"index": 0}),
+        event(
+            "message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}}
+        ),
+        event("message_stop", {}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "variable", "header", "expected"),
+    [
+        ("/v1/chat/completions", "OPENAI_API_KEY", "authorization", "Bearer sk-test"),
+        ("/v1/messages", "ANTHROPIC_API_KEY", "x-api-key", "sk-ant-test"),
+    ],
+)
+def test_chat_default_protocol_reads_the_key_of_the_protocol_the_url_resolves_to(
+    path: str,
+    variable: str,
+    header: str,
+    expected: str,
+    threaded_server: Callable[[Handler], str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seen: list[Request] = []
+
+    async def handler(request: Request, reply: Reply) -> None:
+        seen.append(request)
+        if request.headers.get(header) != expected:
+            await reply.body(401, {"error": {"message": "no key", "type": "auth"}})
+            return
+        events = openai_events(["ok"]) if "completions" in path else anthropic_events("ok")
+        await reply.start()
+        for event in events:
+            await reply.send(event)
+        await reply.end()
+
+    url = threaded_server(handler) + path
+    monkeypatch.setenv(variable, expected.removeprefix("Bearer "))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hi\n"))
+    assert main(["chat", "--endpoint", url, "--retries", "0"]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.strip() == "ok"
+    assert seen[0].headers[header] == expected

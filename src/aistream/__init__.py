@@ -23,7 +23,7 @@ from .errors import (
     StreamBusyError,
     StreamTimeoutError,
 )
-from .models import Message, RetryConfig, RetryEvent, ToolCall, Usage
+from .models import Image, Message, RetryConfig, RetryEvent, Tool, ToolCall, ToolResult, Usage
 
 try:
     __version__ = _metadata.version("aistream")
@@ -35,13 +35,16 @@ __all__ = [
     "AIStreamError",
     "APIStatusError",
     "ConnectionLostError",
+    "Image",
     "Message",
     "ProtocolError",
     "RetryConfig",
     "RetryEvent",
     "StreamBusyError",
     "StreamTimeoutError",
+    "Tool",
     "ToolCall",
+    "ToolResult",
     "Usage",
 ]
 

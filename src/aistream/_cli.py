@@ -1,7 +1,8 @@
 """The ``aistream`` command line: chat, serve and demo. Imports the public API, uvicorn lazily.
 
-Besides the public names of `aistream` and `aistream.server` it uses one private module,
-`_proxy` (stdlib only), with which the demo drops a connection on purpose.
+Besides the public names of `aistream` and `aistream.server` it uses two private pieces:
+`_proxy` (stdlib only), with which the demo drops a connection on purpose, and the wire's
+`detect_protocol`, so the key variable follows the protocol ``auto`` resolves to.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from aistream import AIStream, AIStreamError, Message, RetryConfig, RetryEvent, 
 from aistream.errors import redact_url
 
 from ._proxy import FaultProxy
+from ._wire._dialect import detect_protocol
 
 __all__ = ["build_parser", "embedded_server", "main"]
 
@@ -210,20 +212,36 @@ def embedded_server(**app_options: Any) -> Iterator[str]:
 # --- chat -----------------------------------------------------------------------------------
 
 
+_KEY_VARIABLES = {
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+}
+
+
+def _resolved_protocol(protocol: str, endpoint: str | None) -> str:
+    """The protocol a request really speaks: ``auto`` is resolved from the endpoint's path."""
+    return detect_protocol(endpoint) if protocol == "auto" and endpoint else protocol
+
+
 def _api_key(given: str | None, protocol: str) -> str | None:
-    """--api-key, else $AISTREAM_API_KEY, else the provider's usual variable."""
+    """--api-key, else $AISTREAM_API_KEY, else the variable of `protocol` (already resolved)."""
     if given:
         return given
     names = ["AISTREAM_API_KEY"]
-    names += {"anthropic": ["ANTHROPIC_API_KEY"], "openai": ["OPENAI_API_KEY"]}.get(protocol, [])
+    if protocol in _KEY_VARIABLES:
+        names.append(_KEY_VARIABLES[protocol])
     return next((os.environ[n] for n in names if os.environ.get(n)), None)
 
 
-def _auth_headers(protocol: str, endpoint: str, key: str | None) -> dict[str, str]:
+def _auth_headers(protocol: str, key: str | None) -> dict[str, str]:
+    """The key in the header `protocol` (already resolved) expects."""
     if not key:
         return {}
-    if protocol == "anthropic" or (protocol == "auto" and "/v1/messages" in endpoint):
+    if protocol == "anthropic":
         return {"x-api-key": key, "anthropic-version": "2023-06-01"}
+    if protocol == "gemini":
+        return {"x-goog-api-key": key}
     return {"Authorization": f"Bearer {key}"}
 
 
@@ -289,8 +307,8 @@ def _cmd_chat(args: argparse.Namespace, console: _Console) -> int:
     with contextlib.ExitStack() as stack:
         if args.endpoint:
             endpoint = args.endpoint
-            key = _api_key(args.api_key, args.protocol)
-            headers = _auth_headers(args.protocol, endpoint, key)
+            protocol = _resolved_protocol(args.protocol, endpoint)
+            headers = _auth_headers(protocol, _api_key(args.api_key, protocol))
             where = redact_url(endpoint)
         else:
             endpoint = f"{stack.enter_context(embedded_server())}/api/chat"
@@ -692,7 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-key",
         metavar="KEY",
         help="key sent to --endpoint (default: $AISTREAM_API_KEY, else $OPENAI_API_KEY or "
-        "$ANTHROPIC_API_KEY by protocol)",
+        "$ANTHROPIC_API_KEY by the protocol, which auto resolves from the URL's path)",
     )
     chat.add_argument(
         "--retries",

@@ -18,6 +18,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from ._args import check_arguments, coerce_retry
 from ._emitter import SafeEmitter
 from ._retry import RetryBudget, is_retryable
 from ._sync import run_sync
@@ -147,7 +148,8 @@ class AIStream(SafeEmitter):
             (by the endpoint's path).
         headers: Extra request headers (e.g. Authorization); never logged or shown.
         system_prompt: Sent with every request as the dialect expects.
-        retry: How failed attempts are retried (default RetryConfig()).
+        retry: How failed attempts are retried: a RetryConfig or a dict of its fields
+            (default RetryConfig()).
         timeout: Connect timeout and longest silence on the connection, seconds (None: none).
         stall_timeout: Longest wait between content events, seconds; heartbeats do not count
             (None: disabled).
@@ -174,7 +176,7 @@ class AIStream(SafeEmitter):
         protocol: ProtocolName = "auto",
         headers: Mapping[str, str] | None = None,
         system_prompt: str | None = None,
-        retry: RetryConfig | None = None,
+        retry: RetryConfig | Mapping[str, Any] | None = None,
         timeout: float | None = 30.0,
         stall_timeout: float | None = 120.0,
         on_token: Callable[[str], Any] | None = None,
@@ -193,18 +195,29 @@ class AIStream(SafeEmitter):
                 f"endpoint must be an http:// or https:// URL such as "
                 f"'http://127.0.0.1:8000/api/chat'; got {redact_url(str(endpoint))!r}"
             )
-        for name, value in (("timeout", timeout), ("stall_timeout", stall_timeout)):
-            if value is not None and value <= 0:
-                raise ValueError(
-                    f"{name} must be a positive number of seconds or None; got {value}"
-                )
+        check_arguments(
+            model=model,
+            headers=headers,
+            system_prompt=system_prompt,
+            timeout=timeout,
+            stall_timeout=stall_timeout,
+            listeners={"on_token": on_token, "on_usage": on_usage, "on_error": on_error},
+            client=client,
+            client_class=httpx.AsyncClient,
+            options=options,
+            max_event_bytes=max_event_bytes,
+            sleep=sleep,
+            rng=rng,
+        )
+        if not isinstance(protocol, str):
+            raise TypeError(f"protocol must be a str such as 'openai', not {protocol!r}")
         self._endpoint = endpoint
         self._dialect_factory: Callable[[], Dialect] = dialect_factory(protocol, endpoint)
         self._protocol = self._dialect_factory.name  # type: ignore[attr-defined]
         self._model = model
         self._system_prompt = system_prompt
         self._options = dict(options) if options else _NO_OPTIONS
-        self._retry = retry if retry is not None else _DEFAULT_RETRY
+        self._retry = coerce_retry(retry, _DEFAULT_RETRY)
         self._transport = Transport(
             headers=headers or {},
             timeout=timeout,

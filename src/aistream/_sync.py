@@ -29,6 +29,10 @@ def run_sync(
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        in_loop = False
+    else:
+        in_loop = True
+    if not in_loop:  # outside the except: the turn's own error must not chain onto this one
         return asyncio.run(factory())
 
     outcome: list[T] = []

@@ -16,6 +16,7 @@ EventName = Literal[
     "reset",
     "reasoning",
     "tool-call",
+    "tool-result",
 ]
 FinishReasonName = Literal["stop", "length", "tool_calls", "content_filter", "stopped", "error"]
 
@@ -29,3 +30,4 @@ EVENT_ERROR: Final = "error"
 EVENT_RESET: Final = "reset"
 EVENT_REASONING: Final = "reasoning"
 EVENT_TOOL_CALL: Final = "tool-call"
+EVENT_TOOL_RESULT: Final = "tool-result"

@@ -6,6 +6,7 @@ instance per attempt turns decoded frames into StreamEvents. Stdlib only.
 
 from __future__ import annotations
 
+import base64
 import json
 import json.scanner
 from collections.abc import Callable, Mapping
@@ -25,11 +26,57 @@ RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 
 
 @dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image on a user message: a URL, or raw bytes with their media type."""
+
+    url: str | None = None
+    data: bytes | None = None
+    media_type: str | None = None
+
+    def base64(self) -> str:
+        """The bytes as base64 text ("" for a URL image)."""
+        return base64.b64encode(self.data).decode("ascii") if self.data is not None else ""
+
+    def data_url(self) -> str:
+        """The URL, or the bytes as a ``data:`` URL."""
+        if self.url is not None:
+            return self.url
+        return f"data:{self.media_type or 'application/octet-stream'};base64,{self.base64()}"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallPart:
+    """A tool call on an assistant message sent back to the model: `arguments` is JSON text."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool the model may call: `parameters` is the JSON Schema of its arguments."""
+
+    name: str
+    description: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
-    """One message as sent on the wire."""
+    """One message as sent on the wire.
+
+    Roles: system, user (may carry `images`), assistant (may carry `tool_calls`), tool (answers
+    the call `tool_call_id`; `name` is that call's tool when known; `is_error` when it failed).
+    """
 
     role: str
     content: str
+    tool_calls: tuple[ToolCallPart, ...] = ()
+    tool_call_id: str | None = None
+    is_error: bool = False
+    images: tuple[ImagePart, ...] = ()
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +87,37 @@ class ChatRequest:
     model: str | None = None
     system_prompt: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)  # extra body fields (max_tokens, …)
+    tools: tuple[ToolSpec, ...] = ()
+
+
+def tool_names(messages: tuple[ChatMessage, ...]) -> dict[str, str]:
+    """The tool name of every call id in the assistant messages (tool results need it where a
+    provider links results by name: Ollama, Gemini)."""
+    return {c.id: c.name for m in messages for c in m.tool_calls}
+
+
+def tool_name_of(message: ChatMessage, names: Mapping[str, str]) -> str | None:
+    """The tool a tool message answers: its own `name`, else its call's."""
+    return message.name or names.get(message.tool_call_id or "")
+
+
+def parse_arguments(call: ToolCallPart, provider: str) -> dict[str, Any]:
+    """A call's arguments as the JSON object a provider wants (Anthropic, Ollama, Gemini).
+
+    Raises:
+        ValueError: the arguments are not a JSON object, which `provider` cannot carry.
+    """
+    try:
+        value = json.loads(call.arguments or "{}")
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"tool call {call.id!r} ({call.name}) has arguments that are not a JSON object "
+            f"({call.arguments[:80]!r}); {provider} takes arguments as an object: fix or drop "
+            "that message from the history"
+        )
+    return value
 
 
 @dataclass(frozen=True, slots=True)

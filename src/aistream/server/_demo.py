@@ -113,8 +113,15 @@ class DemoModel:
         return [words[0], *(" " + w for w in words[1:])]
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        """Stream the reply: one TextDelta per token, then UsageReport and FinishReason."""
+        """Stream the reply: one TextDelta per token, then UsageReport and FinishReason.
+
+        A ``max_tokens`` option cuts the reply short with finish reason ``length``.
+        """
         tokens = self.tokens(request)
+        limit = request.options.get("max_tokens")
+        finish = "stop"
+        if isinstance(limit, int) and 0 < limit < len(tokens):
+            tokens, finish = tokens[:limit], "length"
         delay = 1.0 / self.tokens_per_second if self.tokens_per_second else 0.0
         for token in tokens:
             if delay:
@@ -122,7 +129,7 @@ class DemoModel:
             yield TextDelta(token)
         prompt = prompt_tokens(request)
         yield UsageReport(prompt, len(tokens), prompt + len(tokens))
-        yield FinishReason("stop")
+        yield FinishReason(finish)
 
 
 def prompt_tokens(request: ChatRequest) -> int:

@@ -46,6 +46,7 @@ from .._wire._events import (
     UsageReport,
 )
 from ._encoders import FORMATS, Format, UsageTotals
+from ._options import InvalidOption, request_options
 
 __all__ = [
     "BadRequest",
@@ -67,8 +68,14 @@ _EXAMPLE: Final = '{"messages": [{"role": "user", "content": "Hello"}]}'
 _OPENAI_EXAMPLE: Final = '{"model": "m", "messages": [{"role": "user", "content": "Hello"}]}'
 #: UI message parts that are not model input: skipped without a word.
 _UI_SKIP: Final = frozenset({"reasoning", "step-start", "source-url", "source-document"})
-#: Sampling options of an OpenAI body that every upstream dialect understands.
-_PORTABLE_OPTIONS: Final = ("temperature", "top_p", "max_tokens")
+#: Fields of a native (or useChat) body that are not sampling options.
+_NATIVE_FIELDS: Final = frozenset(
+    {"messages", "model", "systemPrompt", "stream", "stream_options", "id", "trigger", "messageId"}
+)
+#: Fields of an OpenAI body that are not sampling options (refused ones included).
+_OPENAI_FIELDS: Final = frozenset(
+    {"messages", "model", "stream", "stream_options", "n", "tools", "functions"}
+)
 
 
 class BadRequest(Exception):
@@ -221,8 +228,10 @@ def _messages(body: Mapping[str, Any], example: str) -> list[Any]:
 def parse_chat_request(raw: bytes) -> ChatRequest:
     """Validate a native request body (API.md §2) into a ChatRequest.
 
-    Extra fields (message ids, timestamps, unknown options) are accepted and ignored. A message
-    may carry its text as UI message ``parts`` instead of ``content`` (see `parse_native`).
+    Extra message fields (ids, timestamps) are accepted and ignored; the known sampling options
+    (``temperature``, ``max_tokens``, ``stop``, …) are kept, other body fields dropped with a
+    WARNING (see `_options.request_options`). A message may carry its text as UI message
+    ``parts`` instead of ``content`` (see `parse_native`).
 
     Raises:
         BadRequest: 400 for a body that is not JSON, 422 for a JSON body of the wrong shape.
@@ -278,7 +287,12 @@ def parse_native(body: Mapping[str, Any]) -> ChatRequest:
             "invalid_request",
             'this endpoint only streams: send "stream": true or leave it out',
         )
-    return ChatRequest(tuple(parsed), body.get("model"), body.get("systemPrompt") or None)
+    try:
+        options = request_options(body, _NATIVE_FIELDS)
+    except InvalidOption as exc:
+        raise BadRequest(422, "invalid_request", str(exc), exc.name) from None
+    system = body.get("systemPrompt") or None
+    return ChatRequest(tuple(parsed), body.get("model"), system, options)
 
 
 def _ui_text(i: int, parts: list[Any]) -> str:
@@ -333,9 +347,10 @@ def parse_openai(raw: bytes) -> tuple[ChatRequest, OpenAIOptions]:
     """Validate an OpenAI chat completions body into a ChatRequest and its reply options.
 
     System and developer messages stay in the conversation as ``system`` messages (each
-    upstream dialect places them as its API wants). ``temperature``, ``top_p`` and
-    ``max_tokens`` (or ``max_completion_tokens``) are relayed; other parameters are ignored,
-    except those whose loss would change the reply silently, which are refused (400): ``n`` > 1,
+    upstream dialect places them as its API wants). The known sampling options (``temperature``,
+    ``top_p``, ``max_tokens`` or ``max_completion_tokens``, ``stop``, ``seed``,
+    ``response_format``, …) are relayed; other parameters are dropped with a WARNING, except
+    those whose loss would change the reply silently, which are refused (400): ``n`` > 1,
     ``tools`` / ``functions``, tool results (role ``tool`` or ``function``, assistant
     ``tool_calls``), and content parts other than text.
 
@@ -395,12 +410,10 @@ def parse_openai(raw: bytes) -> tuple[ChatRequest, OpenAIOptions]:
         )
     stream_options = body.get("stream_options")
     include_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
-    options: dict[str, Any] = {}
-    for key in _PORTABLE_OPTIONS:
-        if body.get(key) is not None:
-            options[key] = body[key]
-    if "max_tokens" not in options and body.get("max_completion_tokens") is not None:
-        options["max_tokens"] = body["max_completion_tokens"]
+    try:
+        options = request_options(body, _OPENAI_FIELDS)
+    except InvalidOption as exc:
+        raise BadRequest(400, "invalid_request", str(exc), exc.name) from None
     request = ChatRequest(tuple(parsed), model, None, options)
     return request, OpenAIOptions(bool(stream), include_usage)
 

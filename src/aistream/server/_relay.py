@@ -12,6 +12,7 @@ logs it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from ..errors import (
     ProtocolError,
     StreamTimeoutError,
 )
+from ._options import upstream_options
 
 __all__ = ["UPSTREAM_PROTOCOLS", "UpstreamProtocol", "UpstreamRelay", "upstream_error"]
 
@@ -134,6 +136,7 @@ class UpstreamRelay:
             ) from None
         self.endpoint = kind.endpoint(upstream)
         self.model = model
+        self.protocol = protocol
         self._kind = kind
         merged = {**(headers or {}), **(kind.auth_headers(api_key) if api_key else {})}
         self._transport = Transport(
@@ -151,10 +154,9 @@ class UpstreamRelay:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         """Relay one reply. Failures end it with a `ServerError` instead of raising."""
-        if request.model is None and self.model is not None:
-            request = ChatRequest(
-                request.messages, self.model, request.system_prompt, request.options
-            )
+        model = request.model or self.model
+        options = upstream_options(request.options, self.protocol)
+        request = dataclasses.replace(request, model=model, options=options)
         dialect = self._kind.dialect()
         spec = dialect.build_request(self.endpoint, request)
         queue: asyncio.Queue[Any] = asyncio.Queue()

@@ -1,0 +1,200 @@
+"""Sampling options of a relayed request: which are known, their checks, their upstream names.
+
+A request body is untrusted. `request_options` keeps only the known sampling options (in the
+portable OpenAI vocabulary: ``temperature``, ``top_p``, ``max_tokens``, ``stop``, …), checks
+each one's type and size, and names everything else it drops in one WARNING.
+`upstream_options` then writes the portable options in the upstream's own fields (Anthropic's
+``stop_sequences``, Ollama's ``format``) and drops, with a WARNING, what that upstream has no
+field for. The server's policy (ranges, a ``max_tokens`` ceiling) belongs between the two:
+extend `request_options`' result, never the raw body.
+
+Stdlib only: the request parsers in `_formats` turn `InvalidOption` into their 422 / 400.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+__all__ = ["KNOWN_OPTIONS", "InvalidOption", "request_options", "upstream_options"]
+
+log = logging.getLogger("aistream.server")
+
+_MAX_STOP: Final = 16  # stop sequences per request
+_MAX_STOP_CHARS: Final = 1000  # characters per stop sequence
+_MAX_NAMES_LOGGED: Final = 10
+_MAX_NAME_CHARS: Final = 40
+
+
+def _number(name: str, value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _bad(name, f"must be a number; got {value!r:.60}")
+    return value
+
+
+def _count(name: str, value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _bad(name, f"must be a whole number of at least 1; got {value!r:.60}")
+    return value
+
+
+def _integer(name: str, value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(name, f"must be a whole number; got {value!r:.60}")
+    return value
+
+
+def _stop(name: str, value: Any) -> Any:
+    items = [value] if isinstance(value, str) else value
+    if (
+        not isinstance(items, list)
+        or not 0 < len(items) <= _MAX_STOP
+        or not all(isinstance(s, str) and 0 < len(s) <= _MAX_STOP_CHARS for s in items)
+    ):
+        raise _bad(
+            name,
+            f"must be a string or a list of 1 to {_MAX_STOP} non-empty strings of at most "
+            f"{_MAX_STOP_CHARS} characters",
+        )
+    return value
+
+
+def _response_format(name: str, value: Any) -> Any:
+    if not isinstance(value, dict) or not isinstance(value.get("type"), str):
+        raise _bad(name, 'must be an object with a "type", e.g. {"type": "json_object"}')
+    return value
+
+
+class InvalidOption(ValueError):
+    """A known option with a value of the wrong type or size; `name` is the field."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+def _bad(name: str, what: str) -> InvalidOption:
+    return InvalidOption(name, f'"{name}" {what}')
+
+
+#: The sampling options the relay forwards, by their portable (OpenAI) name, with their check.
+KNOWN_OPTIONS: Final[Mapping[str, Callable[[str, Any], Any]]] = {
+    "temperature": _number,
+    "top_p": _number,
+    "top_k": _count,
+    "max_tokens": _count,
+    "stop": _stop,
+    "seed": _integer,
+    "response_format": _response_format,
+    "presence_penalty": _number,
+    "frequency_penalty": _number,
+}
+#: Other names for a known option: the first name present wins.
+_ALIASES: Final = {"max_completion_tokens": "max_tokens"}
+
+
+def _names(keys: list[str]) -> str:
+    shown = [repr(k[:_MAX_NAME_CHARS]) for k in sorted(keys)[:_MAX_NAMES_LOGGED]]
+    more = len(keys) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
+def request_options(body: Mapping[str, Any], consumed: frozenset[str]) -> dict[str, Any]:
+    """The known sampling options of `body`, checked, under their portable names.
+
+    `consumed` are the fields the request shape itself reads (``messages``, ``model``, …).
+    Any other field is dropped, with one WARNING naming them all.
+
+    ```py
+    request_options({"messages": [], "temperature": 0.2, "max_completion_tokens": 5,
+                     "logprobs": True}, frozenset({"messages"}))
+    # {"temperature": 0.2, "max_tokens": 5}; WARNING names 'logprobs'
+    ```
+
+    Raises:
+        InvalidOption: a known option of the wrong type or size.
+    """
+    options: dict[str, Any] = {}
+    dropped: list[str] = []
+    for key, value in body.items():
+        if key in consumed:
+            continue
+        name = _ALIASES.get(key, key)
+        check = KNOWN_OPTIONS.get(name)
+        if check is None:
+            dropped.append(str(key))
+        elif value is not None and name not in options:
+            options[name] = check(key, value)
+    if dropped:
+        log.warning(
+            "aistream.server: dropped request fields the relay does not forward: %s "
+            "(it forwards %s)",
+            _names(dropped),
+            ", ".join(KNOWN_OPTIONS),
+        )
+    return options
+
+
+def _anthropic(options: Mapping[str, Any], dropped: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if key in ("temperature", "top_p", "top_k", "max_tokens"):
+            out[key] = value
+        elif key == "stop":
+            out["stop_sequences"] = [value] if isinstance(value, str) else value
+        else:
+            dropped.append(key)
+    return out
+
+
+def _openai(options: Mapping[str, Any], dropped: list[str]) -> dict[str, Any]:
+    out = dict(options)
+    if out.pop("top_k", None) is not None:  # OpenAI refuses it as an unknown argument
+        dropped.append("top_k")
+    return out
+
+
+def _ollama(options: Mapping[str, Any], dropped: list[str]) -> dict[str, Any]:
+    out = dict(options)  # OllamaDialect moves the sampling ones into its "options" object
+    response_format = out.pop("response_format", None)
+    if response_format is not None:
+        kind = response_format.get("type")
+        schema = response_format.get("json_schema")
+        if kind == "json_object":
+            out["format"] = "json"
+        elif kind == "json_schema" and isinstance(schema, dict) and "schema" in schema:
+            out["format"] = schema["schema"]
+        elif kind != "text":
+            dropped.append("response_format")
+    return out
+
+
+_UPSTREAM: Final[dict[str, Callable[[Mapping[str, Any], list[str]], dict[str, Any]]]] = {
+    "openai": _openai,
+    "anthropic": _anthropic,
+    "ollama": _ollama,
+}
+
+
+def upstream_options(options: Mapping[str, Any], protocol: str) -> dict[str, Any]:
+    """Portable `options` written in the fields of a `protocol` upstream.
+
+    What that upstream has no field for is dropped with one WARNING naming it.
+
+    ```py
+    upstream_options({"stop": "END", "seed": 1}, "anthropic")
+    # {"stop_sequences": ["END"]}; WARNING names 'seed'
+    ```
+    """
+    dropped: list[str] = []
+    translate = _UPSTREAM.get(protocol, _openai)
+    out = translate(options, dropped)
+    if dropped:
+        log.warning(
+            "aistream.server: dropped request options the %s upstream has no field for: %s",
+            protocol,
+            _names(dropped),
+        )
+    return out
