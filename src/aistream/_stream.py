@@ -611,7 +611,9 @@ class AIStream(SafeEmitter):
                 turn.reasoning.append(text)
                 self.emit(EVENT_REASONING, text)
         elif isinstance(event, ToolCallDone):
-            call = ToolCall(id=event.id, name=event.name, arguments=event.arguments)
+            call = ToolCall(
+                id=event.id, name=event.name, arguments=event.arguments, signature=event.signature
+            )
             turn.tool_calls.append(call)
             self.emit(EVENT_TOOL_CALL, call)
         elif isinstance(event, ServerError):

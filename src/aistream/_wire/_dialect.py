@@ -46,11 +46,13 @@ class ImagePart:
 
 @dataclass(frozen=True, slots=True)
 class ToolCallPart:
-    """A tool call on an assistant message sent back to the model: `arguments` is JSON text."""
+    """A tool call on an assistant message sent back to the model: `arguments` is JSON text;
+    `signature` is the provider's opaque token for it, sent back verbatim (Gemini)."""
 
     id: str
     name: str
     arguments: str = "{}"
+    signature: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

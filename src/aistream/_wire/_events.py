@@ -71,11 +71,13 @@ class ReasoningDelta:
 
 @dataclass(slots=True)
 class ToolCallDone:
-    """A complete tool call: `arguments` is the whole JSON text."""
+    """A complete tool call: `arguments` is the whole JSON text; `signature` is an opaque token
+    the provider wants back with the call (Gemini's ``thoughtSignature``)."""
 
     id: str
     name: str
     arguments: str
+    signature: str | None = None
 
 
 @dataclass(slots=True)

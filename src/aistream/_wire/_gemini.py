@@ -26,11 +26,16 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from ._dialect import (
     NOTHING,
     RETRYABLE_STATUS,
+    ChatMessage,
     ChatRequest,
     RequestSpec,
+    ToolSpec,
     as_int,
     json_body,
     loads_object,
+    parse_arguments,
+    tool_name_of,
+    tool_names,
 )
 from ._events import (
     Done,
@@ -134,26 +139,46 @@ class GeminiDialect:
 
     def build_request(self, endpoint: str, request: ChatRequest) -> RequestSpec:
         """``contents`` (roles ``user`` / ``model``), ``systemInstruction`` (the system prompt
-        and any system messages), ``generationConfig`` from the options.
+        and any system messages), ``tools`` (``functionDeclarations`` with
+        ``parametersJsonSchema``), ``generationConfig`` from the options.
+
+        An assistant's tool calls are ``functionCall`` parts (with their ``thoughtSignature``
+        sent back verbatim); tool messages are ``functionResponse`` parts (``{"output": ...}``,
+        or ``{"error": ...}`` for a failed call) in one user turn per step; images are
+        ``inlineData`` parts.
 
         `endpoint` is a ``…:streamGenerateContent`` URL (``alt=sse`` is added when missing) or
         a base URL (``…/v1beta``), to which ``/models/<model>:streamGenerateContent`` is added.
 
         Raises:
-            ValueError: no model for a base URL, or an option Gemini has no field for.
+            ValueError: no model for a base URL, an option Gemini has no field for, an image
+                given by URL (Gemini takes the bytes), a tool result whose tool is unknown, or
+                tool call arguments that are not a JSON object.
         """
         system = [request.system_prompt] if request.system_prompt else []
         contents: list[dict[str, Any]] = []
+        names = tool_names(request.messages)
         for m in request.messages:
             if m.role == "system":
                 if m.content:
                     system.append(m.content)
-            elif m.content:
-                role = "model" if m.role == "assistant" else "user"
-                contents.append({"role": role, "parts": [{"text": m.content}]})
+                continue
+            parts = _parts(m, names)
+            if not parts:
+                continue
+            role = "model" if m.role == "assistant" else "user"
+            last = contents[-1] if contents else None
+            if m.role == "tool" and last is not None and last.get("results"):
+                last["parts"] += parts  # one step's results answer together, in one turn
+            else:
+                contents.append({"role": role, "parts": parts, "results": m.role == "tool"})
+        for content in contents:
+            del content["results"]
         payload: dict[str, Any] = {"contents": contents}
         if system:
             payload["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
+        if request.tools:
+            payload["tools"] = [{"functionDeclarations": [_declaration(t) for t in request.tools]}]
         payload.update(_options(request.options))
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         return RequestSpec("POST", stream_url(endpoint, request.model), headers, json_body(payload))
@@ -232,14 +257,16 @@ class GeminiDialect:
                 continue
             call = part.get("functionCall")
             if isinstance(call, Mapping):
-                events.append(self._call(call, obj, data))
+                events.append(self._call(part, call, obj, data))
                 continue
             if "thoughtSignature" in part and len(part) == 1:
                 continue  # a bare signature: not content
             kind = next((k for k in part if k != "thoughtSignature"), "?")
             events.append(Skipped(f"gemini part {kind!r} is not supported", data[:200]))
 
-    def _call(self, call: Mapping[str, Any], obj: Mapping[str, Any], data: str) -> StreamEvent:
+    def _call(
+        self, part: Mapping[str, Any], call: Mapping[str, Any], obj: Mapping[str, Any], data: str
+    ) -> StreamEvent:
         name = call.get("name")
         if not isinstance(name, str) or not name:
             return Skipped("gemini functionCall without a name", data[:200])
@@ -251,7 +278,59 @@ class GeminiDialect:
             call_id = f"call_{prefix}_{self._calls}"
         args = call.get("args")
         arguments = json_body(args).decode() if isinstance(args, Mapping) else "{}"
-        return ToolCallDone(call_id, name, arguments)
+        signature = part.get("thoughtSignature")
+        return ToolCallDone(
+            call_id, name, arguments, signature if isinstance(signature, str) else None
+        )
+
+
+def _parts(m: ChatMessage, names: Mapping[str, str]) -> list[dict[str, Any]]:
+    """One history message as Gemini parts."""
+    if m.role == "tool":
+        name = tool_name_of(m, names)
+        if not name:
+            raise ValueError(
+                f"the tool result for call {m.tool_call_id!r} names no tool, and Gemini links "
+                "results by tool name: keep the assistant message with that call in the history"
+            )
+        response = {"error" if m.is_error else "output": _json_or_text(m.content)}
+        return [{"functionResponse": {"name": name, "response": response}}]
+    parts: list[dict[str, Any]] = []
+    for image in m.images:
+        if image.data is None:
+            raise ValueError(
+                "Gemini takes images as bytes, not URLs: download the image and pass "
+                "Image(data=..., media_type=...) or Image.from_path(...)"
+            )
+        mime = image.media_type or "application/octet-stream"
+        parts.append({"inlineData": {"mimeType": mime, "data": image.base64()}})
+    if m.content:
+        parts.append({"text": m.content})
+    for call in m.tool_calls:
+        part: dict[str, Any] = {
+            "functionCall": {"name": call.name, "args": parse_arguments(call, "Gemini")}
+        }
+        if call.signature:
+            part["thoughtSignature"] = call.signature
+        parts.append(part)
+    return parts
+
+
+def _json_or_text(content: str) -> Any:
+    """A tool result as Gemini's ``response`` value: its JSON when it is JSON, else the text."""
+    try:
+        return json.loads(content)
+    except ValueError:
+        return content
+
+
+def _declaration(tool: ToolSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": tool.name}
+    if tool.description:
+        out["description"] = tool.description
+    if tool.parameters:
+        out["parametersJsonSchema"] = dict(tool.parameters)
+    return out
 
 
 def stream_url(endpoint: str, model: str | None) -> str:

@@ -31,8 +31,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from ._dialect import (
     NOTHING,
+    ChatMessage,
     ChatRequest,
     RequestSpec,
+    ToolSpec,
     as_int,
     json_body,
     loads_object,
@@ -135,21 +137,29 @@ class ResponsesDialect:
         return RequestSpec("GET", url, {"Accept": "text/event-stream"}, b"")
 
     def build_request(self, endpoint: str, request: ChatRequest) -> RequestSpec:
-        """``model``, ``instructions`` (the system prompt), ``input`` (the history as
-        messages), the options under their Responses names, ``stream: true``.
+        """``model``, ``instructions`` (the system prompt), ``input`` (the history as items),
+        ``tools``, the options under their Responses names, ``stream: true``.
+
+        Items: a message per text (user images as ``input_image`` parts), an assistant's tool
+        calls as ``function_call`` items after its text, tool messages as
+        ``function_call_output`` items (Responses has no error flag: the content says it).
+        Tools are flat ``{"type": "function", "name", "parameters", "strict": false}``
+        (``strict`` defaults to true in this API, which refuses most generated schemas).
 
         Raises:
             ValueError: an option the Responses API has no field for (``stop``, ``seed``, …).
         """
-        items: list[dict[str, Any]] = [
-            {"role": m.role, "content": m.content} for m in request.messages if m.content
-        ]
+        items: list[dict[str, Any]] = []
+        for m in request.messages:
+            items.extend(_items(m))
         payload: dict[str, Any] = {}
         if request.model:
             payload["model"] = request.model
         if request.system_prompt:
             payload["instructions"] = request.system_prompt
         payload["input"] = items
+        if request.tools:
+            payload["tools"] = [_tool(t) for t in request.tools]
         payload.update(_options(request.options))
         payload["stream"] = True
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
@@ -247,6 +257,37 @@ class ResponsesDialect:
         if not isinstance(error, Mapping):
             return ServerError("the response failed without an error object", None, False, obj)
         return _server_error(error, dict(obj))
+
+
+def _items(m: ChatMessage) -> list[dict[str, Any]]:
+    """One history message as Responses input items."""
+    if m.role == "tool":
+        return [{"type": "function_call_output", "call_id": m.tool_call_id, "output": m.content}]
+    items: list[dict[str, Any]] = []
+    if m.images:
+        parts: list[dict[str, Any]] = (
+            [{"type": "input_text", "text": m.content}] if m.content else []
+        )
+        parts += [
+            {"type": "input_image", "image_url": i.data_url(), "detail": "auto"} for i in m.images
+        ]
+        items.append({"role": m.role, "content": parts})
+    elif m.content:
+        items.append({"role": m.role, "content": m.content})
+    items += [
+        {"type": "function_call", "call_id": c.id, "name": c.name, "arguments": c.arguments}
+        for c in m.tool_calls
+    ]
+    return items
+
+
+def _tool(tool: ToolSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "function", "name": tool.name}
+    if tool.description:
+        out["description"] = tool.description
+    out["parameters"] = dict(tool.parameters) or {"type": "object", "properties": {}}
+    out["strict"] = False
+    return out
 
 
 def usage_report(usage: Mapping[str, Any]) -> UsageReport:
