@@ -158,7 +158,16 @@ class UpstreamRelay:
         options = upstream_options(request.options, self.protocol)
         request = dataclasses.replace(request, model=model, options=options)
         dialect = self._kind.dialect()
-        spec = dialect.build_request(self.endpoint, request)
+        try:
+            spec = dialect.build_request(self.endpoint, request)
+        except ValueError as exc:  # content this upstream cannot carry (an image URL, say)
+            log.warning("aistream.server: cannot relay a request: %s", exc)
+            yield ServerError(
+                f"the upstream ({self.protocol}) cannot take this request: {exc}",
+                "unsupported_request",
+                False,
+            )
+            return
         queue: asyncio.Queue[Any] = asyncio.Queue()
         task = asyncio.create_task(self._attempt(spec, dialect, queue.put_nowait))
         try:
