@@ -173,8 +173,13 @@ class UpstreamRelay:
         dialect = self._kind.dialect()
         try:
             spec = dialect.build_request(self.endpoint, request)
-        except ValueError as exc:  # what this upstream cannot carry (an image URL for Gemini, …)
-            yield ServerError(str(exc), "unsupported_request", False)
+        except ValueError as exc:  # content this upstream cannot carry (an image URL, say)
+            log.warning("aistream.server: cannot relay a request: %s", exc)
+            yield ServerError(
+                f"the upstream ({self.protocol}) cannot take this request: {exc}",
+                "unsupported_request",
+                False,
+            )
             return
         queue: asyncio.Queue[Any] = asyncio.Queue()
         task = asyncio.create_task(self._attempt(spec, dialect, queue.put_nowait))
