@@ -71,11 +71,13 @@ class ReasoningDelta:
 
 @dataclass(slots=True)
 class ToolCallDone:
-    """A complete tool call: `arguments` is the whole JSON text."""
+    """A complete tool call: `arguments` is the whole JSON text; `signature` is an opaque token
+    the provider wants back with the call (Gemini's ``thoughtSignature``)."""
 
     id: str
     name: str
     arguments: str
+    signature: str | None = None
 
 
 @dataclass(slots=True)
@@ -106,13 +108,15 @@ class Done:
 class ServerError:
     """The server reported an error inside the stream.
 
-    `retryable` says whether it is transient (overloaded, rate limited, upstream unavailable).
+    `retryable` says whether it is transient (overloaded, rate limited, upstream unavailable);
+    `retry_after` is a delay in seconds the server asked for (Gemini's ``RetryInfo``), if any.
     """
 
     message: str
     code: str | None = None
     retryable: bool = False
     body: Any = None
+    retry_after: float | None = None
 
 
 @dataclass(slots=True)
