@@ -438,10 +438,13 @@ class ChatService:
         sent are stored already; `encoder` continues their numbering).
         """
         store, stream_id = self.store, live.stream_id
+        append = store.append
+        # a shared store says when a frame is readable (listener.stored): no early wake-ups
+        notify = live.notify if self.shared is None else _ignore
 
         async def put(frame: bytes) -> None:
-            await store.append(stream_id, frame)
-            live.notify()
+            await append(stream_id, frame)
+            notify()
 
         try:
             if events is None:
@@ -795,6 +798,10 @@ def _store_down(exc: StoreUnavailable) -> JSONResponse:
         status_code=503,
         headers={"Retry-After": "2"},
     )
+
+
+def _ignore() -> None:
+    pass
 
 
 async def _no_events(*events: StreamEvent) -> AsyncIterator[StreamEvent]:

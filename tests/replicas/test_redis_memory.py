@@ -1,0 +1,80 @@
+"""Redis memory after 1,000 finished streams and their TTL is back to the baseline."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from aistream.server import create_app
+from aistream.server._demo import DemoModel
+from tests.chaos.servers import running
+from tests.redisserver import RedisServer
+
+STREAMS = 1000
+CONCURRENCY = 25
+TTL = 1.0
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def used_memory(server: RedisServer) -> int:
+    """Bytes Redis holds for data: used_memory less the connections' buffers (the app's pool
+    grows with concurrency; that is not what a stream leaves behind)."""
+    fields = dict(
+        line.split(":", 1) for line in server.command("INFO", "memory").splitlines() if ":" in line
+    )
+    return int(fields["used_memory"]) - int(fields["mem_clients_normal"])
+
+
+async def test_memory_returns_to_baseline_after_finished_streams_expire(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    backend = DemoModel(tokens_per_second=None, min_tokens=20, max_tokens=20)
+    app = create_app(backend=backend, store=redis_url, replay_ttl=TTL)
+    client = aioredis.Redis.from_url(redis_url)
+    pubsub = client.pubsub()
+    redis_server.command("CONFIG", "SET", "notify-keyspace-events", "Ex")
+    await pubsub.subscribe("__keyevent@0__:expired")
+    expired = 0
+
+    async def expiries(count: int) -> None:
+        nonlocal expired
+        while expired < count:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+            if message is not None:
+                expired += 1
+
+    try:
+        async with running(app) as url, httpx.AsyncClient(timeout=30) as http:
+
+            async def one(n: int) -> None:
+                body = {"messages": [{"role": "user", "content": f"stream number {n}"}]}
+                response = await http.post(f"{url}/api/chat", json=body)
+                assert response.status_code == 200 and "event: done" in response.text
+
+            # warm-up at full concurrency: scripts loaded, as many connections open as later
+            await asyncio.gather(*(one(-1 - n) for n in range(CONCURRENCY)))
+            await asyncio.wait_for(expiries(2 * CONCURRENCY), 10)  # their logs and metas
+            baseline = used_memory(redis_server)
+
+            queue = iter(range(STREAMS))
+
+            async def worker() -> None:
+                for n in queue:
+                    await one(n)
+
+            await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+            full = used_memory(redis_server)
+            assert int(redis_server.command("DBSIZE")) > 0  # the last ones are still there
+            await asyncio.wait_for(expiries(2 * CONCURRENCY + 2 * STREAMS), 30)
+            after = used_memory(redis_server)
+
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await client.aclose()
+    assert int(redis_server.command("DBSIZE")) == 0
+    assert full > baseline  # the streams did take room
+    assert after - baseline < 64 * 1024, (baseline, full, after)  # and it all came back
