@@ -17,6 +17,12 @@ faults to its connections in order. Lanes run concurrently so that the short, bo
 different lanes overlap.
 
 The expected reply is computed, not recorded: `ChaosModel` is a function of the conversation.
+
+A third target, "replica" (`run_campaign(targets=("replica",))`), runs the native checks
+against three replica processes on a real redis-server behind a round-robin proxy (so nearly
+every resume lands on another replica), while a killer SIGKILLs a random replica every second
+or so and restarts it: every reply must still be exact, each drop resumed (the survivors take
+the dead producer's streams over and continue them), none restarted.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ from aistream.server import ReplayStore, create_app
 from tests.chaos.model import ChaosModel, HTTPFault, Upstream
 from tests.chaos.servers import running
 from tests.loopback import LoopbackServer
+from tests.redisserver import RedisServer
+from tests.replicas.harness import Replica, RoundRobin
 
 #: The credential every client sends; it must never show up anywhere (see SecretSweep).
 API_KEY = "sk-chaos-4c1f9e7a2b8d6035e1a7c9f4b2d8e6a0"
@@ -67,7 +75,17 @@ PROXY_KINDS = {"cut": 3, "reset": 3, "stall": 2, "drip": 1, "delay": 1}
 HTTP_KINDS = {"status": 1, "stream-error": 1}  # the OpenAI upstream only
 #: Response bytes a fault offset is drawn within: small enough that the native reply (40+
 #: tokens) is longer than the offsets of all the faults of a turn together.
-SPAN = {"native": 3000, "openai": 5500}
+SPAN = {"native": 3000, "openai": 5500, "replica": 3000}
+#: The replica target: a paced model (so kills land mid-reply), a short producer lease, and
+#: more retries (a takeover outlasts the client's stall timeout a few times before it resumes).
+REPLICA_OPTIONS = {
+    "chaos_delay": 0.002,
+    "producer_lease": 0.5,
+    "heartbeat_interval": 0.1,
+    "resume_grace": 10.0,
+}
+REPLICA_RETRY = RetryConfig(max_retries=24, initial_delay=0.002, max_delay=0.02, jitter=False)
+KILL_EVERY = (0.5, 1.5)  # seconds between producer kills, drawn uniformly
 
 WORDS = (
     "why",
@@ -354,6 +372,7 @@ class Figures:
     tokens: int = 0
     lost: int = 0
     duplicated: int = 0
+    kills: int = 0  # replicas SIGKILLed mid-campaign (the replica target)
     failures: list[str] = field(default_factory=list)
 
     def add(self, check: TurnCheck) -> None:
@@ -376,6 +395,7 @@ class Figures:
             f"(after tokens: {self.restarts_after_tokens}, tokens re-streamed after an "
             f"announcement: {self.announced_repeats}), tokens={self.tokens}, "
             f"lost={self.lost} duplicated={self.duplicated} failures={len(self.failures)}"
+            + (f", producers killed={self.kills}" if self.kills else "")
         )
 
 
@@ -548,12 +568,12 @@ async def run_turn(
         if kind == "retry":
             sweep.exception(value.error)
             sweep.text("repr", repr(value))
-    check = check_events(lane.log, expected, resumable=lane.target == "native")
+    check = check_events(lane.log, expected, resumable=lane.target != "openai")
     figures.add(check)
     problems: list[str] = []
     if check.lost or check.duplicated:
         problems.append(f"lost={check.lost} duplicated={check.duplicated}")
-    if lane.target == "native" and check.restarts_after_tokens:
+    if lane.target != "openai" and check.restarts_after_tokens:
         problems.append(f"{check.restarts_after_tokens} restarts after tokens (no resume)")
     if lane.target == "openai" and check.resumes:
         problems.append(f"{check.resumes} retries claimed resume=True on a stream without ids")
@@ -570,6 +590,8 @@ async def run_turn(
         if chat.messages[-1].content != reply.content:
             problems.append("history does not end with the reply")
     if problems:
+        errors = [str(v.error)[:120] for k, v in lane.log if k == "retry"]
+        problems.append(f"{len(errors)} retries, the last ones after: {errors[-3:]}")
         figures.failures.append(f"{where}: {'; '.join(problems)}")
     return usage if reply is not None else None
 
@@ -584,10 +606,10 @@ async def run_lane(
         while done < turns:
             chat = AIStream(
                 lane.url,
-                protocol="native" if lane.target == "native" else "openai",
+                protocol="openai" if lane.target == "openai" else "native",
                 headers=headers,
                 system_prompt=SYSTEM_PROMPT,
-                retry=RETRY,
+                retry=REPLICA_RETRY if lane.target == "replica" else RETRY,
                 timeout=CLIENT_TIMEOUT,
                 stall_timeout=STALL_TIMEOUT,
                 client=client,
@@ -610,6 +632,37 @@ async def run_lane(
                     f"seed={SEED} lane={lane.name}: conversation usage {chat.usage!r} != {total!r}"
                 )
             sweep.text("repr", repr(chat))
+
+
+async def start_replicas(stack: contextlib.AsyncExitStack) -> tuple[list[Replica], RoundRobin]:
+    """Three replica processes on a redis-server of their own, behind a RoundRobin."""
+    redis = RedisServer()
+    redis.start()
+    stack.callback(redis.close)
+    replicas = [Replica(store=redis.url, **REPLICA_OPTIONS) for _ in range(3)]
+    await asyncio.gather(*(asyncio.to_thread(r.start) for r in replicas))
+
+    async def stop_all() -> None:
+        await asyncio.gather(*(asyncio.to_thread(r.stop) for r in replicas))
+
+    stack.push_async_callback(stop_all)
+    balancer = await stack.enter_async_context(
+        RoundRobin(lambda: [r.port for r in replicas if r.alive])
+    )
+    return replicas, balancer
+
+
+async def kill_replicas(replicas: list[Replica], figures: Figures, done: asyncio.Event) -> None:
+    """SIGKILL a random replica every KILL_EVERY seconds (seeded), restart it, until `done`."""
+    rng = random.Random(f"{SEED}:kills")
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), rng.uniform(*KILL_EVERY))  # the schedule
+            return
+        victim = rng.choice(replicas)
+        victim.kill()
+        figures.kills += 1
+        await asyncio.to_thread(victim.start)
 
 
 def lane_turns(turns: int, lanes: int) -> list[int]:
@@ -636,12 +689,18 @@ async def run_campaign(
     async with contextlib.AsyncExitStack() as stack:
         app = create_app(backend=model, replay_store=replay_store)
         native_url = await stack.enter_async_context(running(app))
+        replicas: list[Replica] = []
+        balancer_port = 0
+        if "replica" in targets:
+            replicas, balancer = await start_replicas(stack)
+            balancer_port = balancer.port
         loopback = await stack.enter_async_context(LoopbackServer(upstream.handler()))
         upstream.server = loopback
         stack.enter_context(sweeping_logs(sweep))
         ports = {
             "native": (int(native_url.rsplit(":", 1)[1]), "/api/chat", None),
             "openai": (int(loopback.url.rsplit(":", 1)[1]), "/v1/chat/completions", upstream),
+            "replica": (balancer_port, "/api/chat", None),
         }
         all_lanes: list[tuple[Lane, int]] = []
         for target in targets:
@@ -651,9 +710,16 @@ async def run_campaign(
                 lane.faulty = faults
                 await stack.enter_async_context(lane.proxy)
                 all_lanes.append((lane, count))
+        done = asyncio.Event()
         async with asyncio.TaskGroup() as group:
-            for lane, count in all_lanes:
+            if replicas:
+                group.create_task(kill_replicas(replicas, figures["replica"], done))
+            lanes_done = [
                 group.create_task(run_lane(lane, count, model, figures[lane.target], sweep))
+                for lane, count in all_lanes
+            ]
+            await asyncio.wait(lanes_done)
+            done.set()
         for lane, _ in all_lanes:
             sweep.text("repr", repr(lane.proxy))
     return CampaignResult(

@@ -598,22 +598,29 @@ class ChatService:
         store = self.shared
         assert store is not None
         probe = min(1.0, self.producer_lease / 2)
+        block = 0.001  # first look at once: a client may not wait long for a dead producer
         try:
             while stream_id not in self.live:
-                replay = await store.wait(stream_id, cursor.after, probe)
+                replay = await store.wait(stream_id, cursor.after, block)
                 if replay.data:
                     cursor.after = replay.next_seq - 1
                     yield replay.data
                 if replay.finished:
                     cursor.done = True
                     return
-                if replay.data or await store.producer_alive(stream_id):
+                if replay.data:
+                    continue
+                # quiet: is the producer alive? Block until its lease would expire, no longer.
+                left = await store.lease_left(stream_id)
+                if left > 0:
+                    block = min(left + 0.005, probe)
                     continue
                 if await self._take_over(stream_id):
                     continue
                 if await store.read(stream_id, cursor.after) is None:
                     cursor.done = True  # expired meanwhile
                     return
+                block = probe
         except StoreUnavailable as exc:
             cursor.done = True
             yield store_error_frame(str(exc))
@@ -685,7 +692,7 @@ class ChatService:
             after = replay.next_seq - 1
             if replay.finished or stream_id in self.live:
                 break
-            if not replay.data and not await store.producer_alive(stream_id):
+            if not replay.data and not await store.lease_left(stream_id):
                 await self._take_over(stream_id, cancel=True)
         return Response(status_code=204)
 

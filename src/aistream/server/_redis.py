@@ -362,9 +362,10 @@ class RedisReplayStore:
         entries = reply[0][1] if reply else []
         return _replay(entries, after)
 
-    async def producer_alive(self, stream_id: str) -> bool:
-        """Whether someone holds the stream's lease."""
-        return bool(await self._call(self._redis.exists(self._keys(stream_id)[1])))
+    async def lease_left(self, stream_id: str) -> float:
+        """Seconds until the stream's producer lease expires (0: nobody holds it)."""
+        ms = await self._call(self._redis.pttl(self._keys(stream_id)[1]))
+        return max(int(ms), 0) / 1000
 
     async def owner(self, stream_id: str) -> str | None:
         """The stream's owner ("" for none), None when the stream is unknown or expired."""

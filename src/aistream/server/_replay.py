@@ -151,8 +151,8 @@ class SharedReplayStore(ReplayStore, Protocol):
         """The frames after `after`, waiting up to `block` seconds for some."""
         ...
 
-    async def producer_alive(self, stream_id: str) -> bool:
-        """Whether some replica holds the stream's producer lease."""
+    async def lease_left(self, stream_id: str) -> float:
+        """Seconds until the stream's producer lease expires (0: nobody holds it)."""
         ...
 
     async def take_over(self, stream_id: str) -> Takeover | None:
