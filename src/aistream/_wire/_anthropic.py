@@ -27,10 +27,13 @@ from ._dialect import (
     HEARTBEAT_ONLY,
     NOTHING,
     ChatRequest,
+    ImagePart,
     RequestSpec,
+    ToolSpec,
     as_int,
     json_body,
     loads_object,
+    parse_arguments,
 )
 from ._events import (
     Done,
@@ -79,6 +82,30 @@ class _Block:
         self.parts: list[str] = []  # input_json_delta fragments
 
 
+#: The image types the Messages API takes.
+IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+
+
+def _image_block(image: ImagePart) -> dict[str, Any]:
+    if image.url is not None:
+        return {"type": "image", "source": {"type": "url", "url": image.url}}
+    if image.media_type not in IMAGE_TYPES:
+        raise ValueError(
+            f"Anthropic takes {', '.join(sorted(IMAGE_TYPES))} images; got {image.media_type!r}: "
+            "convert the image first"
+        )
+    source = {"type": "base64", "media_type": image.media_type, "data": image.base64()}
+    return {"type": "image", "source": source}
+
+
+def _tool(tool: ToolSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": tool.name}
+    if tool.description:
+        out["description"] = tool.description
+    out["input_schema"] = dict(tool.parameters) or {"type": "object"}
+    return out
+
+
 class AnthropicDialect:
     """Parser state for one attempt of an Anthropic Messages stream.
 
@@ -105,16 +132,51 @@ class AnthropicDialect:
 
         Messages with role ``system`` are folded into ``system`` (after `system_prompt`), and
         empty messages are left out (the API rejects empty content). ``max_tokens`` is required
-        by the API: 4096 unless ``options["max_tokens"]`` says otherwise.
+        by the API: 4096 unless ``options["max_tokens"]`` says otherwise. Tools are
+        ``{"name", "description", "input_schema"}``; an assistant's tool calls are ``tool_use``
+        blocks after its text; tool messages are ``tool_result`` blocks (``is_error`` kept),
+        consecutive ones in one user message, as the API requires; images are ``image`` blocks
+        (a ``base64`` or ``url`` source) before the text.
+
+        Raises:
+            ValueError: an image type Anthropic does not take, or tool call arguments that
+                are not a JSON object.
         """
         system = [request.system_prompt] if request.system_prompt else []
-        messages: list[dict[str, str]] = []
+        messages: list[dict[str, Any]] = []
         for m in request.messages:
             if m.role == "system":
                 if m.content:
                     system.append(m.content)
+            elif m.role == "tool":
+                result: dict[str, Any] = {"type": "tool_result", "tool_use_id": m.tool_call_id}
+                if m.content:
+                    result["content"] = m.content
+                if m.is_error:
+                    result["is_error"] = True
+                last = messages[-1] if messages else None
+                if last is not None and last.get("results"):  # the results of one step: together
+                    last["content"].append(result)
+                else:
+                    messages.append({"role": "user", "content": [result], "results": True})
+            elif m.tool_calls or m.images:
+                blocks = [_image_block(i) for i in m.images]
+                if m.content:
+                    blocks.append({"type": "text", "text": m.content})
+                blocks += [
+                    {
+                        "type": "tool_use",
+                        "id": c.id,
+                        "name": c.name,
+                        "input": parse_arguments(c, "Anthropic"),
+                    }
+                    for c in m.tool_calls
+                ]
+                messages.append({"role": m.role, "content": blocks})
             elif m.content:
                 messages.append({"role": m.role, "content": m.content})
+        for message in messages:
+            message.pop("results", None)
         payload: dict[str, Any] = {}
         if request.model:
             payload["model"] = request.model
@@ -122,6 +184,8 @@ class AnthropicDialect:
         payload["messages"] = messages
         if system:
             payload["system"] = "\n\n".join(system)
+        if request.tools:
+            payload["tools"] = [_tool(t) for t in request.tools]
         payload.update(request.options)
         payload["stream"] = True
         headers = {

@@ -1,5 +1,9 @@
 """The native protocol: this project's server and the seed's (ai-kit) variants. Stdlib only.
 
+Sends (API.md §2, §5): ``messages`` (assistant ``toolCalls``, tool ``toolCallId`` and
+``isError``, user ``images`` as ``{"url"}`` or ``{"data": <base64>, "mediaType"}``), ``model``,
+``systemPrompt``, ``tools`` (``{"name", "description", "parameters"}``), the options, ``stream``.
+
 Reads: `start`, `token` (``{"token", "index"}``), `usage` (nested ``{"usage": {...}}`` or the
 fields at top level), `metadata`, `reasoning`, `tool-call`, `error` (``{"error", "code"}``),
 `done` (``{"finishReason"}``), and the seed's unnamed ``data: {"token": ...}`` events ended by
@@ -14,6 +18,7 @@ from typing import Any, ClassVar, Literal
 from ._dialect import (
     NOTHING,
     RETRYABLE_STATUS,
+    ChatMessage,
     ChatRequest,
     RequestSpec,
     as_int,
@@ -108,13 +113,16 @@ class NativeDialect:
         return self._finished
 
     def build_request(self, endpoint: str, request: ChatRequest) -> RequestSpec:
-        payload: dict[str, Any] = {
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages]
-        }
+        payload: dict[str, Any] = {"messages": [_message(m) for m in request.messages]}
         if request.model:
             payload["model"] = request.model
         if request.system_prompt:
             payload["systemPrompt"] = request.system_prompt
+        if request.tools:
+            payload["tools"] = [
+                {"name": t.name, "description": t.description, "parameters": dict(t.parameters)}
+                for t in request.tools
+            ]
         payload.update(request.options)
         payload["stream"] = True
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
@@ -182,6 +190,25 @@ class NativeDialect:
             self._finished = True
             events.append(Done())
         return events or [Skipped("native event without token, usage or done", data[:200])]
+
+
+def _message(m: ChatMessage) -> dict[str, Any]:
+    """A message in the native request shape (API.md §5): toolCalls, toolCallId, images."""
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        out["toolCalls"] = [
+            {"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls
+        ]
+    if m.role == "tool":
+        out["toolCallId"] = m.tool_call_id
+        if m.is_error:
+            out["isError"] = True
+    if m.images:
+        out["images"] = [
+            {"url": i.url} if i.url is not None else {"data": i.base64(), "mediaType": i.media_type}
+            for i in m.images
+        ]
+    return out
 
 
 def _server_error(obj: Mapping[str, Any]) -> ServerError:

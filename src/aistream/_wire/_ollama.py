@@ -28,7 +28,18 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from ._dialect import NOTHING, ChatRequest, RequestSpec, as_int, json_body, loads_object
+from ._dialect import (
+    NOTHING,
+    ChatMessage,
+    ChatRequest,
+    RequestSpec,
+    as_int,
+    json_body,
+    loads_object,
+    parse_arguments,
+    tool_name_of,
+    tool_names,
+)
 from ._events import (
     Done,
     FinishReason,
@@ -42,6 +53,7 @@ from ._events import (
     ToolCallDone,
     UsageReport,
 )
+from ._openai import function_tools
 
 _TRANSIENT = re.compile(r"overload|busy|unavailable|timeout|timed out|try again", re.IGNORECASE)
 
@@ -63,6 +75,29 @@ RUNTIME_OPTIONS = frozenset(
 )
 
 _FINISH = {"stop": "stop", "length": "length", "load": "stop", "unload": "stop"}
+
+
+def _message(m: ChatMessage, names: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role}
+    if m.content or not m.tool_calls:  # as the ollama package: no empty text beside calls
+        out["content"] = m.content
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {"function": {"name": c.name, "arguments": parse_arguments(c, "Ollama")}}
+            for c in m.tool_calls
+        ]
+    if m.role == "tool":
+        name = tool_name_of(m, names)
+        if name:
+            out["tool_name"] = name
+    if m.images:
+        if any(i.data is None for i in m.images):
+            raise ValueError(
+                "Ollama takes images as bytes, not URLs: download the image and pass "
+                "Image(data=..., media_type=...) or Image.from_path(path)"
+            )
+        out["images"] = [i.base64() for i in m.images]
+    return out
 
 
 class OllamaDialect:
@@ -91,15 +126,24 @@ class OllamaDialect:
         Sampling options given portably at the top level (``temperature``, ``top_p``,
         ``seed``, ``stop``, ``max_tokens`` as ``num_predict``, …) are moved into Ollama's
         ``options`` object; anything else (``tools``, ``format``, ``keep_alive``, ``think``,
-        ``options`` itself) is sent as given.
+        ``options`` itself) is sent as given. Tools are defined as in chat completions; an
+        assistant's calls are ``tool_calls`` with ``arguments`` an object; a tool message
+        carries ``tool_name`` (its call's tool); images are base64 ``images``.
+
+        Raises:
+            ValueError: an image given by URL (Ollama takes the bytes), or tool call
+                arguments that are not a JSON object.
         """
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        names = tool_names(request.messages)
+        messages = [_message(m, names) for m in request.messages]
         if request.system_prompt:
             messages.insert(0, {"role": "system", "content": request.system_prompt})
         payload: dict[str, Any] = {}
         if request.model:
             payload["model"] = request.model
         payload["messages"] = messages
+        if request.tools:
+            payload["tools"] = function_tools(request.tools)
         runtime: dict[str, Any] = {}
         for key, value in request.options.items():
             if key == "max_tokens":

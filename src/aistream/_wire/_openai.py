@@ -25,8 +25,10 @@ from typing import Any, ClassVar, Literal
 
 from ._dialect import (
     NOTHING,
+    ChatMessage,
     ChatRequest,
     RequestSpec,
+    ToolSpec,
     error_message,
     json_body,
     loads_object,
@@ -83,12 +85,14 @@ class OpenAIDialect:
         return self._finished
 
     def build_request(self, endpoint: str, request: ChatRequest) -> RequestSpec:
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        messages = [_message(m) for m in request.messages]
         if request.system_prompt:
             messages.insert(0, {"role": "system", "content": request.system_prompt})
         payload: dict[str, Any] = {"messages": messages}
         if request.model:
             payload["model"] = request.model
+        if request.tools:
+            payload["tools"] = function_tools(request.tools)
         payload.update(request.options)
         payload["stream"] = True
         payload["stream_options"] = {"include_usage": True}
@@ -229,6 +233,36 @@ class OpenAIDialect:
         if reason not in self._reported:
             self._reported.add(reason)
             events.append(Skipped(reason + " (reported once per stream)", data[:200]))
+
+
+def function_tools(tools: tuple[ToolSpec, ...]) -> list[dict[str, Any]]:
+    """Tools as chat completions (and Ollama) define them: ``{"type": "function", "function"}``."""
+    out = []
+    for t in tools:
+        function: dict[str, Any] = {"name": t.name}
+        if t.description:
+            function["description"] = t.description
+        function["parameters"] = dict(t.parameters)
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def _message(m: ChatMessage) -> dict[str, Any]:
+    """A message as chat completions takes it: assistant ``tool_calls``, ``role: "tool"`` with
+    ``tool_call_id``, user images as ``image_url`` parts (a URL or a ``data:`` URL)."""
+    if m.role == "tool":
+        return {"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content}
+    if m.tool_calls:
+        calls = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in m.tool_calls
+        ]
+        return {"role": m.role, "content": m.content or None, "tool_calls": calls}
+    if m.images:
+        parts: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
+        parts += [{"type": "image_url", "image_url": {"url": i.data_url()}} for i in m.images]
+        return {"role": m.role, "content": parts}
+    return {"role": m.role, "content": m.content}
 
 
 class _Call:

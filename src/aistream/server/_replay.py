@@ -28,11 +28,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["MemoryReplayStore", "Replay", "ReplayFull", "ReplayStore"]
+__all__ = ["MemoryReplayStore", "Replay", "ReplayFull", "ReplayStore", "StoreUnavailable"]
 
 
 class ReplayFull(Exception):
     """The store cannot take another stream now (too many live streams or bytes)."""
+
+
+class StoreUnavailable(Exception):
+    """A networked store cannot be reached now (the app answers 503 / `store_unavailable`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +60,16 @@ class ReplayStore(Protocol):
     Events are numbered from 0 in append order (the `<seq>` of ``<stream-id>:<seq>``).
     """
 
-    async def create(self, stream_id: str) -> None:
-        """Open an empty log. Raises ReplayFull when the store is at its bounds."""
+    async def create(self, stream_id: str, owner: str = "", context: bytes = b"") -> None:
+        """Open an empty log. Raises ReplayFull when the store is at its bounds.
+
+        `owner` is the principal id the stream belongs to ("" for none); `context` describes
+        the request, for a store whose streams another replica may have to take over.
+        """
+        ...
+
+    async def owner(self, stream_id: str) -> str | None:
+        """The owner given to `create` ("" for none), None when the stream is unknown."""
         ...
 
     async def append(self, stream_id: str, frame: bytes) -> None:
@@ -82,9 +94,10 @@ class ReplayStore(Protocol):
 
 
 class _Log:
-    __slots__ = ("data", "finished_at", "offsets")
+    __slots__ = ("data", "finished_at", "offsets", "owner")
 
-    def __init__(self) -> None:
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
         self.data: bytearray | bytes = bytearray()
         self.offsets = array("I")  # where each event's frame starts in `data`
         self.finished_at: float | None = None
@@ -138,7 +151,10 @@ class MemoryReplayStore:
         """Frame bytes held now."""
         return self._bytes
 
-    async def create(self, stream_id: str) -> None:
+    def __contains__(self, stream_id: object) -> bool:
+        return stream_id in self._logs
+
+    async def create(self, stream_id: str, owner: str = "", context: bytes = b"") -> None:
         self._purge()
         if stream_id in self._logs:
             raise ValueError(f"stream {stream_id!r} already exists")
@@ -150,7 +166,19 @@ class MemoryReplayStore:
             raise ReplayFull(f"{len(self._logs)} streams are live (replay_max_streams)")
         if self._bytes >= self.max_bytes:
             raise ReplayFull(f"live streams hold {self._bytes} bytes (replay_max_bytes)")
-        self._logs[stream_id] = _Log()
+        self._logs[stream_id] = _Log(owner)
+
+    async def owner(self, stream_id: str) -> str | None:
+        self._purge()
+        log = self._logs.get(stream_id)
+        return None if log is None else log.owner
+
+    def drop(self, stream_id: str) -> None:
+        """Forget a log now, live or finished (a store that mirrors another one uses it)."""
+        log = self._logs.pop(stream_id, None)
+        if log is not None:
+            self._finished.pop(stream_id, None)
+            self._bytes -= len(log.data)
 
     async def append(self, stream_id: str, frame: bytes) -> None:
         log = self._logs[stream_id]

@@ -1,0 +1,180 @@
+"""RedisReplayStore against a real redis-server: write-through, replay, follow, lease, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from aistream.server._redis import RedisReplayStore, redact_url
+from aistream.server._replay import StoreUnavailable
+from tests.redisserver import RedisServer
+
+GUARD = 5.0
+
+
+class Listener:
+    """A StoreListener that records what it hears; `until` waits for a condition."""
+
+    def __init__(self) -> None:
+        self.stored_ids: list[str] = []
+        self.cancelled: list[str] = []
+        self.event = asyncio.Event()
+
+    def stored(self, stream_id: str) -> None:
+        self.stored_ids.append(stream_id)
+        self.event.set()
+
+    def cancel(self, stream_id: str) -> None:
+        self.cancelled.append(stream_id)
+        self.event.set()
+
+    async def until(self, predicate: object) -> None:
+        async def wait() -> None:
+            while not predicate():  # type: ignore[operator]
+                self.event.clear()
+                await self.event.wait()
+
+        await asyncio.wait_for(wait(), GUARD)
+
+
+@pytest.fixture
+async def stores(redis_url: str) -> AsyncIterator[tuple[RedisReplayStore, RedisReplayStore]]:
+    """Two stores on one Redis: two replicas' views."""
+    a = RedisReplayStore(redis_url, ttl=30, lease=0.5)
+    b = RedisReplayStore(redis_url, ttl=30, lease=0.5)
+    await a.start()
+    await b.start()
+    try:
+        yield a, b
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_frames_written_on_one_replica_replay_on_another(
+    stores: tuple[RedisReplayStore, RedisReplayStore],
+) -> None:
+    a, b = stores
+    heard = Listener()
+    a.listener = heard
+    await a.create("s1", owner="alice", context=b'{"messages": []}')
+    for n in range(5):
+        await a.append("s1", f"frame{n}\n".encode())
+    await heard.until(lambda: len(heard.stored_ids) >= 1 and not a._producers["s1"].pending)
+    await _drain(a, "s1")
+    replay = await b.read("s1", -1)
+    assert replay is not None
+    assert replay.data == b"frame0\nframe1\nframe2\nframe3\nframe4\n"
+    assert (replay.next_seq, replay.finished) == (5, False)
+    after = await b.read("s1", 2)
+    assert after is not None and after.data == b"frame3\nframe4\n"
+    await a.finish("s1")
+    done = await b.read("s1", 4)
+    assert done is not None and (done.data, done.next_seq, done.finished) == (b"", 5, True)
+    assert await b.owner("s1") == "alice"
+    assert await b.read("nope", -1) is None
+    assert await b.owner("nope") is None
+
+
+async def test_a_follower_elsewhere_blocks_until_frames_come(
+    stores: tuple[RedisReplayStore, RedisReplayStore],
+) -> None:
+    a, b = stores
+    await a.create("s2")
+    waiting = asyncio.create_task(b.wait("s2", -1, block=GUARD))
+    await asyncio.sleep(0.05)  # let the XREAD block (it must not return empty)
+    assert not waiting.done()
+    await a.append("s2", b"x\n")
+    replay = await asyncio.wait_for(waiting, GUARD)
+    assert (replay.data, replay.next_seq, replay.finished) == (b"x\n", 1, False)
+    await a.finish("s2")
+    end = await b.wait("s2", 0, block=GUARD)
+    assert (end.data, end.finished) == (b"", True)
+
+
+async def test_an_expired_lease_is_taken_over_by_exactly_one(
+    stores: tuple[RedisReplayStore, RedisReplayStore], redis_url: str
+) -> None:
+    a, b = stores
+    c = RedisReplayStore(redis_url, ttl=30, lease=0.5)
+    await a.create("s3", owner="bob", context=b"ctx")
+    await a.append("s3", b"f0\n")
+    producer = a._producers["s3"]
+    await asyncio.wait_for(_drain(a, "s3"), GUARD)
+    # a is "killed": its renewals stop
+    assert producer.renewing is not None
+    producer.renewing.cancel()
+    assert await b.producer_alive("s3")
+    assert await b.take_over("s3") is None  # the lease still runs
+    while await b.producer_alive("s3"):
+        await b.wait("s3", 0, block=0.2)
+    won = await asyncio.gather(b.take_over("s3"), c.take_over("s3"))
+    winners = [w for w in won if w is not None]
+    assert len(winners) == 1
+    assert winners[0].frames == [b"f0\n"] and winners[0].owner == "bob"
+    assert winners[0].context == b"ctx"
+    winner = b if won[0] is not None else c
+    await winner.append("s3", b"f1\n")
+    await winner.finish("s3")
+    # the old producer wakes up and writes: refused, and it is told to stop
+    heard = Listener()
+    a.listener = heard
+    await a.append("s3", b"stale\n")
+    await heard.until(lambda: "s3" in heard.cancelled)
+    replay = await c.read("s3", -1) if winner is b else await b.read("s3", -1)
+    assert replay is not None and replay.data == b"f0\nf1\n" and replay.finished
+    await c.aclose()
+
+
+async def _drain(store: RedisReplayStore, stream_id: str) -> None:
+    producer = store._producers[stream_id]
+    while producer.flushing is not None and not producer.flushing.done():
+        await producer.flushing
+
+
+async def test_a_cancel_on_another_replica_reaches_the_producer(
+    stores: tuple[RedisReplayStore, RedisReplayStore],
+) -> None:
+    a, b = stores
+    heard = Listener()
+    a.listener = heard
+    await a.create("s4")
+    assert await b.request_cancel("s4") == "live"
+    await heard.until(lambda: "s4" in heard.cancelled)
+    await a.finish("s4")
+    assert await b.request_cancel("s4") == "done"
+    assert await b.request_cancel("unknown") == "unknown"
+
+
+async def test_finished_streams_expire_after_the_ttl(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    store = RedisReplayStore(redis_url, ttl=0.2, lease=5)
+    await store.start()
+    try:
+        await store.create("s5")
+        await store.append("s5", b"a\n")
+        await store.finish("s5")
+        assert int(redis_server.command("DBSIZE")) == 2  # log and meta; the lease is gone
+        ttl = int(redis_server.command("PTTL", "aistream:{s5}:log"))
+        assert 0 < ttl <= 200
+    finally:
+        await store.aclose()
+
+
+async def test_redis_down_is_store_unavailable_fast(own_redis: RedisServer) -> None:
+    store = RedisReplayStore(own_redis.url.replace("redis://", "redis://:hunter2@"), lease=5)
+    own_redis.stop()
+    with pytest.raises(StoreUnavailable) as info:
+        await asyncio.wait_for(store.create("s6"), GUARD)
+    assert "hunter2" not in str(info.value) and "127.0.0.1" in str(info.value)
+    assert not store.available
+    await store.aclose()
+
+
+def test_redact_url() -> None:
+    assert redact_url("redis://:pw@h:1/0") == "redis://***@h:1/0"
+    assert redact_url("redis://u:pw@h/0") == "redis://***@h/0"
+    assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
