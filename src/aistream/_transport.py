@@ -404,7 +404,12 @@ class Transport:
                 retryable=False,
             )
         return APIStatusError(
-            message, status_code=status, body=body, code=code, retry_after=retry_after
+            message,
+            status_code=status,
+            body=body,
+            code=code,
+            retry_after=retry_after,
+            retryable=_retryable_flag(body),
         )
 
     async def _check_content_type(
@@ -443,3 +448,15 @@ class Transport:
             f"{'text/event-stream' if dialect.framing == 'sse' else 'NDJSON'}): "
             f"{self.redact(sample)!r}; check the endpoint URL and protocol="
         )
+
+
+def _retryable_flag(body: Any) -> bool | None:
+    """Our servers' ``retryable`` (top level, or in OpenAI's ``error`` object), when a bool."""
+    if isinstance(body, dict):
+        flag = body.get("retryable")
+        error = body.get("error")
+        if flag is None and isinstance(error, dict):
+            flag = error.get("retryable")
+        if isinstance(flag, bool):
+            return flag
+    return None

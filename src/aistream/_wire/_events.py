@@ -107,12 +107,16 @@ class ServerError:
     """The server reported an error inside the stream.
 
     `retryable` says whether it is transient (overloaded, rate limited, upstream unavailable).
+    `status` and `retry_after` are set by a relay for a failure known before any content: the
+    HTTP status (and ``Retry-After`` seconds) the server answers instead of starting a stream.
     """
 
     message: str
     code: str | None = None
     retryable: bool = False
     body: Any = None
+    status: int | None = None
+    retry_after: float | None = None
 
 
 @dataclass(slots=True)
