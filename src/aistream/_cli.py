@@ -35,8 +35,8 @@ __all__ = ["build_parser", "embedded_server", "main"]
 _T = TypeVar("_T")
 
 SERVER_EXTRA_HINT = "pip install 'aistream[server]'"
-PROTOCOLS = ("auto", "native", "openai", "anthropic", "ollama")
-UPSTREAM_PROTOCOLS = ("openai", "anthropic")
+PROTOCOLS = ("auto", "native", "openai", "anthropic", "ollama", "responses", "gemini")
+UPSTREAM_PROTOCOLS = ("openai", "anthropic", "responses", "gemini")
 _EXTRA_PACKAGES = frozenset({"uvicorn", "starlette", "anyio"})
 _START_TIMEOUT = 15.0  # seconds for the embedded server to come up
 _STOP_TIMEOUT = 10.0
@@ -214,10 +214,14 @@ def embedded_server(**app_options: Any) -> Iterator[str]:
 
 
 _KEY_VARIABLES = {
-    "openai": "OPENAI_API_KEY",
-    "anthropic": "ANTHROPIC_API_KEY",
-    "gemini": "GEMINI_API_KEY",
+    "openai": ("OPENAI_API_KEY",),
+    "responses": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),  # the google-genai SDK reads both
 }
+#: The model asked for when --model is not given, for APIs that refuse a request without one
+#: (a Gemini endpoint names its model in the URL).
+_DEFAULT_MODELS = {"responses": "gpt-4.1-mini"}
 
 
 def _resolved_protocol(protocol: str, endpoint: str | None) -> str:
@@ -229,9 +233,7 @@ def _api_key(given: str | None, protocol: str) -> str | None:
     """--api-key, else $AISTREAM_API_KEY, else the variable of `protocol` (already resolved)."""
     if given:
         return given
-    names = ["AISTREAM_API_KEY"]
-    if protocol in _KEY_VARIABLES:
-        names.append(_KEY_VARIABLES[protocol])
+    names = ["AISTREAM_API_KEY", *_KEY_VARIABLES.get(protocol, ())]
     return next((os.environ[n] for n in names if os.environ.get(n)), None)
 
 
@@ -306,11 +308,13 @@ def _chat_loop(chat: AIStream, console: _Console, stdin: TextIO, interactive: bo
 def _cmd_chat(args: argparse.Namespace, console: _Console) -> int:
     interactive = sys.stdin.isatty()
     with contextlib.ExitStack() as stack:
+        model = args.model
         if args.endpoint:
             endpoint = args.endpoint
             protocol = _resolved_protocol(args.protocol, endpoint)
             headers = _auth_headers(protocol, _api_key(args.api_key, protocol))
             where = redact_url(endpoint)
+            model = model or _DEFAULT_MODELS.get(protocol)
         else:
             endpoint = f"{stack.enter_context(embedded_server())}/api/chat"
             headers = {}
@@ -318,7 +322,7 @@ def _cmd_chat(args: argparse.Namespace, console: _Console) -> int:
         try:
             chat = AIStream(
                 endpoint,
-                model=args.model,
+                model=model,
                 protocol=args.protocol,
                 system_prompt=args.system,
                 headers=headers,
@@ -710,8 +714,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "--api-key",
         metavar="KEY",
-        help="key sent to --endpoint (default: $AISTREAM_API_KEY, else $OPENAI_API_KEY or "
-        "$ANTHROPIC_API_KEY by the protocol, which auto resolves from the URL's path)",
+        help="key sent to --endpoint (default: $AISTREAM_API_KEY, else $OPENAI_API_KEY, "
+        "$ANTHROPIC_API_KEY or $GEMINI_API_KEY / $GOOGLE_API_KEY by the protocol, which auto "
+        "resolves from the URL's path)",
     )
     chat.add_argument(
         "--retries",
@@ -747,8 +752,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--api-key",
         metavar="KEY",
-        help="upstream key (default: $AISTREAM_API_KEY, else $OPENAI_API_KEY or "
-        "$ANTHROPIC_API_KEY by protocol)",
+        help="upstream key (default: $AISTREAM_API_KEY, else $OPENAI_API_KEY, "
+        "$ANTHROPIC_API_KEY or $GEMINI_API_KEY / $GOOGLE_API_KEY by protocol)",
     )
     serve.add_argument(
         "--demo-rate",

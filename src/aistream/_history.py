@@ -19,7 +19,7 @@ def wire_messages(messages: Iterable[Message]) -> tuple[ChatMessage, ...]:
         if not (m.tool_calls or m.images or m.role == "tool"):
             out.append(ChatMessage(m.role, m.content))
             continue
-        calls = tuple(ToolCallPart(c.id, c.name, c.arguments) for c in m.tool_calls)
+        calls = tuple(ToolCallPart(c.id, c.name, c.arguments, c.signature) for c in m.tool_calls)
         names.update((c.id, c.name) for c in m.tool_calls)
         images = tuple(ImagePart(i.url, i.data, i.media_type) for i in m.images)
         out.append(

@@ -144,7 +144,8 @@ class AIStream(SafeEmitter):
     Args:
         endpoint: Full URL of the streaming chat endpoint.
         model: Model name sent with each request.
-        protocol: "native", "openai", "anthropic", "ollama" or "auto" (by the endpoint's path).
+        protocol: "native", "openai", "anthropic", "ollama", "responses", "gemini" or "auto"
+            (by the endpoint's path).
         headers: Extra request headers (e.g. Authorization); never logged or shown.
         system_prompt: Sent with every request as the dialect expects.
         retry: How failed attempts are retried: a RetryConfig or a dict of its fields
@@ -610,7 +611,9 @@ class AIStream(SafeEmitter):
                 turn.reasoning.append(text)
                 self.emit(EVENT_REASONING, text)
         elif isinstance(event, ToolCallDone):
-            call = ToolCall(id=event.id, name=event.name, arguments=event.arguments)
+            call = ToolCall(
+                id=event.id, name=event.name, arguments=event.arguments, signature=event.signature
+            )
             turn.tool_calls.append(call)
             self.emit(EVENT_TOOL_CALL, call)
         elif isinstance(event, ServerError):
@@ -622,6 +625,7 @@ class AIStream(SafeEmitter):
                 body=self._transport.redact_body(event.body),
                 code=event.code,
                 retryable=event.retryable,
+                retry_after=event.retry_after,
             )
         elif isinstance(event, Skipped):
             log.warning("aistream: skipped an event: %s: %.200r", event.reason, event.raw)
@@ -758,7 +762,8 @@ def _cannot_resume(error: AIStreamError, state: AttemptState) -> AIStreamError:
     """Turn failures that a resume cannot fix into restarts.
 
     An error the server sent inside the stream ends that stream (a resume would replay it),
-    and a 404/410 on a resume means the server no longer has the stream.
+    and a 400/404/410 on a resume means the server no longer has the stream or will not
+    stream it again (Responses: "more than 5 minutes old").
     """
     if isinstance(error, APIStatusError) and error.status_code == 200:
         state.last_event_id = ""
@@ -766,7 +771,7 @@ def _cannot_resume(error: AIStreamError, state: AttemptState) -> AIStreamError:
     if (
         state.last_event_id
         and isinstance(error, APIStatusError)
-        and error.status_code in (404, 410)
+        and error.status_code in (400, 404, 410)
     ):
         state.last_event_id = ""
         lost = ConnectionLostError(f"the server cannot resume the stream ({error}); restarting")

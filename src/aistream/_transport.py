@@ -31,6 +31,7 @@ from ._wire._dialect import (
     use_json_loads,
 )
 from ._wire._events import StreamEvent, TextDelta, WireError
+from ._wire._gemini import retry_delay
 from ._wire._ndjson import NDJSONDecoder
 from ._wire._sse import SSEDecoder
 from .errors import (
@@ -228,8 +229,13 @@ class Transport:
         `sink` gets each frame's events; `on_text` (default: ``sink([TextDelta(text)])``) gets
         the text of each event that the dialect's fast path read straight from the bytes.
         """
+        last_event_id = state.last_event_id
+        resume_request = getattr(dialect, "resume_request", None)
+        if last_event_id and resume_request is not None:
+            # The dialect resumes with a request of its own (Responses: GET …?starting_after=)
+            spec, last_event_id = resume_request(spec, last_event_id), ""
         target, url = self._url(spec.url)
-        headers = self._request_headers(spec, state.last_event_id)
+        headers = self._request_headers(spec, last_event_id)
         state.events = 0
         if log.isEnabledFor(logging.DEBUG):
             log.debug("aistream: %s %s headers=%s", spec.method, url, redact_headers(headers))
@@ -334,6 +340,9 @@ class Transport:
         text_of = dialect.text_of
         now = asyncio.get_running_loop().time
         track_ids = dialect.resumable
+        # A dialect with a cursor of its own (Responses' sequence numbers) says where a resume
+        # starts; other resumable dialects resume from the SSE id of the last event.
+        cursor: Callable[[], str | None] | None = getattr(dialect, "cursor", None)
         chunks = _body_chunks(response)
         async for chunk in chunks:
             # The hot path: a chunk that is one plain `data:` event carrying only text goes
@@ -361,8 +370,10 @@ class Transport:
                     watchdog.last = now()
                 if events:
                     sink(events)
-                if track_ids and frame.id:  # type: ignore[union-attr]
-                    state.last_event_id = frame.id  # type: ignore[union-attr]
+                if track_ids:
+                    event_id = frame.id if cursor is None else cursor()  # type: ignore[union-attr]
+                    if event_id:
+                        state.last_event_id = event_id
             if dialect.finished:
                 await _drain(chunks)
                 return
@@ -394,6 +405,8 @@ class Transport:
         status = response.status_code
         message = f"{status} {response.reason_phrase} from {url}: {detail[:500]}"
         retry_after = parse_retry_after(response.headers)
+        if retry_after is None:
+            retry_after = retry_delay(body)  # Google's RetryInfo in the body
         if retry_after is not None and retry_after > MAX_SERVER_DELAY:
             return APIStatusError(
                 f"{message} (the server asked to retry after {retry_after:g} s, more than the "

@@ -83,13 +83,18 @@ class Usage(BaseModel):
 
 
 class ToolCall(BaseModel):
-    """A complete tool call requested by the model; `arguments` is the JSON text."""
+    """A complete tool call requested by the model; `arguments` is the JSON text.
+
+    `signature` is an opaque token some providers attach to a call and require back, verbatim,
+    when the history is sent again (Gemini's ``thoughtSignature``); None for the others.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     id: str
     name: str
     arguments: str = "{}"
+    signature: str | None = None
 
     def parsed_arguments(self) -> Any:
         """The arguments decoded from JSON (raises ValueError when the model sent invalid JSON)."""

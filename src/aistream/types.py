@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-ProtocolName = Literal["native", "openai", "anthropic", "ollama", "auto"]
+ProtocolName = Literal["native", "openai", "anthropic", "ollama", "responses", "gemini", "auto"]
 EventName = Literal[
     "message",
     "streaming-start",

@@ -46,11 +46,13 @@ class ImagePart:
 
 @dataclass(frozen=True, slots=True)
 class ToolCallPart:
-    """A tool call on an assistant message sent back to the model: `arguments` is JSON text."""
+    """A tool call on an assistant message sent back to the model: `arguments` is JSON text;
+    `signature` is the provider's opaque token for it, sent back verbatim (Gemini)."""
 
     id: str
     name: str
     arguments: str = "{}"
+    signature: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,12 +164,17 @@ class Dialect(Protocol):
         ...
 
 
-def detect_protocol(endpoint: str) -> Literal["native", "openai", "anthropic", "ollama"]:
+def detect_protocol(
+    endpoint: str,
+) -> Literal["native", "openai", "anthropic", "ollama", "responses", "gemini"]:
     """Pick the protocol from the endpoint's path, for ``protocol="auto"``.
 
     ```py
     detect_protocol("https://api.openai.com/v1/chat/completions")  # "openai"
     detect_protocol("https://api.anthropic.com/v1/messages")       # "anthropic"
+    detect_protocol("https://api.openai.com/v1/responses")         # "responses"
+    detect_protocol("https://generativelanguage.googleapis.com/v1beta/models/"
+                    "gemini-2.5-flash:streamGenerateContent")      # "gemini"
     detect_protocol("http://127.0.0.1:8000/api/chat")              # "native"
     ```
     """
@@ -176,6 +183,10 @@ def detect_protocol(endpoint: str) -> Literal["native", "openai", "anthropic", "
         return "openai"
     if path.endswith("/v1/messages") or path == "/messages":
         return "anthropic"
+    if path.endswith("/responses"):
+        return "responses"
+    if ":streamGenerateContent" in path:
+        return "gemini"
     return "native"
 
 

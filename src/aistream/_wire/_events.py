@@ -71,11 +71,13 @@ class ReasoningDelta:
 
 @dataclass(slots=True)
 class ToolCallDone:
-    """A complete tool call: `arguments` is the whole JSON text."""
+    """A complete tool call: `arguments` is the whole JSON text; `signature` is an opaque token
+    the provider wants back with the call (Gemini's ``thoughtSignature``)."""
 
     id: str
     name: str
     arguments: str
+    signature: str | None = None
 
 
 @dataclass(slots=True)
@@ -106,17 +108,18 @@ class Done:
 class ServerError:
     """The server reported an error inside the stream.
 
-    `retryable` says whether it is transient (overloaded, rate limited, upstream unavailable).
-    `status` and `retry_after` are set by a relay for a failure known before any content: the
-    HTTP status (and ``Retry-After`` seconds) the server answers instead of starting a stream.
+    `retryable` says whether it is transient (overloaded, rate limited, upstream unavailable);
+    `retry_after` is a delay in seconds the server asked for (Gemini's ``RetryInfo``, a relayed
+    ``Retry-After``), if any. `status` is set by a relay for a failure known before any
+    content: the HTTP status the server answers instead of starting a stream.
     """
 
     message: str
     code: str | None = None
     retryable: bool = False
     body: Any = None
-    status: int | None = None
     retry_after: float | None = None
+    status: int | None = None
 
 
 @dataclass(slots=True)

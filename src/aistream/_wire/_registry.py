@@ -10,15 +10,19 @@ from collections.abc import Callable
 
 from ._anthropic import AnthropicDialect
 from ._dialect import Dialect, detect_protocol
+from ._gemini import GeminiDialect
 from ._native import NativeDialect
 from ._ollama import OllamaDialect
 from ._openai import OpenAIDialect
+from ._responses import ResponsesDialect
 
 DIALECTS: dict[str, Callable[[], Dialect]] = {
     "native": NativeDialect,
     "openai": OpenAIDialect,
     "anthropic": AnthropicDialect,
     "ollama": OllamaDialect,
+    "responses": ResponsesDialect,
+    "gemini": GeminiDialect,
 }
 
 

@@ -635,11 +635,12 @@ def create_app(
     Args:
         upstream: The upstream model server, None for the built-in demo model: a base URL
             (``https://api.openai.com/v1``, ``https://api.anthropic.com``,
-            ``http://localhost:11434``) or the full endpoint URL.
+            ``http://localhost:11434``, ``https://generativelanguage.googleapis.com/v1beta``)
+            or the full endpoint URL.
         api_key: Sent to the upstream as it expects (``Authorization: Bearer``; ``x-api-key``
-            for anthropic).
+            for anthropic; ``x-goog-api-key`` for gemini).
         protocol: The upstream's protocol: "openai" (any OpenAI-compatible server),
-            "anthropic" or "ollama".
+            "anthropic", "ollama", "responses" (the OpenAI Responses API) or "gemini".
         model: Model name: sent upstream when a request names none; the demo's name.
         heartbeat_interval: Seconds of silence before a ``: ping`` (None: never).
         replay_ttl: Seconds a finished stream stays resumable.
@@ -664,6 +665,8 @@ def create_app(
     app = create_app(upstream="https://api.anthropic.com", protocol="anthropic", api_key=key,
                      model="claude-sonnet-4-5")
     app = create_app(upstream="http://localhost:11434", protocol="ollama", model="llama3.2")
+    app = create_app(upstream="https://generativelanguage.googleapis.com/v1beta",
+                     protocol="gemini", api_key=key, model="gemini-2.5-flash")
     ```
     """
     if backend is None:
