@@ -364,11 +364,21 @@ def _cmd_serve(args: argparse.Namespace, console: _Console) -> int:
         options["model"] = args.model
     if args.demo_rate is not None:
         options["demo_tokens_per_second"] = args.demo_rate or None
+    if args.store:
+        options["store"] = args.store
+        options["producer_lease"] = args.producer_lease
     try:
         app = create_app(**options)
     except ValueError as exc:
         console.error(f"error: {exc}")
         return 2
+    if args.store:
+        store = app.state.aistream.store
+        try:
+            store.check_now()  # before listening: an unreachable store is a clear failure
+        except Exception as exc:
+            console.error(f"error: {exc}; start Redis or fix --store")
+            return 1
     try:
         sock = _listen(args.host, args.port)
     except OSError as exc:
@@ -381,6 +391,8 @@ def _cmd_serve(args: argparse.Namespace, console: _Console) -> int:
         else "the built-in demo model (no key, no network)"
     )
     console.line(f"aistream serve: {model}")
+    if args.store:
+        console.line(f"streams kept in {app.state.aistream.store.address} (shared by replicas)")
     console.line(f"listening on {url}")
     console.line(
         f"chat endpoint: POST {url}/api/chat  (try: aistream chat --endpoint {url}/api/chat)"
@@ -392,7 +404,7 @@ def _cmd_serve(args: argparse.Namespace, console: _Console) -> int:
         pass
     finally:
         sock.close()
-    return 0
+    return 0 if server.started else 1
 
 
 # --- demo -----------------------------------------------------------------------------------
@@ -754,6 +766,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY",
         help="upstream key (default: $AISTREAM_API_KEY, else $OPENAI_API_KEY, "
         "$ANTHROPIC_API_KEY or $GEMINI_API_KEY / $GOOGLE_API_KEY by protocol)",
+    )
+    serve.add_argument(
+        "--store",
+        metavar="URL",
+        help="keep streams in Redis so replicas share them, e.g. redis://127.0.0.1:6379/0 "
+        "(needs aistream[redis]; default: this process's memory)",
+    )
+    serve.add_argument(
+        "--producer-lease",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="with --store: seconds before another replica takes over the stream of a replica "
+        "that died (default: 5)",
     )
     serve.add_argument(
         "--demo-rate",

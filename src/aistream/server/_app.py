@@ -35,7 +35,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .._wire._dialect import ChatRequest
-from .._wire._events import StreamEvent
+from .._wire._events import FinishReason, ServerError, StreamEvent
 from .._wire._sse import encode_sse
 from ._demo import DemoModel
 from ._encoders import Format, make_encoder
@@ -52,7 +52,20 @@ from ._formats import (
 )
 from ._peek import early_failure
 from ._relay import UpstreamRelay
-from ._replay import MemoryReplayStore, ReplayFull, ReplayStore
+from ._replay import (
+    MemoryReplayStore,
+    ReplayFull,
+    ReplayStore,
+    SharedReplayStore,
+    StoreUnavailable,
+)
+from ._replicas import (
+    Continuable,
+    progress,
+    request_context,
+    request_from_context,
+    store_error_frame,
+)
 from ._response import EventStreamResponse, FrameStreamResponse, NativeEncoder, new_stream_id
 
 __all__ = ["BadRequest", "ChatBackend", "ChatService", "create_app", "parse_chat_request"]
@@ -119,6 +132,16 @@ class _Live:
         changed.set()
 
 
+class _Cursor:
+    """Where a follower stands: the last seq it was sent, and whether it has had the end."""
+
+    __slots__ = ("after", "done")
+
+    def __init__(self, after: int) -> None:
+        self.after = after
+        self.done = False
+
+
 class ChatService:
     """The state and handlers behind one app: backend, replay store, live generations.
 
@@ -133,6 +156,8 @@ class ChatService:
         id_factory: Makes stream ids.
         first_event_wait: Seconds a new reply waits for its first event before the response
             starts, so a failure known by then gets an HTTP status (None: do not wait).
+        producer_lease: With a shared store: seconds after which another replica takes over
+            a stream whose producer stopped renewing its lease.
     """
 
     def __init__(
@@ -149,10 +174,17 @@ class ChatService:
         clock: Callable[[], float] = time.monotonic,
         id_factory: Callable[[], str] = new_stream_id,
         first_event_wait: float | None = None,
+        producer_lease: float = 5.0,
     ) -> None:
         self.backend = backend
         self.first_event_wait = first_event_wait
         self.store = store
+        self.producer_lease = producer_lease
+        self.shared: SharedReplayStore | None = None
+        if getattr(store, "shared", False):
+            shared: SharedReplayStore = store  # type: ignore[assignment]
+            shared.listener = self
+            self.shared = shared
         self.resume_grace = resume_grace
         self.replay_ttl = replay_ttl
         self.max_body_bytes = max_body_bytes
@@ -268,13 +300,39 @@ class ChatService:
             live.task.cancel()
             await asyncio.wait((live.task,), timeout=_CANCEL_WAIT)
             return Response(status_code=204)
-        if await self.store.read(stream_id, sys.maxsize) is not None:
-            return Response(status_code=204)
+        try:
+            if self.shared is not None:
+                return await self._cancel_elsewhere(stream_id)
+            if await self.store.read(stream_id, sys.maxsize) is not None:
+                return Response(status_code=204)
+        except StoreUnavailable as exc:
+            return _store_down(exc)
         return self._unknown(stream_id)
 
     async def healthz(self, request: Request) -> Response:
-        """GET /healthz: liveness, and how many generations are running."""
-        return JSONResponse({"status": "ok", "live_streams": len(self.live)})
+        """GET /healthz: liveness, how many generations run here, and the shared store's state."""
+        body: dict[str, Any] = {"status": "ok", "live_streams": len(self.live)}
+        if self.shared is not None:
+            try:
+                await self.shared.check()
+            except StoreUnavailable as exc:
+                body.update(status="unavailable", store="unavailable", error=str(exc))
+                return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+            body["store"] = "ok"
+        return JSONResponse(body)
+
+    # --- StoreListener: what a shared store tells this replica ---------------------------------
+
+    def stored(self, stream_id: str) -> None:
+        live = self.live.get(stream_id)
+        if live is not None:
+            live.notify()
+
+    def cancel(self, stream_id: str) -> None:
+        live = self.live.get(stream_id)
+        if live is not None and live.task is not None and not live.task.done():
+            log.info("aistream.server: a stream was cancelled through the store")
+            live.task.cancel()
 
     # --- streams ----------------------------------------------------------------------------
 
@@ -325,6 +383,9 @@ class ChatService:
         if fmt == "native":
             try:
                 stream_id = await self._start(chat, events)
+            except StoreUnavailable as exc:
+                await _aclose(events)
+                return _store_down(exc)
             except ReplayFull as exc:
                 await _aclose(events)
                 log.warning("aistream.server: refusing a new stream: %s", exc)
@@ -346,17 +407,20 @@ class ChatService:
         """Start the generation of a native reply (`events`: the backend's, already asked for)."""
         encoder = NativeEncoder(self._new_id())  # validates the id before anything is stored
         stream_id = encoder.stream_id
-        await self.store.create(stream_id)
+        if self.shared is not None:
+            await self.store.create(stream_id, context=request_context(request))
+        else:
+            await self.store.create(stream_id)
         live = self.live[stream_id] = _Live(stream_id)
         task = asyncio.create_task(
-            self._generate(live, encoder, request, events), name=f"aistream-{stream_id}"
+            self._generate(live, encoder, request, reply=events), name=f"aistream-{stream_id}"
         )
         task.add_done_callback(lambda _: self._never_ran(live, events))
         live.task = task
         live.followers = 1  # the response to this POST, attached from the start
         return stream_id
 
-    def _never_ran(self, live: _Live, events: AsyncIterator[StreamEvent] | None) -> None:
+    def _never_ran(self, live: _Live, events: AsyncIterator[StreamEvent] | None = None) -> None:
         """Books for a generation cancelled before its first step (its finally never ran)."""
         if self.live.get(live.stream_id) is live:
             cleanup = asyncio.ensure_future(self._never_ran_cleanup(live, events))
@@ -373,7 +437,10 @@ class ChatService:
             await self._finished(live)
 
     async def _resume(self, stream_id: str, after: int) -> Response:
-        replay = await self.store.read(stream_id, sys.maxsize)
+        try:
+            replay = await self.store.read(stream_id, sys.maxsize)
+        except StoreUnavailable as exc:
+            return _store_down(exc)
         if replay is None and stream_id not in self.live:
             return self._unknown(stream_id)
         if replay is not None and after >= replay.next_seq:
@@ -386,7 +453,10 @@ class ChatService:
         return self._respond(stream_id, after)
 
     def _respond(self, stream_id: str, after: int, attached: bool = False) -> Response:
-        frames = self._follow(stream_id, after, attached)
+        if self.shared is not None:
+            frames = self._follow_shared(stream_id, after, attached)
+        else:
+            frames = self._follow(stream_id, after, attached)
         return FrameStreamResponse(frames, **self._stream_options)
 
     def _unknown(self, stream_id: str) -> JSONResponse:
@@ -403,10 +473,16 @@ class ChatService:
         live: _Live,
         encoder: NativeEncoder,
         request: ChatRequest,
-        events: AsyncIterator[StreamEvent] | None,
+        events: AsyncIterator[StreamEvent] | None = None,
+        *,
+        reply: AsyncIterator[StreamEvent] | None = None,
     ) -> None:
-        """Run the backend (unless `events` is already its reply) and write its events,
-        encoded once, into the replay store."""
+        """Run the backend and write its events, encoded once, into the replay store.
+
+        `events`: the rest of a reply taken over from a dead producer (its `start` and what it
+        sent are stored already; `encoder` continues their numbering). `reply`: the backend's
+        reply to `request`, already asked for (`_serve` awaited its first event).
+        """
         store, stream_id = self.store, live.stream_id
 
         async def put(frame: bytes) -> None:
@@ -414,8 +490,10 @@ class ChatService:
             live.notify()
 
         try:
-            encoder.model = self.backend.model_for(request)
-            await put(encoder.start())
+            if events is None:
+                encoder.model = self.backend.model_for(request)
+                await put(encoder.start())
+                events = reply
             if events is None:
                 events = self.backend.stream(request)
             async for event in events:
@@ -428,17 +506,22 @@ class ChatService:
                 await put(encoder.done())
         except asyncio.CancelledError:
             if not encoder.finished:
-                await put(encoder.done("stopped"))
+                with contextlib.suppress(StoreUnavailable):
+                    await put(encoder.done("stopped"))
             raise
+        except StoreUnavailable:
+            # the shared store is gone (its followers were told) or another replica took over
+            log.warning("aistream.server: a generation stopped: the store is unavailable")
         except Exception as exc:
             log.exception("aistream.server: the generation of stream %s failed", stream_id)
             if not encoder.finished:
                 message = f"the server failed while generating the reply ({type(exc).__name__})"
-                await put(encoder.error(message, "internal_error", False))
+                with contextlib.suppress(StoreUnavailable):
+                    await put(encoder.error(message, "internal_error", False))
         finally:
             try:
-                if events is not None:
-                    await _aclose(events)
+                if events is not None or reply is not None:
+                    await _aclose(events or reply)  # type: ignore[arg-type]
             finally:
                 await self._finished(live)
 
@@ -450,6 +533,8 @@ class ChatService:
             live.grace.cancel()
         try:
             await self.store.finish(stream_id)
+        except StoreUnavailable:
+            log.warning("aistream.server: could not mark a stream finished in the store")
         finally:
             live.notify()
 
@@ -492,6 +577,162 @@ class ChatService:
                 if live.followers == 0 and stream_id in self.live:
                     self._start_grace(live)
 
+    async def _follow_shared(
+        self, stream_id: str, after: int, attached: bool
+    ) -> AsyncGenerator[bytes, None]:
+        """`_follow` for a shared store: from here while this replica produces the stream,
+        from the store (blocking reads) while another one does, taking it over if it dies."""
+        cursor = _Cursor(after)
+        await self.store.hold(stream_id)
+        try:
+            while not cursor.done:
+                live = self.live.get(stream_id)
+                if live is not None:
+                    source = self._from_here(live, cursor, attached)
+                    attached = False
+                else:
+                    source = self._from_elsewhere(stream_id, cursor)
+                async with contextlib.aclosing(source):
+                    async for chunk in source:
+                        yield chunk
+        finally:
+            await self.store.release(stream_id)
+
+    async def _from_here(
+        self, live: _Live, cursor: _Cursor, attached: bool
+    ) -> AsyncGenerator[bytes, None]:
+        """Follow a generation of this replica; return undone if it stops being ours."""
+        stream_id = live.stream_id
+        if not attached:
+            live.followers += 1
+            if live.grace is not None:
+                live.grace.cancel()
+                live.grace = None
+        try:
+            while True:
+                changed = live.changed
+                ended = live.task is None or live.task.done()
+                try:
+                    replay = await self.store.read(stream_id, cursor.after)
+                except StoreUnavailable as exc:
+                    cursor.done = True
+                    yield store_error_frame(str(exc))
+                    return
+                if replay is None:
+                    return  # dropped here (another replica took it over): follow the store
+                if replay.data:
+                    cursor.after = replay.next_seq - 1
+                    yield replay.data
+                if replay.finished:
+                    cursor.done = True
+                    return
+                if ended:
+                    return
+                await changed.wait()
+        finally:
+            live.followers -= 1
+            if live.followers == 0 and stream_id in self.live:
+                self._start_grace(live)
+
+    async def _from_elsewhere(self, stream_id: str, cursor: _Cursor) -> AsyncGenerator[bytes, None]:
+        """Follow a stream another replica produces; take it over when its lease expires.
+
+        Returns undone when this replica produces it now.
+        """
+        store = self.shared
+        assert store is not None
+        probe = min(1.0, self.producer_lease / 2)
+        try:
+            while stream_id not in self.live:
+                replay = await store.wait(stream_id, cursor.after, probe)
+                if replay.data:
+                    cursor.after = replay.next_seq - 1
+                    yield replay.data
+                if replay.finished:
+                    cursor.done = True
+                    return
+                if replay.data or await store.producer_alive(stream_id):
+                    continue
+                if await self._take_over(stream_id):
+                    continue
+                if await store.read(stream_id, cursor.after) is None:
+                    cursor.done = True  # expired meanwhile
+                    return
+        except StoreUnavailable as exc:
+            cursor.done = True
+            yield store_error_frame(str(exc))
+
+    async def _take_over(self, stream_id: str, cancel: bool = False) -> bool:
+        """Produce a stream whose producer died, if this replica wins its lease.
+
+        It continues the reply when the backend can do so exactly (`Continuable`), else it
+        ends it with `producer_lost` after all that was stored; `cancel` ends it as stopped.
+        """
+        store = self.shared
+        assert store is not None
+        taken = await store.take_over(stream_id)
+        if taken is None:
+            return False
+        state = progress(taken.frames)
+        encoder = NativeEncoder(stream_id, state.model)
+        encoder.seq, encoder.index = state.events, state.tokens
+        live = self.live[stream_id] = _Live(stream_id)
+        request = request_from_context(taken.context)
+        events: AsyncIterator[StreamEvent] | None = None
+        if state.ended:
+            encoder.finished = True
+            events = _no_events()
+        elif cancel:
+            events = _no_events(FinishReason("stopped"))
+        elif state.plain and request is not None and isinstance(self.backend, Continuable):
+            events = self.backend.continuation(request, state.text)
+        if events is None:
+            log.warning(
+                "aistream.server: a stream's producer was lost after %d events and the reply "
+                "cannot be continued exactly; ending it with producer_lost",
+                state.events,
+            )
+            events = _no_events(
+                ServerError(
+                    f"the server producing this reply was lost after {state.tokens} tokens and "
+                    "the reply cannot be continued exactly; send the message again",
+                    "producer_lost",
+                    True,
+                )
+            )
+        task = asyncio.create_task(
+            self._generate(live, encoder, request or ChatRequest(()), events),
+            name=f"aistream-{stream_id}",
+        )
+        task.add_done_callback(lambda _: self._never_ran(live))
+        live.task = task
+        if not cancel:
+            self._start_grace(live)  # nobody attached yet: the reader that took it comes next
+        else:
+            await asyncio.wait((task,), timeout=_CANCEL_WAIT)
+        return True
+
+    async def _cancel_elsewhere(self, stream_id: str) -> Response:
+        """DELETE of a stream this replica does not produce: tell its producer, wait for the
+        end (or end it here if its producer is dead). Answers 204, or 404 if unknown."""
+        store = self.shared
+        assert store is not None
+        found = await store.request_cancel(stream_id)
+        if found == "unknown":
+            return self._unknown(stream_id)
+        replay = await store.read(stream_id, sys.maxsize)
+        after = -1 if replay is None else replay.next_seq - 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _CANCEL_WAIT
+        while found == "live" and loop.time() < deadline:
+            replay = await store.wait(stream_id, after, min(0.5, self.producer_lease / 2))
+            after = replay.next_seq - 1
+            if replay.finished or stream_id in self.live:
+                break
+            if not replay.data and not await store.producer_alive(stream_id):
+                await self._take_over(stream_id, cancel=True)
+        return Response(status_code=204)
+
     def _start_grace(self, live: _Live) -> None:
         if live.grace is None or live.grace.done():
             live.grace = asyncio.create_task(self._expire(live))
@@ -522,10 +763,23 @@ class ChatService:
         close = getattr(self.backend, "aclose", None)
         if close is not None:
             await close()
+        if self.shared is not None:
+            await self.shared.aclose()
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        """The app's lifespan: nothing to open; on shutdown, cancel and close everything."""
+        """The app's lifespan: reach the shared store (if any); on shutdown, close everything.
+
+        Raises:
+            RuntimeError: The shared store cannot be reached (the server does not start).
+        """
+        if self.shared is not None:
+            try:
+                await self.shared.start()
+            except StoreUnavailable as exc:
+                raise RuntimeError(
+                    f"cannot start: {exc}; start Redis or fix --store / create_app(store=...)"
+                ) from None
         try:
             yield
         finally:
@@ -586,6 +840,22 @@ async def _failing(exc: Exception) -> AsyncIterator[StreamEvent]:
     yield  # pragma: no cover - makes this an async generator
 
 
+def _store_down(exc: StoreUnavailable) -> JSONResponse:
+    """503 while the shared store is unreachable (clients retry after Retry-After)."""
+    log.warning("aistream.server: refusing a request: %s", exc)
+    return JSONResponse(
+        {"error": f"{exc}; retry shortly", "code": "store_unavailable", "retryable": True},
+        status_code=503,
+        headers={"Retry-After": "2"},
+    )
+
+
+async def _no_events(*events: StreamEvent) -> AsyncIterator[StreamEvent]:
+    """The given events (a takeover's last words)."""
+    for event in events:
+        yield event
+
+
 def _unavailable(stream_id: str) -> bytes:
     """A terminal error without an id: the log is incomplete and nobody here is writing it."""
     payload = {
@@ -594,6 +864,23 @@ def _unavailable(stream_id: str) -> bytes:
         "retryable": False,
     }
     return encode_sse(json.dumps(payload), event="error")
+
+
+def _store_from_url(url: str, **options: Any) -> ReplayStore:
+    """A RedisReplayStore for a ``redis://`` / ``rediss://`` / ``unix://`` URL."""
+    scheme = url.partition("://")[0].lower()
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(
+            f"store= takes a Redis URL (redis://host:6379/0, rediss://, unix://) or a "
+            f"ReplayStore; got a URL with scheme {scheme!r}"
+        )
+    try:
+        from ._redis import RedisReplayStore
+    except ImportError:
+        raise ValueError(
+            "store='redis://...' needs redis-py: pip install 'aistream[redis]'"
+        ) from None
+    return RedisReplayStore(url, **options)
 
 
 def create_app(
@@ -613,6 +900,8 @@ def create_app(
     send_timeout: float | None = 30.0,
     upstream_timeout: float | None = 60.0,
     backend: ChatBackend | None = None,
+    store: str | ReplayStore | None = None,
+    producer_lease: float = 5.0,
     replay_store: ReplayStore | None = None,
     sleep: Sleep = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
@@ -652,7 +941,12 @@ def create_app(
         send_timeout: Longest one send to a client may block before its stream is closed.
         upstream_timeout: Connect timeout and longest silence from the upstream.
         backend: Your own reply generator instead of the demo or relay.
-        replay_store: Your own ReplayStore instead of the in-memory one.
+        store: Where streams are kept for resume: None for this process's memory, a Redis URL
+            (``redis://[:password@]host:6379/0``, needs ``aistream[redis]``) so replicas share
+            them (API.md §8), or a ReplayStore.
+        producer_lease: With Redis: seconds after which a replica takes over a stream whose
+            producer stopped renewing its lease (it died).
+        replay_store: Same as `store` with a ReplayStore (the older name).
         sleep, clock, id_factory: Injected time and ids (tests).
 
     Raises:
@@ -680,8 +974,21 @@ def create_app(
             )
     if resume_grace < 0 or max_body_bytes < 1:
         raise ValueError("resume_grace must be >= 0 and max_body_bytes >= 1")
-    store = replay_store or MemoryReplayStore(
-        ttl=replay_ttl, max_streams=replay_max_streams, max_bytes=replay_max_bytes, clock=clock
+    if store is not None and replay_store is not None:
+        raise ValueError("pass store= or replay_store= (the older name), not both")
+    if producer_lease <= 0:
+        raise ValueError(f"producer_lease must be > 0 seconds; got {producer_lease}")
+    if isinstance(store, str):
+        store = _store_from_url(
+            store, ttl=replay_ttl, lease=producer_lease, max_streams=replay_max_streams,
+            max_bytes=replay_max_bytes,
+        )  # fmt: skip
+    store = (
+        store
+        or replay_store
+        or MemoryReplayStore(
+            ttl=replay_ttl, max_streams=replay_max_streams, max_bytes=replay_max_bytes, clock=clock
+        )
     )
     service = ChatService(
         backend,
@@ -694,6 +1001,7 @@ def create_app(
         sleep=sleep,
         clock=clock,
         id_factory=id_factory,
+        producer_lease=producer_lease,
         # A relay learns of a refused key or a busy upstream before its first event: wait
         # for it so it is answered with a status. The demo and your own backend start at once.
         first_event_wait=_RELAY_FIRST_EVENT_WAIT if isinstance(backend, UpstreamRelay) else None,
