@@ -45,6 +45,7 @@ from ._formats import (
     decode_body,
     error_response,
     openai_completion,
+    openai_error,
     parse_chat_request,
     parse_native,
     parse_openai,
@@ -67,17 +68,17 @@ from ._replicas import (
     store_error_frame,
 )
 from ._response import EventStreamResponse, FrameStreamResponse, NativeEncoder, new_stream_id
+from ._responses_out import RequestError, ResponsesEncoder, parse_responses, response_object
 
 __all__ = ["BadRequest", "ChatBackend", "ChatService", "create_app", "parse_chat_request"]
 
 log = logging.getLogger("aistream.server")
 
 Sleep = Callable[[float], Awaitable[object]]
-_CANCEL_WAIT: Final = 5.0
+_CANCEL_WAIT: Final = 5.0  # seconds DELETE waits for a cancelled generation to wind down
 #: Seconds a relayed reply waits for the upstream's first event before its stream starts.
-_RELAY_FIRST_EVENT_WAIT: Final = (
-    10.0  # seconds DELETE waits for a cancelled generation to wind down
-)
+_RELAY_FIRST_EVENT_WAIT: Final = 10.0
+_RESPONSES_EXAMPLE: Final = '{"model": "m", "input": "Hello!", "stream": true}'
 
 
 class ChatBackend(Protocol):
@@ -244,6 +245,33 @@ class ChatService:
                 model = chat.model
             return await openai_completion(events, f"chatcmpl-{self._new_id()}", model)
         return await self._serve(chat, asked or "openai", options.include_usage, True)
+
+    async def post_responses(self, request: Request) -> Response:
+        """POST /v1/responses: the OpenAI Responses API (its body, stream and errors).
+
+        Streams the Responses events when the body says ``"stream": true``, else answers the
+        whole Response object (API.md §7).
+        """
+        try:
+            body = decode_body(await self._read_body(request), _RESPONSES_EXAMPLE)
+            chat, options = parse_responses(body)
+        except BadRequest as exc:
+            return exc.openai_response()
+        except RequestError as exc:
+            return BadRequest(400, exc.code, str(exc), exc.param).openai_response()
+        if options.stream:
+            return await self._serve(chat, "responses", True, openai_errors=True)
+        encoder = ResponsesEncoder(self._new_id())
+        try:
+            encoder.model = self.backend.model_for(chat) or chat.model
+            events = self.backend.stream(chat)
+        except Exception as exc:
+            log.exception("aistream.server: the backend refused a response")
+            events = _failing(exc)
+        response, failure = await response_object(events, encoder)
+        if failure is not None:
+            return openai_error(failure.message, failure.code or "error", failure.retryable)
+        return JSONResponse(response)
 
     async def get_models(self, request: Request) -> Response:
         """GET /v1/models: OpenAI's model list, for clients that look before they chat.
@@ -1009,6 +1037,7 @@ def create_app(
     routes = [
         Route("/api/chat", service.post_chat, methods=["POST"]),
         Route("/v1/chat/completions", service.post_completions, methods=["POST"]),
+        Route("/v1/responses", service.post_responses, methods=["POST"]),
         Route("/v1/models", service.get_models, methods=["GET"]),
         Route("/api/chat/{stream_id}/stream", service.get_chat_stream, methods=["GET"]),
         Route("/api/chat/{stream_id}", service.get_chat, methods=["GET"]),
