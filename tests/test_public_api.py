@@ -67,9 +67,7 @@ def test_errors_all_lists_exactly_the_exceptions() -> None:
     exceptions = [
         n
         for n, v in vars(aistream.errors).items()
-        if isinstance(v, type)
-        and issubclass(v, BaseException)
-        and v.__module__ != "builtins"
+        if isinstance(v, type) and issubclass(v, BaseException) and v.__module__ != "builtins"
     ]
     assert sorted(aistream.errors.__all__) == sorted(exceptions)
     public = {n for n in vars(aistream.errors) if not n.startswith("_")} - {"annotations", "Any"}

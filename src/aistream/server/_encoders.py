@@ -174,6 +174,18 @@ class UsageTotals:
     def seen(self) -> bool:
         return self.report is not None
 
+    @property
+    def prompt(self) -> int | None:
+        return None if self.report is None else self.report.prompt_tokens
+
+    @property
+    def completion(self) -> int | None:
+        return None if self.report is None else self.report.completion_tokens
+
+    @property
+    def total(self) -> int | None:
+        return None if self.report is None else self.report.total_tokens
+
     def add(self, report: UsageReport) -> None:
         self.report = report.applied_to(self.report)
 
