@@ -378,6 +378,7 @@ class Figures:
     lost: int = 0
     duplicated: int = 0
     kills: int = 0  # replicas SIGKILLed mid-campaign (the replica target)
+    replica_output: list[str] = field(default_factory=list)  # what they logged (the last lines)
     failures: list[str] = field(default_factory=list)
 
     def add(self, check: TurnCheck) -> None:
@@ -664,8 +665,11 @@ async def kill_replicas(replicas: list[Replica], figures: Figures, done: asyncio
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), rng.uniform(*KILL_EVERY))  # the schedule
+            for replica in replicas:
+                figures.replica_output += replica.output[-20:]
             return
         victim = rng.choice(replicas)
+        figures.replica_output += victim.output[-20:]
         victim.kill()
         figures.kills += 1
         await asyncio.to_thread(victim.start)

@@ -29,6 +29,8 @@ async def campaign() -> CampaignResult:
     print("\n" + result.report())
     for failure in result.figures["replica"].failures[:20]:
         print("FAILED TURN", failure)
+    if result.figures["replica"].failures:
+        print("replicas logged:", *result.figures["replica"].replica_output[-60:], sep="\n")
     SUMMARY.append("replica " + result.summary())
     return result
 

@@ -33,7 +33,6 @@ async def test_memory_returns_to_baseline_after_finished_streams_expire(
     redis_server: RedisServer, redis_url: str
 ) -> None:
     backend = DemoModel(tokens_per_second=None, min_tokens=20, max_tokens=20)
-    app = create_app(backend=backend, store=redis_url, replay_ttl=TTL)
     client = aioredis.Redis.from_url(redis_url)
     pubsub = client.pubsub()
     redis_server.command("CONFIG", "SET", "notify-keyspace-events", "Ex")
@@ -47,34 +46,38 @@ async def test_memory_returns_to_baseline_after_finished_streams_expire(
             if message is not None:
                 expired += 1
 
-    try:
+    async def streams(count: int) -> int:
+        """Serve `count` streams with an app of its own, CONCURRENCY at a time; then stop it
+        (its connections close). Returns used_memory while they are all stored."""
+        app = create_app(backend=backend, store=redis_url, replay_ttl=TTL)
         async with running(app) as url, httpx.AsyncClient(timeout=30) as http:
-
-            async def one(n: int) -> None:
-                body = {"messages": [{"role": "user", "content": f"stream number {n}"}]}
-                response = await http.post(f"{url}/api/chat", json=body)
-                assert response.status_code == 200 and "event: done" in response.text
-
-            # warm-up at full concurrency: scripts loaded, as many connections open as later
-            await asyncio.gather(*(one(-1 - n) for n in range(CONCURRENCY)))
-            await asyncio.wait_for(expiries(2 * CONCURRENCY), 10)  # their logs and metas
-            baseline = used_memory(redis_server)
-
-            queue = iter(range(STREAMS))
+            queue = iter(range(count))
 
             async def worker() -> None:
                 for n in queue:
-                    await one(n)
+                    body = {"messages": [{"role": "user", "content": f"stream number {n}"}]}
+                    response = await http.post(f"{url}/api/chat", json=body)
+                    assert response.status_code == 200 and "event: done" in response.text
 
             await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-            full = used_memory(redis_server)
-            assert int(redis_server.command("DBSIZE")) > 0  # the last ones are still there
-            await asyncio.wait_for(expiries(2 * CONCURRENCY + 2 * STREAMS), 30)
-            after = used_memory(redis_server)
+            return used_memory(redis_server)
 
+    try:
+        # Warm-up: the same load once. Redis keeps a one-time high-water of its own after it
+        # held ~2,000 keys (about 170 KB here, the same after redis-cli XADDs and HSETs: not
+        # ours); the baseline is after that, and the second round must come back to it.
+        await streams(STREAMS)
+        await asyncio.wait_for(expiries(2 * STREAMS), 30)  # their logs and metas
+        baseline = used_memory(redis_server)
+        full = await streams(STREAMS)
+        assert int(redis_server.command("DBSIZE")) > 0  # the last ones are still there
+        await asyncio.wait_for(expiries(4 * STREAMS), 30)
+        after = used_memory(redis_server)
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
         await client.aclose()
     assert int(redis_server.command("DBSIZE")) == 0
     assert full > baseline  # the streams did take room
-    assert after - baseline < 64 * 1024, (baseline, full, after)  # and it all came back
+    # and it all came back: within 32 KB, Redis's own bookkeeping noise between two rounds
+    # (dict resizes by its cron), under 33 bytes a stream where one stream holds ~350
+    assert after - baseline < 32 * 1024, (baseline, full, after)

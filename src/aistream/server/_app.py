@@ -559,7 +559,8 @@ class ChatService:
     async def _finished(self, live: _Live) -> None:
         """Close the books on a generation, whichever way it ended."""
         stream_id = live.stream_id
-        self.live.pop(stream_id, None)
+        if self.live.get(stream_id) is live:  # (a takeover may have replaced a lost one)
+            del self.live[stream_id]
         if live.grace is not None:
             live.grace.cancel()
         try:
@@ -613,19 +614,24 @@ class ChatService:
     ) -> AsyncGenerator[bytes, None]:
         """`_follow` for a shared store: from here while this replica produces the stream,
         from the store (blocking reads) while another one does, taking it over if it dies."""
+        shared = self.shared
+        assert shared is not None
         cursor = _Cursor(after)
         await self.store.hold(stream_id)
         try:
             while not cursor.done:
                 live = self.live.get(stream_id)
-                if live is not None:
+                if live is not None and shared.produces(stream_id):
                     source = self._from_here(live, cursor, attached)
                     attached = False
                 else:
                     source = self._from_elsewhere(stream_id, cursor)
+                sent = cursor.after
                 async with contextlib.aclosing(source):
                     async for chunk in source:
                         yield chunk
+                if not cursor.done and cursor.after == sent:
+                    await asyncio.sleep(0)  # a hand-over between the two: never spin the loop
         finally:
             await self.store.release(stream_id)
 
@@ -675,7 +681,7 @@ class ChatService:
         probe = min(1.0, self.producer_lease / 2)
         block = 0.001  # first look at once: a client may not wait long for a dead producer
         try:
-            while stream_id not in self.live:
+            while not (store.produces(stream_id) and stream_id in self.live):
                 replay = await store.wait(stream_id, cursor.after, block)
                 if replay.data:
                     cursor.after = replay.next_seq - 1

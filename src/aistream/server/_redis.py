@@ -53,7 +53,9 @@ _MAX_ID: Final = 256  # longest stream id looked up (a longer one is unknown)
 _SEQ_CAP: Final = 1 << 62
 
 # KEYS: log, lease, meta.  ARGV: token, lease_ms, live_ttl_ms, first_seq, end (0/1), ttl_ms,
-# frames...  Writes the frames (and the end) if this token holds the lease or nobody does.
+# the frames' lengths ("12 40 40"), the frames joined (one argument: packing one argument per
+# frame costs the client ~1 µs each).  Writes the frames (and the end) if this token holds the
+# lease or nobody does.
 # Returns the meta's cancel flag (false when not cancelled); errors LEASE when another holds it.
 _WRITE = """
 local holder = redis.call('GET', KEYS[2])
@@ -63,12 +65,15 @@ if holder ~= ARGV[1] then
   end
 end
 local seq = tonumber(ARGV[4])
-for i = 7, #ARGV do
-  redis.call('XADD', KEYS[1], '0-' .. (seq + i - 6), 'f', ARGV[i])
+local data, pos, n = ARGV[8], 1, 0
+for size in string.gmatch(ARGV[7], '%d+') do
+  local stop = pos + tonumber(size)
+  n = n + 1
+  redis.call('XADD', KEYS[1], '0-' .. (seq + n), 'f', string.sub(data, pos, stop - 1))
+  pos = stop
 end
 if ARGV[5] == '1' then
-  local last = seq + #ARGV - 6
-  redis.call('XADD', KEYS[1], '0-' .. (last + 1), 'end', '1')
+  redis.call('XADD', KEYS[1], '0-' .. (seq + n + 1), 'end', '1')
   redis.call('HSET', KEYS[3], 'state', 'done')
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
   redis.call('PEXPIRE', KEYS[3], ARGV[6])
@@ -391,8 +396,8 @@ class RedisReplayStore:
         frames = [fields[b"f"] for _, fields in entries if b"f" in fields]
         self._mirror.drop(stream_id)
         await self._mirror.create(stream_id)
-        for frame in frames:
-            await self._mirror.append(stream_id, frame)
+        if frames:
+            self._mirror.extend(stream_id, frames)
         producer = _Producer(keys, token, len(frames))
         self._producers[stream_id] = producer
         producer.renewing = asyncio.create_task(self._keep_lease(stream_id, producer))
@@ -434,7 +439,8 @@ class RedisReplayStore:
                             producer.next_seq,
                             1 if end else 0,
                             self._ttl_ms,
-                            *batch,
+                            " ".join([str(len(frame)) for frame in batch]),
+                            b"".join(batch),
                         ],
                     )
                 )
@@ -446,9 +452,8 @@ class RedisReplayStore:
                     await self._fail(stream_id, store_error_frame(str(producer.error)))
                 return
             producer.next_seq += len(batch)
-            mirror = self._mirror
-            for frame in batch:
-                await mirror.append(stream_id, frame)
+            if batch:
+                self._mirror.extend(stream_id, batch)
             self._stored(stream_id)
             if cancel:
                 self._cancel_local(stream_id)

@@ -141,6 +141,10 @@ class SharedReplayStore(ReplayStore, Protocol):
         """Connect and listen for cancels (raises StoreUnavailable naming the address)."""
         ...
 
+    def produces(self, stream_id: str) -> bool:
+        """Whether this replica writes `stream_id` now (it holds the lease)."""
+        ...
+
     async def check(self) -> None:
         """One round trip to the store (raises StoreUnavailable)."""
         ...
@@ -259,6 +263,22 @@ class MemoryReplayStore:
         log.offsets.append(len(data))
         data += frame
         self._bytes += len(frame)
+        while self._bytes > self.max_bytes and self._evict_oldest():
+            pass
+
+    def extend(self, stream_id: str, frames: list[bytes]) -> None:
+        """`append` for several frames at once, without awaiting (a mirroring store's batch)."""
+        log = self._logs[stream_id]
+        data = log.data
+        if log.finished_at is not None or not isinstance(data, bytearray):
+            raise ValueError(f"stream {stream_id!r} is finished")
+        offsets, size = log.offsets, len(data)
+        for frame in frames:
+            offsets.append(size)
+            size += len(frame)
+        joined = b"".join(frames)
+        data += joined
+        self._bytes += len(joined)
         while self._bytes > self.max_bytes and self._evict_oldest():
             pass
 
