@@ -26,9 +26,11 @@ from .._transport import AttemptState, Transport
 from .._wire._anthropic import AnthropicDialect
 from .._wire._dialect import ChatRequest, Dialect, error_message
 from .._wire._events import ServerError, Skipped, StreamEvent
+from .._wire._gemini import GeminiDialect
 from .._wire._ollama import OllamaDialect
 from .._wire._openai import OpenAIDialect
 from .._wire._registry import auth_headers
+from .._wire._responses import ResponsesDialect
 from ..errors import (
     AIStreamError,
     APIStatusError,
@@ -78,6 +80,9 @@ UPSTREAM_PROTOCOLS: dict[str, UpstreamProtocol] = {
     "openai": UpstreamProtocol("/chat/completions", OpenAIDialect),
     "anthropic": UpstreamProtocol("/v1/messages", AnthropicDialect, "/v1"),
     "ollama": UpstreamProtocol("/api/chat", OllamaDialect, "/api"),
+    "responses": UpstreamProtocol("/responses", ResponsesDialect),
+    # the path names the model (…/models/<model>:streamGenerateContent): GeminiDialect adds it
+    "gemini": UpstreamProtocol("", GeminiDialect),
 }
 
 _END = object()
@@ -88,11 +93,15 @@ class UpstreamRelay:
 
     Args:
         upstream: The provider's base URL (``https://api.openai.com/v1``,
-            ``https://api.anthropic.com``, ``http://localhost:11434``) or its full endpoint
-            URL (``…/chat/completions``, ``…/v1/messages``, ``…/api/chat``).
-        api_key: Sent as the provider expects: ``x-api-key`` for anthropic, else
-            ``Authorization: Bearer`` (Ollama needs none; a proxy in front of it may).
-        protocol: A key of `UPSTREAM_PROTOCOLS`: "openai", "anthropic" or "ollama".
+            ``https://api.anthropic.com``, ``http://localhost:11434``,
+            ``https://generativelanguage.googleapis.com/v1beta``) or its full endpoint URL
+            (``…/chat/completions``, ``…/v1/messages``, ``…/api/chat``, ``…/v1/responses``).
+        api_key: Sent as the provider expects: ``x-api-key`` for anthropic,
+            ``x-goog-api-key`` for gemini, else ``Authorization: Bearer`` (Ollama needs none;
+            a proxy in front of it may).
+        protocol: A key of `UPSTREAM_PROTOCOLS`: "openai", "anthropic", "ollama",
+            "responses" (the OpenAI Responses API) or "gemini" (the model comes from the
+            request or `model`).
         model: Model name used when a request names none.
         timeout: Connect timeout and longest silence from the upstream, seconds.
         stall_timeout: Longest wait between content events from the upstream, seconds.
