@@ -335,3 +335,12 @@ def test_protocol_choices_come_from_the_protocol_names_and_the_relay_table() -> 
     assert choices("serve") == list(UPSTREAM_PROTOCOLS)
     assert "ollama" in choices("serve")
     assert build_parser().parse_args(["serve", "--protocol", "ollama"]).protocol == "ollama"
+
+
+def test_serve_refuses_an_upstream_that_is_not_an_http_url_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["serve", "--port", "0", "--upstream", "ftp://x"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "http:// or https:// URL" in err and "'ftp://x'" in err

@@ -14,8 +14,9 @@ needs (sequence numbers, open parts, the finish reason and usage held for the en
 Each has the same surface (`Encoder`): `start()` first, `token()` for the hot path of text,
 `encode()` for any event, and `done()` / `error()` as the terminal frames. `encode()` is written
 once, on their base `_Encoding` (`_responses_out.ResponsesEncoder`'s too): a `match` over the
-event model that calls the format's hooks (`_reasoning`, `_tool_call`, `_usage`, `_metadata`). What a format cannot express is logged
-once per stream (logger ``aistream.server``), never dropped silently.
+event model that calls the format's hooks (`_reasoning`, `_tool_call`, `_usage`, `_metadata`).
+What a format cannot express is logged once per stream (logger ``aistream.server``), never
+dropped silently.
 """
 
 from __future__ import annotations
