@@ -29,7 +29,7 @@ import h11
 
 import aistream
 from aistream import AIStream, AIStreamError, Message, RetryConfig, RetryEvent, Usage
-from aistream.errors import redact_url
+from aistream._redact import redact_url
 from aistream.types import ProtocolName
 
 from ._proxy import FaultProxy
