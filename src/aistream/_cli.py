@@ -154,6 +154,7 @@ def _listen(host: str, port: int) -> socket.socket:
         if os.name != "nt":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
+        sock.listen(128)  # connections queue from now on, before uvicorn takes the socket
     except OSError:
         sock.close()
         raise

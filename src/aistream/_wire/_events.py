@@ -109,7 +109,9 @@ class ServerError:
     """The server reported an error inside the stream.
 
     `retryable` says whether it is transient (overloaded, rate limited, upstream unavailable);
-    `retry_after` is a delay in seconds the server asked for (Gemini's ``RetryInfo``), if any.
+    `retry_after` is a delay in seconds the server asked for (Gemini's ``RetryInfo``, a relayed
+    ``Retry-After``), if any. `status` is set by a relay for a failure known before any
+    content: the HTTP status the server answers instead of starting a stream.
     """
 
     message: str
@@ -117,6 +119,7 @@ class ServerError:
     retryable: bool = False
     body: Any = None
     retry_after: float | None = None
+    status: int | None = None
 
 
 @dataclass(slots=True)

@@ -57,8 +57,8 @@ log = logging.getLogger("aistream.server")
 
 #: What a generator may yield: an event of the one event model, or a plain str as a token.
 ServerEvent = StreamEvent | str
-Format = Literal["native", "openai", "vercel"]
-FORMATS: Final[tuple[Format, ...]] = ("native", "openai", "vercel")
+Format = Literal["native", "openai", "vercel", "responses"]
+FORMATS: Final[tuple[Format, ...]] = ("native", "openai", "vercel", "responses")
 
 _dumps_utf8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _dumps_ascii = json.JSONEncoder(separators=(",", ":")).encode
@@ -133,8 +133,8 @@ def make_encoder(
     model: str | None = None,
     *,
     include_usage: bool = True,
-) -> NativeEncoder | OpenAIEncoder | VercelEncoder:
-    """The encoder for `format` ("native", "openai" or "vercel").
+) -> Encoder:
+    """The encoder for `format` ("native", "openai", "vercel" or "responses").
 
     `include_usage` is for "openai": whether the usage chunk (``choices: []``) is sent, as
     ``stream_options.include_usage`` asks.
@@ -148,6 +148,10 @@ def make_encoder(
         return OpenAIEncoder(stream_id, model, include_usage=include_usage)
     if format == "vercel":
         return VercelEncoder(stream_id, model)
+    if format == "responses":
+        from ._responses_out import ResponsesEncoder  # it builds on this module's helpers
+
+        return ResponsesEncoder(stream_id, model)
     raise ValueError(f"unknown output format {format!r}; use one of: {', '.join(FORMATS)}")
 
 
