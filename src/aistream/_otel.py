@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from ._wire._events import (
@@ -208,11 +208,11 @@ class Step:
             self._first = time.perf_counter() - self._start
 
     def watch(
-        self, sink: Callable[[list[StreamEvent]], None], on_text: Callable[[str], None]
-    ) -> tuple[Callable[[list[StreamEvent]], None], Callable[[str], None]]:
+        self, sink: Callable[[Sequence[StreamEvent]], None], on_text: Callable[[str], None]
+    ) -> tuple[Callable[[Sequence[StreamEvent]], None], Callable[[str], None]]:
         """The client's two event handlers, noting the first content (only while tracing)."""
 
-        def watched_sink(events: list[StreamEvent]) -> None:
+        def watched_sink(events: Sequence[StreamEvent]) -> None:
             if self._first is None and any(type(e) in _CONTENT for e in events):
                 self.first_chunk()
             sink(events)
