@@ -23,7 +23,15 @@ import json
 import logging
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import Any, Final, Protocol
 
 from starlette.applications import Starlette
@@ -49,9 +57,17 @@ from ._formats import (
     parse_openai,
     requested_format,
 )
+from ._guard import Authenticate, Guard, Principal, key_authenticator, principal_of
+from ._limits import Limits, RateLimiter
 from ._relay import UpstreamRelay
 from ._replay import MemoryReplayStore, ReplayFull, ReplayStore
-from ._response import EventStreamResponse, FrameStreamResponse, NativeEncoder, new_stream_id
+from ._response import (
+    EventStreamResponse,
+    FrameStreamResponse,
+    NativeEncoder,
+    new_stream_id,
+    stream_tag,
+)
 
 __all__ = ["BadRequest", "ChatBackend", "ChatService", "create_app", "parse_chat_request"]
 
@@ -76,7 +92,15 @@ class ChatBackend(Protocol):
 def _error(
     status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
-    return JSONResponse({"error": message, "code": code}, status_code=status, headers=headers)
+    body = {"error": message, "code": code, "retryable": status == 429 or status >= 500}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 def _parse_event_id(value: str) -> tuple[str, int]:
@@ -162,7 +186,7 @@ class ChatService:
             if resume:
                 self._check_resumable(asked)
                 stream_id, seq = _parse_event_id(resume)
-                return await self._resume(stream_id, seq)
+                return await self._resume(stream_id, seq, principal_of(request))
             body = decode_body(await self._read_body(request))
             fmt = choose_format(request.query_params, request.headers, body, "native")
             chat = parse_native(body)
@@ -170,7 +194,7 @@ class ChatService:
             return exc.response()
         options = body.get("stream_options")
         include_usage = not (isinstance(options, dict) and options.get("include_usage") is False)
-        return await self._serve(chat, fmt, include_usage)
+        return await self._serve(chat, fmt, include_usage, principal_of(request))
 
     async def post_completions(self, request: Request) -> Response:
         """POST /v1/chat/completions: an OpenAI-compatible endpoint (OpenAI's body and errors).
@@ -183,7 +207,7 @@ class ChatService:
             if request.headers.get("last-event-id"):
                 self._check_resumable(asked or "openai")
                 stream_id, seq = _parse_event_id(request.headers["last-event-id"])
-                return await self._resume(stream_id, seq)
+                return await self._resume(stream_id, seq, principal_of(request))
             chat, options = parse_openai(await self._read_body(request))
         except BadRequest as exc:
             return exc.openai_response()
@@ -196,7 +220,9 @@ class ChatService:
                 events = _failing(exc)
                 model = chat.model
             return await openai_completion(events, f"chatcmpl-{self._new_id()}", model)
-        return await self._serve(chat, asked or "openai", options.include_usage)
+        return await self._serve(
+            chat, asked or "openai", options.include_usage, principal_of(request)
+        )
 
     async def get_models(self, request: Request) -> Response:
         """GET /v1/models: OpenAI's model list, for clients that look before they chat.
@@ -222,7 +248,7 @@ class ChatService:
                         "invalid_last_event_id",
                         f"Last-Event-ID {header[:100]!r} is not an id of stream {stream_id!r}",
                     )
-            return await self._resume(stream_id, after)
+            return await self._resume(stream_id, after, principal_of(request))
         except BadRequest as exc:
             return exc.response()
 
@@ -247,9 +273,11 @@ class ChatService:
     async def delete_chat(self, request: Request) -> Response:
         """DELETE /api/chat/{id}: cancel the generation now (204), 404 if unknown."""
         stream_id = request.path_params["stream_id"]
+        if not await self._owns(principal_of(request), stream_id):
+            return self._unknown(stream_id)
         live = self.live.get(stream_id)
         if live is not None and live.task is not None:
-            log.info("aistream.server: stream %s cancelled by DELETE", stream_id)
+            log.info("aistream.server: stream %s cancelled by DELETE", stream_tag(stream_id))
             live.task.cancel()
             await asyncio.wait((live.task,), timeout=_CANCEL_WAIT)
             return Response(status_code=204)
@@ -264,6 +292,16 @@ class ChatService:
     # --- streams ----------------------------------------------------------------------------
 
     async def _read_body(self, request: Request) -> bytes:
+        """The body, bounded; 415 unless it is JSON (a form post must not start a generation)."""
+        content_type = request.headers.get("content-type")
+        if not _is_json(content_type or ""):
+            shown = "none" if content_type is None else repr(content_type[:100])
+            raise BadRequest(
+                415,
+                "unsupported_media_type",
+                f"the body's Content-Type is {shown}; send JSON with "
+                "'Content-Type: application/json'",
+            )
         limit = self.max_body_bytes
         too_large = BadRequest(
             413,
@@ -286,11 +324,13 @@ class ChatService:
             ) from None
         return bytes(body)
 
-    async def _serve(self, chat: ChatRequest, fmt: Format, include_usage: bool) -> Response:
+    async def _serve(
+        self, chat: ChatRequest, fmt: Format, include_usage: bool, principal: Principal
+    ) -> Response:
         """A new reply in `fmt`: native through the replay store, the others straight."""
         if fmt == "native":
             try:
-                stream_id = await self._start(chat)
+                stream_id = await self._start(chat, principal.id)
             except ReplayFull as exc:
                 log.warning("aistream.server: refusing a new stream: %s", exc)
                 return _error(
@@ -306,14 +346,16 @@ class ChatService:
             encoder.model = self.backend.model_for(chat) or chat.model
             events = self.backend.stream(chat)
         except Exception as exc:
-            log.exception("aistream.server: the backend refused stream %s", encoder.stream_id)
+            log.exception(
+                "aistream.server: the backend refused stream %s", stream_tag(encoder.stream_id)
+            )
             events = _failing(exc)
         return EventStreamResponse(events, encoder=encoder, **self._stream_options)
 
-    async def _start(self, request: ChatRequest) -> str:
+    async def _start(self, request: ChatRequest, owner: str) -> str:
         encoder = NativeEncoder(self._new_id())  # validates the id before anything is stored
         stream_id = encoder.stream_id
-        await self.store.create(stream_id)
+        await self.store.create(stream_id, owner)
         live = self.live[stream_id] = _Live(stream_id)
         task = asyncio.create_task(
             self._generate(live, encoder, request), name=f"aistream-{stream_id}"
@@ -330,7 +372,13 @@ class ChatService:
             self._cleanups.add(cleanup)
             cleanup.add_done_callback(self._cleanups.discard)
 
-    async def _resume(self, stream_id: str, after: int) -> Response:
+    async def _owns(self, principal: Principal, stream_id: str) -> bool:
+        """Whether `stream_id` exists and belongs to `principal` (else it is 404 to them)."""
+        return await self.store.owner(stream_id) == principal.id
+
+    async def _resume(self, stream_id: str, after: int, principal: Principal) -> Response:
+        if not await self._owns(principal, stream_id):
+            return self._unknown(stream_id)
         replay = await self.store.read(stream_id, sys.maxsize)
         if replay is None and stream_id not in self.live:
             return self._unknown(stream_id)
@@ -382,7 +430,9 @@ class ChatService:
                 await put(encoder.done("stopped"))
             raise
         except Exception as exc:
-            log.exception("aistream.server: the generation of stream %s failed", stream_id)
+            log.exception(
+                "aistream.server: the generation of stream %s failed", stream_tag(stream_id)
+            )
             if not encoder.finished:
                 message = f"the server failed while generating the reply ({type(exc).__name__})"
                 await put(encoder.error(message, "internal_error", False))
@@ -453,7 +503,7 @@ class ChatService:
         if live.followers == 0 and live.task is not None and not live.task.done():
             log.info(
                 "aistream.server: nobody resumed stream %s within %g s (resume_grace); cancelling",
-                live.stream_id,
+                stream_tag(live.stream_id),
                 self.resume_grace,
             )
             live.grace = None
@@ -563,6 +613,12 @@ def create_app(
     sleep: Sleep = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
     id_factory: Callable[[], str] = new_stream_id,
+    authenticate: Authenticate | None = None,
+    api_keys: Iterable[str] | None = None,
+    allow_anonymous: bool = False,
+    allow_origins: Sequence[str] | None = None,
+    allowed_hosts: Sequence[str] | None = None,
+    limits: Limits | None = None,
 ) -> Starlette:
     """A Starlette app that streams replies in the native protocol (API.md §2, §3) and more.
 
@@ -599,9 +655,24 @@ def create_app(
         backend: Your own reply generator instead of the demo or relay.
         replay_store: Your own ReplayStore instead of the in-memory one.
         sleep, clock, id_factory: Injected time and ids (tests).
+        authenticate: Gets each request (Starlette ``Request``), returns its caller's
+            ``Principal`` or None (sync or async); None or a raise is a 401. Every route but
+            ``/healthz`` calls it, mounted in FastAPI too.
+        api_keys: The short form: callers send ``Authorization: Bearer <key>``; each key is
+            its own principal (id derived from the key's hash, never the key).
+        allow_anonymous: Serve callers from anywhere without authentication. Without it, an
+            app with an upstream and no authentication answers loopback callers only (403),
+            since it spends the operator's key.
+        allow_origins: Origins granted CORS (``["https://app.example.com"]``, or ``["*"]``);
+            None: no CORS header is ever granted.
+        allowed_hosts: Host names the app answers to (``*.example.com`` patterns; ports are
+            not compared); others get 400. None: any host.
+        limits: Per-principal and global bounds (`Limits`); None: `Limits()` (request size
+            bounds only).
 
     Raises:
-        ValueError: An unsupported upstream protocol, or bad bounds.
+        ValueError: An unsupported upstream protocol, bad bounds, or both authenticate and
+            api_keys.
 
     ```py
     app = create_app()                                                     # demo model
@@ -620,6 +691,11 @@ def create_app(
             backend = DemoModel(
                 tokens_per_second=demo_tokens_per_second, model=model or "demo", sleep=sleep
             )
+    if authenticate is not None and api_keys is not None:
+        raise ValueError("pass authenticate= or api_keys=, not both (api_keys is its short form)")
+    if api_keys is not None:
+        authenticate = key_authenticator(api_keys)
+    limits = limits or Limits()
     if resume_grace < 0 or max_body_bytes < 1:
         raise ValueError("resume_grace must be >= 0 and max_body_bytes >= 1")
     store = replay_store or MemoryReplayStore(
@@ -650,7 +726,21 @@ def create_app(
         routes=routes,
         lifespan=service.lifespan,
         exception_handlers={HTTPException: _http_error},
-        middleware=[Middleware(HeaderLimit, max_bytes=max_header_bytes)],
+        middleware=[
+            Middleware(HeaderLimit, max_bytes=max_header_bytes),
+            Middleware(
+                Guard,
+                authenticate=authenticate,
+                local_only=isinstance(backend, UpstreamRelay) and not allow_anonymous,
+                allowed_hosts=allowed_hosts,
+                allow_origins=allow_origins,
+                rate=(
+                    None
+                    if limits.requests_per_minute is None
+                    else RateLimiter(limits.requests_per_minute, clock)
+                ),
+            ),
+        ],
     )
     app.state.aistream = service
     return app

@@ -86,8 +86,9 @@ class BadRequest(Exception):
         self.status, self.code, self.message, self.param = status, code, message, param
 
     def response(self) -> JSONResponse:
-        """The native error body: ``{"error": message, "code": code}``."""
-        return JSONResponse({"error": self.message, "code": self.code}, status_code=self.status)
+        """The native error body: ``{"error": message, "code": code, "retryable": bool}``."""
+        body = {"error": self.message, "code": self.code, "retryable": self.status == 429}
+        return JSONResponse(body, status_code=self.status)
 
     def openai_response(self) -> JSONResponse:
         """OpenAI's error body; validation errors are 400, as OpenAI answers them."""

@@ -45,6 +45,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from .._wire._sse import encode_sse
 from ._replay import MemoryReplayStore, Replay, StoreUnavailable
+from ._response import stream_tag
 
 __all__ = ["RedisReplayStore", "StoreListener", "Takeover", "redact_url"]
 
@@ -403,7 +404,10 @@ class RedisReplayStore:
         producer = _Producer(keys, token, len(frames))
         self._producers[stream_id] = producer
         producer.renewing = asyncio.create_task(self._keep_lease(stream_id, producer))
-        log.info("aistream.server: took over stream %s (its producer's lease expired)", stream_id)
+        log.info(
+            "aistream.server: took over stream %s (its producer's lease expired)",
+            stream_tag(stream_id),
+        )
         return Takeover(frames, (owner or b"").decode(), bytes(context or b""))
 
     async def request_cancel(self, stream_id: str) -> str:
@@ -468,7 +472,7 @@ class RedisReplayStore:
             )
             return _LeaseLost(f"another replica produces stream {stream_id!r} now")
         if isinstance(exc, ResponseError):
-            log.error("aistream.server: writing stream %s failed: %s", stream_id, exc)
+            log.error("aistream.server: writing stream %s failed: %s", stream_tag(stream_id), exc)
             return _LeaseLost(f"the store refused a write of stream {stream_id!r}")
         return exc
 
