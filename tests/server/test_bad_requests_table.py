@@ -343,7 +343,7 @@ CASES: list[Case] = [
     Case("shape/role-uppercase", post(message(role="USER")), 422, "role"),
     Case("shape/role-number", post(message(role=1)), 422, "role"),
     Case("shape/role-list", post(message(role=["user"])), 422, "role"),
-    Case("shape/role-tool", post(message(role="tool")), 422, "role"),
+    Case("shape/role-tool", post(message(role="tool")), 422, "toolCallId"),
     Case("shape/role-with-newline", post(message(role="user\r\n")), 422, "role"),
     Case("shape/content-missing", post(message(content=None)), 422, "content"),
     Case(

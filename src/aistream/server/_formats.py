@@ -34,7 +34,7 @@ from typing import Any, Final
 from starlette.datastructures import Headers, QueryParams
 from starlette.responses import JSONResponse
 
-from .._wire._dialect import ChatMessage, ChatRequest
+from .._wire._dialect import ChatMessage, ChatRequest, ImagePart, ToolCallPart
 from .._wire._events import (
     Done,
     FinishReason,
@@ -44,6 +44,17 @@ from .._wire._events import (
     TextDelta,
     ToolCallDone,
     UsageReport,
+)
+from ._content import (
+    MAX_IMAGES,
+    ContentError,
+    check_tool_results,
+    image_from_url,
+    native_images,
+    native_tool_calls,
+    native_tools,
+    openai_tool_calls,
+    openai_tools,
 )
 from ._encoders import FORMATS, Format, UsageTotals
 from ._options import InvalidOption, request_options
@@ -64,13 +75,24 @@ __all__ = [
 log = logging.getLogger("aistream.server")
 
 _ROLES: Final = ("system", "user", "assistant")
+_NATIVE_ROLES: Final = ("system", "user", "assistant", "tool")
 _EXAMPLE: Final = '{"messages": [{"role": "user", "content": "Hello"}]}'
 _OPENAI_EXAMPLE: Final = '{"model": "m", "messages": [{"role": "user", "content": "Hello"}]}'
 #: UI message parts that are not model input: skipped without a word.
 _UI_SKIP: Final = frozenset({"reasoning", "step-start", "source-url", "source-document"})
 #: Fields of a native (or useChat) body that are not sampling options.
 _NATIVE_FIELDS: Final = frozenset(
-    {"messages", "model", "systemPrompt", "stream", "stream_options", "id", "trigger", "messageId"}
+    {
+        "messages",
+        "model",
+        "systemPrompt",
+        "stream",
+        "stream_options",
+        "id",
+        "trigger",
+        "messageId",
+        "tools",
+    }
 )
 #: Fields of an OpenAI body that are not sampling options (refused ones included).
 _OPENAI_FIELDS: Final = frozenset(
@@ -243,6 +265,10 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
 def parse_native(body: Mapping[str, Any]) -> ChatRequest:
     """A ChatRequest from a native (or ``useChat``) body already decoded.
 
+    Tools (API.md §5): ``tools``, assistant ``toolCalls``, ``role: "tool"`` messages with
+    ``toolCallId`` (each must answer a call of the assistant message before it) and user
+    ``images``, checked and bounded by `_content`.
+
     UI message parts: ``text`` parts are the content; ``reasoning``, ``step-start``, sources and
     ``data-*`` parts are not model input and are skipped; tool parts cannot be expressed as a
     text message and are skipped with a warning in the log; ``file`` parts are refused (422).
@@ -259,12 +285,12 @@ def parse_native(body: Mapping[str, Any]) -> ChatRequest:
                 f"messages[{i}] must be an object with role and content; got {_type_name(message)}",
             )
         role, content = message.get("role"), message.get("content")
-        if role not in _ROLES:
+        if role not in _NATIVE_ROLES:
             shown = "missing" if role is None else repr(role)
             raise BadRequest(
                 422,
                 "invalid_request",
-                f"messages[{i}].role is {shown}; use one of: {', '.join(_ROLES)}",
+                f"messages[{i}].role is {shown}; use one of: {', '.join(_NATIVE_ROLES)}",
             )
         parts = message.get("parts")
         if content is None and isinstance(parts, list):
@@ -275,7 +301,15 @@ def parse_native(body: Mapping[str, Any]) -> ChatRequest:
                 "invalid_request",
                 f"messages[{i}].content must be a string; got {_type_name(content)}",
             )
-        parsed.append(ChatMessage(role, content))
+        try:
+            parsed.append(_native_message(i, role, content, message))
+        except ContentError as exc:
+            raise BadRequest(422, "invalid_request", str(exc), exc.param) from None
+    try:
+        tools = native_tools(body.get("tools"))
+        check_tool_results(parsed)
+    except ContentError as exc:
+        raise BadRequest(422, "invalid_request", str(exc), exc.param) from None
     for key in ("model", "systemPrompt"):
         value = body.get(key)
         if value is not None and not isinstance(value, str):
@@ -293,7 +327,30 @@ def parse_native(body: Mapping[str, Any]) -> ChatRequest:
     except InvalidOption as exc:
         raise BadRequest(422, "invalid_request", str(exc), exc.name) from None
     system = body.get("systemPrompt") or None
-    return ChatRequest(tuple(parsed), body.get("model"), system, options)
+    return ChatRequest(tuple(parsed), body.get("model"), system, options, tools)
+
+
+def _native_message(i: int, role: str, content: str, message: Mapping[str, Any]) -> ChatMessage:
+    """One native message with its tool calls, tool result fields or images (API.md §5)."""
+    where = f"messages[{i}]"
+    for key, owner in (("toolCalls", "assistant"), ("images", "user"), ("toolCallId", "tool")):
+        if message.get(key) is not None and role != owner:
+            raise ContentError(f"{where}.{key} belongs to {owner} messages, not {role}", where)
+    if role == "tool":
+        call_id = message.get("toolCallId")
+        if not isinstance(call_id, str) or not call_id:
+            raise ContentError(
+                f"{where} is a tool message without toolCallId: the id of the call it answers",
+                where,
+            )
+        return ChatMessage(
+            "tool", content, tool_call_id=call_id, is_error=message.get("isError") is True
+        )
+    calls = native_tool_calls(message.get("toolCalls"), f"{where}.toolCalls")
+    images = native_images(message.get("images"), f"{where}.images")
+    if not calls and not images:
+        return ChatMessage(role, content)
+    return ChatMessage(role, content, tool_calls=calls, images=images)
 
 
 def _ui_text(i: int, parts: list[Any]) -> str:
@@ -352,8 +409,9 @@ def parse_openai(raw: bytes) -> tuple[ChatRequest, OpenAIOptions]:
     ``top_p``, ``max_tokens`` or ``max_completion_tokens``, ``stop``, ``seed``,
     ``response_format``, …) are relayed; other parameters are dropped with a WARNING, except
     those whose loss would change the reply silently, which are refused (400): ``n`` > 1,
-    ``tools`` / ``functions``, tool results (role ``tool`` or ``function``, assistant
-    ``tool_calls``), and content parts other than text.
+    legacy ``functions`` and role ``function``, tool types other than ``function``, and content
+    parts other than text and user ``image_url``. Function ``tools``, assistant
+    ``tool_calls`` and ``role: "tool"`` results are relayed (checked by `_content`).
 
     Raises:
         BadRequest: 400 (or 422, answered as 400 by `BadRequest.openai_response`).
@@ -369,25 +427,34 @@ def parse_openai(raw: bytes) -> tuple[ChatRequest, OpenAIOptions]:
                 f"messages[{i}]",
             )
         role = message.get("role")
-        if role in ("tool", "function") or (role == "assistant" and message.get("tool_calls")):
+        if role == "function":
             raise BadRequest(
                 400,
                 "unsupported_message",
-                f"messages[{i}] carries a tool call or tool result; this server relays text "
-                "conversations only (its event model has no tool results)",
+                f'messages[{i}] uses the legacy role "function"; send tool results as '
+                '{"role": "tool", "tool_call_id", "content"}',
                 f"messages[{i}]",
             )
         if role == "developer":
             role = "system"
-        if role not in _ROLES:
+        if role not in _NATIVE_ROLES:
             shown = "missing" if role is None else repr(role)
             raise BadRequest(
                 400,
                 "invalid_request",
-                f"messages[{i}].role is {shown}; use one of: system, developer, user, assistant",
+                f"messages[{i}].role is {shown}; use one of: system, developer, user, "
+                "assistant, tool",
                 f"messages[{i}].role",
             )
-        parsed.append(ChatMessage(role, _openai_content(i, message.get("content"), role)))
+        try:
+            parsed.append(_openai_message(i, role, message))
+        except ContentError as exc:
+            raise BadRequest(400, "invalid_request", str(exc), exc.param) from None
+    try:
+        tools = openai_tools(body.get("tools"))
+        check_tool_results(parsed)
+    except ContentError as exc:
+        raise BadRequest(400, "invalid_request", str(exc), exc.param) from None
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise BadRequest(
@@ -396,14 +463,14 @@ def parse_openai(raw: bytes) -> tuple[ChatRequest, OpenAIOptions]:
     n = body.get("n")
     if n is not None and n != 1:
         raise BadRequest(400, "unsupported_parameter", f'"n" must be 1 (got {n!r})', "n")
-    for key in ("tools", "functions"):
-        if body.get(key):
-            raise BadRequest(
-                400,
-                "unsupported_parameter",
-                f'"{key}" is not supported: this server does not forward tool definitions',
-                key,
-            )
+    if body.get("functions"):
+        raise BadRequest(
+            400,
+            "unsupported_parameter",
+            '"functions" (the legacy form) is not supported: send "tools" '
+            '([{"type": "function", "function": {...}}])',
+            "functions",
+        )
     stream = body.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
         raise BadRequest(
@@ -415,31 +482,61 @@ def parse_openai(raw: bytes) -> tuple[ChatRequest, OpenAIOptions]:
         options = request_options(body, _OPENAI_FIELDS)
     except InvalidOption as exc:
         raise BadRequest(400, "invalid_request", str(exc), exc.name) from None
-    request = ChatRequest(tuple(parsed), model, None, options)
+    request = ChatRequest(tuple(parsed), model, None, options, tools)
     return request, OpenAIOptions(bool(stream), include_usage)
 
 
-def _openai_content(i: int, content: Any, role: str) -> str:
+def _openai_message(i: int, role: str, message: Mapping[str, Any]) -> ChatMessage:
+    """One chat completions message: tool calls, a tool result, or text and image parts."""
+    where = f"messages[{i}]"
+    content, images = _openai_content(i, message.get("content"), role)
+    if role == "tool":
+        call_id = message.get("tool_call_id")
+        if not isinstance(call_id, str) or not call_id:
+            raise ContentError(
+                f"{where} is a tool message without tool_call_id: the id of the call it answers",
+                f"{where}.tool_call_id",
+            )
+        return ChatMessage("tool", content, tool_call_id=call_id)
+    calls: tuple[ToolCallPart, ...] = ()
+    if message.get("tool_calls") is not None:
+        if role != "assistant":
+            raise ContentError(f"{where}.tool_calls belong to assistant messages", where)
+        calls = openai_tool_calls(message["tool_calls"], f"{where}.tool_calls")
+    if not calls and not images:
+        return ChatMessage(role, content)
+    return ChatMessage(role, content, tool_calls=calls, images=images)
+
+
+def _openai_content(i: int, content: Any, role: str) -> tuple[str, tuple[ImagePart, ...]]:
+    """The text of a message's content (a string or parts) and its images (user only)."""
     if isinstance(content, str):
-        return content
-    if content is None and role == "assistant":
-        return ""
+        return content, ()
+    if content is None and role in ("assistant", "tool"):
+        return "", ()
     if isinstance(content, list):
         texts: list[str] = []
+        images: list[ImagePart] = []
         for j, part in enumerate(content):
             kind = part.get("type") if isinstance(part, dict) else None
             text = part.get("text", part.get("refusal")) if isinstance(part, dict) else None
             if kind in ("text", "refusal") and isinstance(text, str):
                 texts.append(text)
+            elif kind == "image_url" and role == "user" and len(images) < MAX_IMAGES:
+                image = part.get("image_url")
+                url = image.get("url") if isinstance(image, dict) else image
+                where = f"messages[{i}].content[{j}].image_url"
+                images.append(image_from_url(url, where))
             else:
                 raise BadRequest(
                     400,
                     "unsupported_content",
                     f"messages[{i}].content[{j}] is a {kind or _type_name(part)!s} part; this "
-                    "server relays text only",
+                    "server relays text parts, and image_url parts of user messages (at most "
+                    f"{MAX_IMAGES})",
                     f"messages[{i}].content",
                 )
-        return "".join(texts)
+        return "".join(texts), tuple(images)
     raise BadRequest(
         400,
         "invalid_request",
