@@ -415,7 +415,7 @@ class ChatService:
             events = _failing(exc)
         return EventStreamResponse(events, encoder=encoder, **self._stream_options)
 
-    async def _start(self, request: ChatRequest, owner: str) -> str:
+    async def _start(self, request: ChatRequest, owner: str = "") -> str:
         encoder = NativeEncoder(self._new_id())  # validates the id before anything is stored
         stream_id = encoder.stream_id
         if self.shared is not None:
