@@ -315,3 +315,12 @@ def test_chat_default_protocol_reads_the_key_of_the_protocol_the_url_resolves_to
     assert main(["chat", "--endpoint", url, "--retries", "0"]) == 0, capsys.readouterr().err
     assert capsys.readouterr().out.strip() == "ok"
     assert seen[0].headers[header] == expected
+
+
+def test_serve_refuses_an_upstream_that_is_not_an_http_url_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["serve", "--port", "0", "--upstream", "ftp://x"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "http:// or https:// URL" in err and "'ftp://x'" in err

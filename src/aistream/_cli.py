@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import aistream
 from aistream import AIStream, AIStreamError, Message, RetryConfig, RetryEvent, Usage
-from aistream.errors import redact_url
+from aistream._redact import redact_url
 
 from ._proxy import FaultProxy
 from ._wire._dialect import detect_protocol
@@ -155,6 +155,7 @@ def _listen(host: str, port: int) -> socket.socket:
         if os.name != "nt":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
+        sock.listen(128)  # connections queue from now on, before uvicorn takes the socket
     except OSError:
         sock.close()
         raise

@@ -15,29 +15,32 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from ._redact import SENSITIVE_HEADERS, redact_bearer, redact_headers, redact_text, redact_url
 from ._retry import MAX_SERVER_DELAY, parse_retry_after
-from ._wire._dialect import HEARTBEAT_ONLY, Dialect, RequestSpec, error_message, use_json_loads
+from ._wire._dialect import (
+    HEARTBEAT_ONLY,
+    Dialect,
+    RequestSpec,
+    detect_protocol,
+    error_message,
+    use_json_loads,
+)
 from ._wire._events import StreamEvent, TextDelta, WireError
 from ._wire._gemini import retry_delay
 from ._wire._ndjson import NDJSONDecoder
 from ._wire._sse import SSEDecoder
 from .errors import (
-    SENSITIVE_HEADERS,
     AIStreamError,
     APIStatusError,
     ConnectionLostError,
     ProtocolError,
     StreamTimeoutError,
-    redact_bearer,
-    redact_headers,
-    redact_text,
-    redact_url,
 )
 
 log = logging.getLogger("aistream")
@@ -63,7 +66,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 else:
     use_json_loads(orjson.loads, orjson.loads)
 
-Sink = Callable[[list[StreamEvent]], None]
+Sink = Callable[[Sequence[StreamEvent]], None]
 TextSink = Callable[[str], None]
 _ERROR_BODY_LIMIT = 64 * 1024
 _DRAIN_SECONDS = 0.5
@@ -410,15 +413,42 @@ class Transport:
                 retryable=False,
             )
         return APIStatusError(
-            message, status_code=status, body=body, code=code, retry_after=retry_after
+            message,
+            status_code=status,
+            body=body,
+            code=code,
+            retry_after=retry_after,
+            retryable=_retryable_flag(body),
         )
 
     async def _check_content_type(
         self, response: httpx.Response, dialect: Dialect, url: str
     ) -> None:
+        """The content type decides the framing: a mismatch fails at once (never retried).
+
+        An NDJSON body read as SSE has no events and looked like a cut connection; an SSE
+        body read as NDJSON is hundreds of malformed lines. Neither is worth a retry.
+        """
         ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        if not ctype or ctype == "text/event-stream" or "ndjson" in ctype:
+        if not ctype:
             return
+        ndjson = "ndjson" in ctype or ctype == "application/jsonl"
+        if ctype == "text/event-stream":
+            if dialect.framing == "sse":
+                return
+            use = detect_protocol(url)
+            raise ProtocolError(
+                f"{url} answered an SSE stream (text/event-stream), but the {dialect.name} "
+                f"protocol reads NDJSON lines; pass protocol={use!r} (or the protocol of that "
+                "server) instead"
+            )
+        if ndjson:
+            if dialect.framing == "ndjson":
+                return
+            raise ProtocolError(
+                f"{url} answered an NDJSON stream ({ctype}), as an Ollama server does, but the "
+                f"{dialect.name} protocol reads SSE; pass protocol='ollama' instead"
+            )
         if dialect.framing == "ndjson" and ctype in ("application/json", "text/plain"):
             return
         sample = (await response.aread())[:500].decode("utf-8", "replace")
@@ -427,3 +457,15 @@ class Transport:
             f"{'text/event-stream' if dialect.framing == 'sse' else 'NDJSON'}): "
             f"{self.redact(sample)!r}; check the endpoint URL and protocol="
         )
+
+
+def _retryable_flag(body: Any) -> bool | None:
+    """Our servers' ``retryable`` (top level, or in OpenAI's ``error`` object), when a bool."""
+    if isinstance(body, dict):
+        flag = body.get("retryable")
+        error = body.get("error")
+        if flag is None and isinstance(error, dict):
+            flag = error.get("retryable")
+        if isinstance(flag, bool):
+            return flag
+    return None

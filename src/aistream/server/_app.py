@@ -51,7 +51,9 @@ from ._formats import (
     BadRequest,
     choose_format,
     decode_body,
+    error_response,
     openai_completion,
+    openai_error,
     parse_chat_request,
     parse_native,
     parse_openai,
@@ -59,6 +61,7 @@ from ._formats import (
 )
 from ._guard import Authenticate, Guard, Principal, key_authenticator, principal_of
 from ._limits import Limits, RateLimiter
+from ._peek import early_failure
 from ._relay import UpstreamRelay
 from ._replay import (
     MemoryReplayStore,
@@ -81,6 +84,7 @@ from ._response import (
     new_stream_id,
     stream_tag,
 )
+from ._responses_out import RequestError, ResponsesEncoder, parse_responses, response_object
 
 __all__ = ["BadRequest", "ChatBackend", "ChatService", "create_app", "parse_chat_request"]
 
@@ -88,6 +92,9 @@ log = logging.getLogger("aistream.server")
 
 Sleep = Callable[[float], Awaitable[object]]
 _CANCEL_WAIT: Final = 5.0  # seconds DELETE waits for a cancelled generation to wind down
+#: Seconds a relayed reply waits for the upstream's first event before its stream starts.
+_RELAY_FIRST_EVENT_WAIT: Final = 10.0
+_RESPONSES_EXAMPLE: Final = '{"model": "m", "input": "Hello!", "stream": true}'
 
 
 class ChatBackend(Protocol):
@@ -103,9 +110,13 @@ class ChatBackend(Protocol):
 
 
 def _error(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    retryable: bool = False,
 ) -> JSONResponse:
-    body = {"error": message, "code": code, "retryable": status == 429 or status >= 500}
+    body = {"error": message, "code": code, "retryable": retryable}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -167,6 +178,8 @@ class ChatService:
         max_body_bytes: Largest request body accepted (413 beyond).
         sleep, clock: Injected time (tests).
         id_factory: Makes stream ids.
+        first_event_wait: Seconds a new reply waits for its first event before the response
+            starts, so a failure known by then gets an HTTP status (None: do not wait).
         producer_lease: With a shared store: seconds after which another replica takes over
             a stream whose producer stopped renewing its lease.
     """
@@ -184,9 +197,11 @@ class ChatService:
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         id_factory: Callable[[], str] = new_stream_id,
+        first_event_wait: float | None = None,
         producer_lease: float = 5.0,
     ) -> None:
         self.backend = backend
+        self.first_event_wait = first_event_wait
         self.store = store
         self.producer_lease = producer_lease
         self.shared: SharedReplayStore | None = None
@@ -253,8 +268,37 @@ class ChatService:
                 model = chat.model
             return await openai_completion(events, f"chatcmpl-{self._new_id()}", model)
         return await self._serve(
-            chat, asked or "openai", options.include_usage, principal_of(request)
+            chat, asked or "openai", options.include_usage, principal_of(request), True
         )
+
+    async def post_responses(self, request: Request) -> Response:
+        """POST /v1/responses: the OpenAI Responses API (its body, stream and errors).
+
+        Streams the Responses events when the body says ``"stream": true``, else answers the
+        whole Response object (API.md §7).
+        """
+        try:
+            body = decode_body(await self._read_body(request), _RESPONSES_EXAMPLE)
+            chat, options = parse_responses(body)
+        except BadRequest as exc:
+            return exc.openai_response()
+        except RequestError as exc:
+            return BadRequest(400, exc.code, str(exc), exc.param).openai_response()
+        if options.stream:
+            return await self._serve(
+                chat, "responses", True, principal_of(request), openai_errors=True
+            )
+        encoder = ResponsesEncoder(self._new_id())
+        try:
+            encoder.model = self.backend.model_for(chat) or chat.model
+            events = self.backend.stream(chat)
+        except Exception as exc:
+            log.exception("aistream.server: the backend refused a response")
+            events = _failing(exc)
+        response, failure = await response_object(events, encoder)
+        if failure is not None:
+            return openai_error(failure.message, failure.code or "error", failure.retryable)
+        return JSONResponse(response)
 
     async def get_models(self, request: Request) -> Response:
         """GET /v1/models: OpenAI's model list, for clients that look before they chat.
@@ -386,36 +430,59 @@ class ChatService:
         return bytes(body)
 
     async def _serve(
-        self, chat: ChatRequest, fmt: Format, include_usage: bool, principal: Principal
+        self,
+        chat: ChatRequest,
+        fmt: Format,
+        include_usage: bool,
+        principal: Principal,
+        openai_errors: bool = False,
     ) -> Response:
-        """A new reply in `fmt`: native through the replay store, the others straight."""
+        """A new reply in `fmt`: native through the replay store, the others straight.
+
+        A failure the backend reports before its first event (a relay whose upstream refused
+        the key, or is busy) is answered with its HTTP status instead of a stream, in OpenAI's
+        error shape with `openai_errors` (the ``/v1/...`` endpoints), else the native one.
+        """
+        events: AsyncIterator[StreamEvent]
+        try:
+            model = self.backend.model_for(chat) or chat.model
+            events = self.backend.stream(chat)
+        except Exception as exc:
+            log.exception("aistream.server: the backend refused a new reply")
+            events = _failing(exc)
+            model = chat.model
+        failure, events = await early_failure(events, self.first_event_wait)
+        if failure is not None:
+            log.warning("aistream.server: answered HTTP %s: %s", failure.status, failure.message)
+            return error_response(failure, openai=openai_errors)
         if fmt == "native":
             try:
-                stream_id = await self._start(chat, principal.id)
+                stream_id = await self._start(chat, events, principal.id)
             except StoreUnavailable as exc:
+                await _aclose(events)
                 return _store_down(exc)
             except ReplayFull as exc:
+                await _aclose(events)
                 log.warning("aistream.server: refusing a new stream: %s", exc)
                 return _error(
                     503,
                     "server_busy",
                     f"the server is at its limit of resumable streams ({exc}); retry shortly",
                     {"Retry-After": "1"},
+                    retryable=True,
                 )
             return self._respond(stream_id, -1, attached=True)
         encoder = make_encoder(fmt, self._new_id(), include_usage=include_usage)
-        events: AsyncIterator[StreamEvent]
-        try:
-            encoder.model = self.backend.model_for(chat) or chat.model
-            events = self.backend.stream(chat)
-        except Exception as exc:
-            log.exception(
-                "aistream.server: the backend refused stream %s", stream_tag(encoder.stream_id)
-            )
-            events = _failing(exc)
+        encoder.model = model
         return EventStreamResponse(events, encoder=encoder, **self._stream_options)
 
-    async def _start(self, request: ChatRequest, owner: str = "") -> str:
+    async def _start(
+        self,
+        request: ChatRequest,
+        events: AsyncIterator[StreamEvent] | None = None,
+        owner: str = "",
+    ) -> str:
+        """Start the generation of a native reply (`events`: the backend's, already asked for)."""
         encoder = NativeEncoder(self._new_id())  # validates the id before anything is stored
         stream_id = encoder.stream_id
         if self.shared is not None:
@@ -424,19 +491,28 @@ class ChatService:
             await self.store.create(stream_id, owner)
         live = self.live[stream_id] = _Live(stream_id)
         task = asyncio.create_task(
-            self._generate(live, encoder, request), name=f"aistream-{stream_id}"
+            self._generate(live, encoder, request, reply=events), name=f"aistream-{stream_id}"
         )
-        task.add_done_callback(lambda _: self._never_ran(live))
+        task.add_done_callback(lambda _: self._never_ran(live, events))
         live.task = task
         live.followers = 1  # the response to this POST, attached from the start
         return stream_id
 
-    def _never_ran(self, live: _Live) -> None:
+    def _never_ran(self, live: _Live, events: AsyncIterator[StreamEvent] | None = None) -> None:
         """Books for a generation cancelled before its first step (its finally never ran)."""
         if self.live.get(live.stream_id) is live:
-            cleanup = asyncio.ensure_future(self._finished(live))
+            cleanup = asyncio.ensure_future(self._never_ran_cleanup(live, events))
             self._cleanups.add(cleanup)
             cleanup.add_done_callback(self._cleanups.discard)
+
+    async def _never_ran_cleanup(
+        self, live: _Live, events: AsyncIterator[StreamEvent] | None
+    ) -> None:
+        try:
+            if events is not None:
+                await _aclose(events)
+        finally:
+            await self._finished(live)
 
     async def _owns(self, principal: Principal, stream_id: str) -> bool:
         """Whether `stream_id` exists and belongs to `principal` (else it is 404 to them)."""
@@ -482,11 +558,14 @@ class ChatService:
         encoder: NativeEncoder,
         request: ChatRequest,
         events: AsyncIterator[StreamEvent] | None = None,
+        *,
+        reply: AsyncIterator[StreamEvent] | None = None,
     ) -> None:
         """Run the backend and write its events, encoded once, into the replay store.
 
         `events`: the rest of a reply taken over from a dead producer (its `start` and what it
-        sent are stored already; `encoder` continues their numbering).
+        sent are stored already; `encoder` continues their numbering). `reply`: the backend's
+        reply to `request`, already asked for (`_serve` awaited its first event).
         """
         store, stream_id = self.store, live.stream_id
 
@@ -498,6 +577,8 @@ class ChatService:
             if events is None:
                 encoder.model = self.backend.model_for(request)
                 await put(encoder.start())
+                events = reply
+            if events is None:
                 events = self.backend.stream(request)
             async for event in events:
                 frame = encoder.encode(event)
@@ -524,10 +605,9 @@ class ChatService:
                 with contextlib.suppress(StoreUnavailable):
                     await put(encoder.error(message, "internal_error", False))
         finally:
-            aclose = getattr(events, "aclose", None)
             try:
-                if aclose is not None:
-                    await aclose()
+                if events is not None or reply is not None:
+                    await _aclose(events or reply)  # type: ignore[arg-type]
             finally:
                 await self._finished(live)
 
@@ -834,6 +914,12 @@ class HeaderLimit:
         await self.app(scope, receive, send)
 
 
+async def _aclose(events: AsyncIterator[StreamEvent]) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
 async def _failing(exc: Exception) -> AsyncIterator[StreamEvent]:
     """The events of a backend that raised before its first event: the raise, re-raised."""
     raise exc
@@ -970,8 +1056,8 @@ def create_app(
             bounds only).
 
     Raises:
-        ValueError: An unsupported upstream protocol, bad bounds, or both authenticate and
-            api_keys.
+        ValueError: An unsupported upstream protocol, an upstream that is not an http(s) URL,
+            or bad bounds.
 
     ```py
     app = create_app()                                                     # demo model
@@ -1027,10 +1113,14 @@ def create_app(
         clock=clock,
         id_factory=id_factory,
         producer_lease=producer_lease,
+        # A relay learns of a refused key or a busy upstream before its first event: wait
+        # for it so it is answered with a status. The demo and your own backend start at once.
+        first_event_wait=_RELAY_FIRST_EVENT_WAIT if isinstance(backend, UpstreamRelay) else None,
     )
     routes = [
         Route("/api/chat", service.post_chat, methods=["POST"]),
         Route("/v1/chat/completions", service.post_completions, methods=["POST"]),
+        Route("/v1/responses", service.post_responses, methods=["POST"]),
         Route("/v1/models", service.get_models, methods=["GET"]),
         Route("/api/chat/{stream_id}/stream", service.get_chat_stream, methods=["GET"]),
         Route("/api/chat/{stream_id}", service.get_chat, methods=["GET"]),
