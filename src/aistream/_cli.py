@@ -1,8 +1,10 @@
 """The ``aistream`` command line: chat, serve and demo. Imports the public API, uvicorn lazily.
 
-Besides the public names of `aistream` and `aistream.server` it uses two private pieces:
-`_proxy` (stdlib only), with which the demo drops a connection on purpose, and the wire's
-`detect_protocol`, so the key variable follows the protocol ``auto`` resolves to.
+Besides the public names of `aistream` and `aistream.server` it uses a few private pieces:
+`_proxy` (stdlib only), with which the demo drops a connection on purpose; from the wire,
+`detect_protocol` (the key variable follows the protocol ``auto`` resolves to), `auth_headers`
+(the header each protocol carries its key in) and `SSEDecoder` (the demo reads the recorded
+responses with it); and the relay's `UPSTREAM_PROTOCOLS`, the choices of ``serve --protocol``.
 """
 
 from __future__ import annotations
@@ -21,23 +23,27 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from functools import partial
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO, TypeVar, get_args
 from urllib.parse import urlsplit
+
+import h11
 
 import aistream
 from aistream import AIStream, AIStreamError, Message, RetryConfig, RetryEvent, Usage
 from aistream._redact import redact_url
+from aistream.types import ProtocolName
 
 from ._proxy import FaultProxy
 from ._wire._dialect import detect_protocol
+from ._wire._registry import auth_headers
+from ._wire._sse import SSEDecoder
 
 __all__ = ["build_parser", "embedded_server", "main"]
 
 _T = TypeVar("_T")
 
 SERVER_EXTRA_HINT = "pip install 'aistream[server]'"
-PROTOCOLS = ("auto", "native", "openai", "anthropic", "ollama", "responses", "gemini")
-UPSTREAM_PROTOCOLS = ("openai", "anthropic", "responses", "gemini")
+PROTOCOLS: tuple[str, ...] = ("auto", *(p for p in get_args(ProtocolName) if p != "auto"))
 _EXTRA_PACKAGES = frozenset({"uvicorn", "starlette", "anyio"})
 _START_TIMEOUT = 15.0  # seconds for the embedded server to come up
 _STOP_TIMEOUT = 10.0
@@ -238,17 +244,6 @@ def _api_key(given: str | None, protocol: str) -> str | None:
     return next((os.environ[n] for n in names if os.environ.get(n)), None)
 
 
-def _auth_headers(protocol: str, key: str | None) -> dict[str, str]:
-    """The key in the header `protocol` (already resolved) expects."""
-    if not key:
-        return {}
-    if protocol == "anthropic":
-        return {"x-api-key": key, "anthropic-version": "2023-06-01"}
-    if protocol == "gemini":
-        return {"x-goog-api-key": key}
-    return {"Authorization": f"Bearer {key}"}
-
-
 def _run_turn(chat: AIStream, start: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
     """Run one turn on a fresh event loop; Ctrl-C stops the stream and keeps the partial reply."""
 
@@ -313,7 +308,8 @@ def _cmd_chat(args: argparse.Namespace, console: _Console) -> int:
         if args.endpoint:
             endpoint = args.endpoint
             protocol = _resolved_protocol(args.protocol, endpoint)
-            headers = _auth_headers(protocol, _api_key(args.api_key, protocol))
+            key = _api_key(args.api_key, protocol)
+            headers = auth_headers(protocol, key) if key else {}
             where = redact_url(endpoint)
             model = model or _DEFAULT_MODELS.get(protocol)
         else:
@@ -485,41 +481,32 @@ class _Checks:
         return ok
 
 
-def _dechunk(body: bytes) -> bytes:
-    """The payload of an HTTP/1.1 chunked body, as far as it arrived."""
-    out, pos = bytearray(), 0
-    while (end := body.find(b"\r\n", pos)) >= 0:
-        try:
-            size = int(body[pos:end].split(b";")[0], 16)
-        except ValueError:
-            break
-        if size == 0:
-            break
-        out += body[end + 2 : end + 2 + size]
-        pos = end + 2 + size + 2
-    return bytes(out)
+def _response_body(raw: bytes) -> bytes:
+    """The body of a recorded HTTP/1.1 response, as far as it arrived.
+
+    h11 (uvicorn's and httpcore's HTTP/1.1 parser) undoes the chunked framing; it reads a
+    response only after a request, hence the stand-in request.
+    """
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="POST", target="/", headers=[("Host", "demo")]))
+    conn.receive_data(raw)
+    body = bytearray()
+    with contextlib.suppress(h11.RemoteProtocolError):
+        while isinstance(event := conn.next_event(), h11.Response | h11.Data):
+            if isinstance(event, h11.Data):
+                body += event.data
+    return bytes(body)
 
 
 def _token_indices(raw: bytes) -> list[int]:
     """Indices of the native `token` events that arrived whole in a recorded HTTP response."""
-    head, _, body = raw.partition(b"\r\n\r\n")
-    if b"transfer-encoding: chunked" in head.lower():
-        body = _dechunk(body)
-    text = body.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
     indices: list[int] = []
-    for event in text.split("\n\n")[:-1]:  # the last piece is empty or cut short
-        name, data = "message", []
-        for line in event.split("\n"):
-            key, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if key == "event":
-                name = value
-            elif key == "data":
-                data.append(value)
-        if name != "token":
+    # feed() returns whole events only: one cut short at the end is not among them
+    for event in SSEDecoder().feed(_response_body(raw)):
+        if event.event != "token":
             continue
         with contextlib.suppress(ValueError):
-            payload = json.loads("\n".join(data))
+            payload = json.loads(event.data)
             if isinstance(payload, dict) and isinstance(payload.get("index"), int):
                 indices.append(payload["index"])
     return indices
@@ -743,6 +730,16 @@ def _rate(text: str) -> float:
     return value
 
 
+def _upstream_protocols() -> tuple[str, ...] | None:
+    """The protocols the relay speaks; None (any, checked later) without the server extra, so
+    `serve` can say what to install."""
+    try:
+        from aistream.server._relay import UPSTREAM_PROTOCOLS
+    except ImportError:
+        return None
+    return tuple(UPSTREAM_PROTOCOLS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``aistream`` command."""
     parser = argparse.ArgumentParser(
@@ -794,7 +791,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="serve POST /api/chat (demo model, or relay an upstream)",
         description="Serve the native streaming endpoint POST /api/chat with uvicorn: the "
-        "built-in demo model, or a relay of an OpenAI- or Anthropic-compatible upstream.",
+        "built-in demo model, or a relay of an upstream model API (see --protocol).",
     )
     serve.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
     serve.add_argument(
@@ -808,7 +805,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--protocol",
-        choices=UPSTREAM_PROTOCOLS,
+        choices=_upstream_protocols(),
         default="openai",
         help="protocol of the upstream (default: openai)",
     )
