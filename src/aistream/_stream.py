@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from . import _otel
+from . import _notebook, _otel
 from ._args import check_arguments, coerce_retry
 from ._emitter import SafeEmitter
 from ._redact import redact_url
@@ -232,6 +232,7 @@ class AIStream(SafeEmitter):
         self._messages: list[Message] = []
         self._usage = _NO_USAGE
         self._turn: _Turn | None = None
+        self._display = False  # chat.display(): every later turn shown live in Jupyter
         for event, handler in (
             (EVENT_TOKEN, on_token),
             (EVENT_USAGE, on_usage),
@@ -278,7 +279,7 @@ class AIStream(SafeEmitter):
 
     # --- turns ------------------------------------------------------------------------------
 
-    async def send(self, content: str) -> Message:
+    async def send(self, content: str, *, display: bool | None = None) -> Message:
         """Add a user message and stream the assistant reply.
 
         Returns:
@@ -290,12 +291,20 @@ class AIStream(SafeEmitter):
             ConnectionLostError, StreamTimeoutError: retries ran out.
             ProtocolError: the server sent something unreadable or oversized.
 
+        With ``display=True`` (or after `display()`), in Jupyter the reply is shown as Markdown
+        that updates in place while it streams (API.md §9); elsewhere nothing is shown.
+
         ```py
         reply = await chat.send("Hello")
         ```
         """
         turn = self._begin(content, queue=None)
-        return await self._run(turn)
+        shown = self._show(display)
+        try:
+            return await self._run(turn)
+        finally:
+            if shown is not None:
+                shown.close(self)
 
     async def tokens(self, content: str) -> AsyncIterator[str]:
         """Send `content` and yield the reply's text deltas as they arrive.
@@ -326,7 +335,7 @@ class AIStream(SafeEmitter):
             if not runner.cancelled():
                 runner.exception()  # retrieved: the error was raised above or is superseded
 
-    def send_sync(self, content: str) -> Message:
+    def send_sync(self, content: str, *, display: bool | None = None) -> Message:
         """Blocking `send`, for scripts; also safe inside a running loop (Jupyter).
 
         It uses its own short-lived connection (an AsyncClient cannot cross event loops).
@@ -340,11 +349,29 @@ class AIStream(SafeEmitter):
         async def once() -> Message:
             _IN_SYNC.set(True)
             try:
-                return await self.send(content)
+                return await self.send(content, display=display)
             finally:
                 await self._release_pool()  # this call's loop only: not the caller's pool
 
         return run_sync(once, on_interrupt=self.stop)
+
+    def display(self, enabled: bool = True) -> None:
+        """Show every later reply live in Jupyter (Markdown updated in place, reasoning folded,
+        tool calls, a footer with usage and time to first token); ``display(False)`` stops.
+        Outside a notebook it changes nothing, and IPython is never imported."""
+        self._display = bool(enabled)
+
+    def _show(self, display: bool | None) -> _notebook.LiveDisplay | None:
+        if not (self._display if display is None else display):
+            return None
+        return _notebook.live(self)
+
+    def _repr_markdown_(self) -> str:
+        """The transcript, for Jupyter."""
+        return _notebook.chat_markdown(self)
+
+    def _repr_html_(self) -> str:
+        return _notebook.chat_html(self)
 
     async def retry(self) -> Message | None:
         """Drop the last assistant reply (if it is last) and stream a new one.
