@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import aistream
 from aistream import AIStream, AIStreamError, Message, RetryConfig, RetryEvent, Usage
-from aistream.errors import redact_url
+from aistream._redact import redact_url
 
 from ._proxy import FaultProxy
 from ._wire._dialect import detect_protocol

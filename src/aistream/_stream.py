@@ -11,7 +11,7 @@ import contextvars
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -20,6 +20,7 @@ import httpx
 
 from ._args import check_arguments, coerce_retry
 from ._listeners import TypedEmitter
+from ._redact import redact_url
 from ._retry import RetryBudget, is_retryable
 from ._sync import run_sync
 from ._tokens import END, TokenStream
@@ -41,13 +42,7 @@ from ._wire._events import (
 )
 from ._wire._registry import dialect_factory
 from ._wire._text import SurrogateJoiner, has_surrogate
-from .errors import (
-    AIStreamError,
-    APIStatusError,
-    ConnectionLostError,
-    StreamBusyError,
-    redact_url,
-)
+from .errors import AIStreamError, APIStatusError, ConnectionLostError, StreamBusyError
 from .models import Message, RetryConfig, RetryEvent, ToolCall, Usage
 from .types import (
     EVENT_ERROR,
@@ -550,7 +545,7 @@ class AIStream(TypedEmitter):
 
     def _sinks_for(
         self, turn: _Turn
-    ) -> tuple[Callable[[list[StreamEvent]], None], Callable[[str], None]]:
+    ) -> tuple[Callable[[Sequence[StreamEvent]], None], Callable[[str], None]]:
         """The per-frame handler and the per-token one (the hot path of every token)."""
         queue = turn.queue
 
@@ -578,7 +573,7 @@ class AIStream(TypedEmitter):
             if queue is not None:
                 queue.put_nowait(text)
 
-        def sink(events: list[StreamEvent]) -> None:
+        def sink(events: Sequence[StreamEvent]) -> None:
             for event in events:
                 if turn.stop_requested:
                     return  # stop() was called by a listener of an earlier event
@@ -649,15 +644,15 @@ class AIStream(TypedEmitter):
             pass
 
     def _apply_usage(self, turn: _Turn, report: UsageReport) -> None:
-        previous = turn.usage or Usage()
-        prompt = previous.prompt_tokens if report.prompt_tokens is None else report.prompt_tokens
-        completion = (
-            previous.completion_tokens
-            if report.completion_tokens is None
-            else report.completion_tokens
+        previous = turn.usage or _NO_USAGE
+        merged = report.applied_to(
+            UsageReport(previous.prompt_tokens, previous.completion_tokens, previous.total_tokens)
         )
-        total = report.total_tokens if report.total_tokens is not None else prompt + completion
-        turn.usage = Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+        turn.usage = Usage(
+            prompt_tokens=merged.prompt_tokens or 0,
+            completion_tokens=merged.completion_tokens or 0,
+            total_tokens=merged.total_tokens or 0,
+        )
         self._usage = turn.base + turn.usage
         self.emit(EVENT_USAGE, self._usage)
 

@@ -15,12 +15,13 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from ._redact import SENSITIVE_HEADERS, redact_bearer, redact_headers, redact_text, redact_url
 from ._retry import MAX_SERVER_DELAY, parse_retry_after
 from ._wire._dialect import (
     HEARTBEAT_ONLY,
@@ -35,16 +36,11 @@ from ._wire._gemini import retry_delay
 from ._wire._ndjson import NDJSONDecoder
 from ._wire._sse import SSEDecoder
 from .errors import (
-    SENSITIVE_HEADERS,
     AIStreamError,
     APIStatusError,
     ConnectionLostError,
     ProtocolError,
     StreamTimeoutError,
-    redact_bearer,
-    redact_headers,
-    redact_text,
-    redact_url,
 )
 
 log = logging.getLogger("aistream")
@@ -70,7 +66,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 else:
     use_json_loads(orjson.loads, orjson.loads)
 
-Sink = Callable[[list[StreamEvent]], None]
+Sink = Callable[[Sequence[StreamEvent]], None]
 TextSink = Callable[[str], None]
 _ERROR_BODY_LIMIT = 64 * 1024
 _DRAIN_SECONDS = 0.5

@@ -79,11 +79,13 @@ def outcome(events: list[StreamEvent], finished: bool) -> Outcome:
             out.reasoning += ev.text
         elif isinstance(ev, ToolCallDone):
             out.tool_calls.append((ev.id, ev.name, ev.arguments))
-        elif isinstance(ev, UsageReport):  # a snapshot: None keeps the previous value
-            p, c, _ = out.usage or (0, 0, 0)
-            p = p if ev.prompt_tokens is None else ev.prompt_tokens
-            c = c if ev.completion_tokens is None else ev.completion_tokens
-            out.usage = (p, c, p + c if ev.total_tokens is None else ev.total_tokens)
+        elif isinstance(ev, UsageReport):  # a snapshot, merged as AIStream merges it
+            merged = ev.applied_to(UsageReport(*(out.usage or (0, 0, 0))))
+            out.usage = (
+                merged.prompt_tokens or 0,
+                merged.completion_tokens or 0,
+                merged.total_tokens or 0,
+            )
         elif isinstance(ev, FinishReason):
             out.finish = ev.reason
         elif isinstance(ev, ServerError):

@@ -9,19 +9,20 @@ from __future__ import annotations
 import base64
 import json
 import json.scanner
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 from urllib.parse import urlsplit
 
-from ._events import Frame, Heartbeat, StreamEvent
+from ._events import Frame, Heartbeat, StreamEvent, UsageReport
 
 #: What a dialect returns for a frame that is only a keep-alive. Compared by identity, so the
-#: transport can tell a heartbeat from content without looking inside.
-HEARTBEAT_ONLY: list[StreamEvent] = [Heartbeat()]
-NOTHING: list[StreamEvent] = []
+#: reader can tell a heartbeat from content without looking inside. Tuples: shared by every
+#: parse, so nobody may append to them.
+HEARTBEAT_ONLY: tuple[StreamEvent, ...] = (Heartbeat(),)
+NOTHING: tuple[StreamEvent, ...] = ()
 
-#: HTTP statuses that are worth retrying (see API.md §1).
+#: HTTP statuses that are worth retrying (API.md §1): the one list, which `_retry` uses too.
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 
 
@@ -149,8 +150,8 @@ class Dialect(Protocol):
         """Return the request for `request` sent to `endpoint`."""
         ...
 
-    def parse(self, frame: Frame) -> list[StreamEvent]:
-        """Return the events carried by one decoded frame (a shared empty list when none)."""
+    def parse(self, frame: Frame) -> Sequence[StreamEvent]:
+        """Return the events carried by one decoded frame (the shared NOTHING when none)."""
         ...
 
     def text_of(self, data: bytes) -> str | None:
@@ -286,3 +287,71 @@ def error_message(value: Any) -> tuple[str, str | None]:
             return error_message(message)
         return (str(message) if message else json.dumps(value)), (str(code) if code else None)
     return str(value), None
+
+
+# --- helpers shared by the dialects (no dialect imports another) ------------------------------
+
+#: Error codes our server (and common proxies) use for transient failures.
+TRANSIENT_CODES = frozenset(
+    {
+        "overloaded",
+        "overloaded_error",
+        "rate_limited",
+        "rate_limit",
+        "rate_limit_exceeded",
+        "timeout",
+        "unavailable",
+        "upstream_unavailable",
+        "upstream_timeout",
+        "upstream_error",
+        "server_error",
+        "internal_error",
+        "api_error",
+    }
+)
+
+_FINISH_REASONS = {
+    "stop": "stop",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "length": "length",
+    "max_tokens": "length",
+    "tool_calls": "tool_calls",
+    "tool_use": "tool_calls",
+    "content_filter": "content_filter",
+    "stopped": "stopped",
+    "error": "error",
+}
+
+
+def normalize_finish(reason: str) -> str:
+    """Map a provider's stop reason onto stop / length / tool_calls / content_filter / error."""
+    return _FINISH_REASONS.get(reason, reason)
+
+
+def is_transient(code: str | None) -> bool:
+    """Whether an in-stream error code names a transient failure worth retrying."""
+    if not code:
+        return False
+    code = code.lower()
+    return code in TRANSIENT_CODES or (code.isdigit() and int(code) in RETRYABLE_STATUS)
+
+
+def usage_report(obj: Mapping[str, Any]) -> UsageReport:
+    """A UsageReport from camelCase or snake_case usage fields."""
+    prompt = obj.get("promptTokens", obj.get("prompt_tokens"))
+    completion = obj.get("completionTokens", obj.get("completion_tokens"))
+    total = obj.get("totalTokens", obj.get("total_tokens"))
+    return UsageReport(as_int(prompt), as_int(completion), as_int(total))
+
+
+def function_tools(tools: tuple[ToolSpec, ...]) -> list[dict[str, Any]]:
+    """Tools as chat completions (and Ollama) define them: ``{"type": "function", "function"}``."""
+    out = []
+    for t in tools:
+        function: dict[str, Any] = {"name": t.name}
+        if t.description:
+            function["description"] = t.description
+        function["parameters"] = dict(t.parameters)
+        out.append({"type": "function", "function": function})
+    return out

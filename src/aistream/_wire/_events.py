@@ -91,6 +91,31 @@ class UsageReport:
     completion_tokens: int | None = None
     total_tokens: int | None = None
 
+    def applied_to(self, previous: UsageReport | None) -> UsageReport:
+        """The turn's usage once this snapshot arrives after `previous`: the one merge rule of
+        the client and of every server output format.
+
+        A field this report leaves None keeps its previous value. The total is the reported
+        one, else the sum once both parts are known, else the previous total.
+        """
+        if previous is None:
+            previous = _NO_REPORT
+        prompt = previous.prompt_tokens if self.prompt_tokens is None else self.prompt_tokens
+        completion = (
+            previous.completion_tokens if self.completion_tokens is None else self.completion_tokens
+        )
+        total = self.total_tokens
+        if total is None:
+            total = (
+                previous.total_tokens
+                if prompt is None or completion is None
+                else prompt + completion
+            )
+        return UsageReport(prompt, completion, total)
+
+
+_NO_REPORT = UsageReport()
+
 
 @dataclass(slots=True)
 class FinishReason:

@@ -25,7 +25,7 @@ Ollama's OpenAI-compatible ``/v1/chat/completions``, which ``auto`` detects as o
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 from ._dialect import (
@@ -34,6 +34,7 @@ from ._dialect import (
     ChatRequest,
     RequestSpec,
     as_int,
+    function_tools,
     json_body,
     loads_object,
     parse_arguments,
@@ -53,7 +54,6 @@ from ._events import (
     ToolCallDone,
     UsageReport,
 )
-from ._openai import function_tools
 
 _TRANSIENT = re.compile(r"overload|busy|unavailable|timeout|timed out|try again", re.IGNORECASE)
 
@@ -163,7 +163,7 @@ class OllamaDialect:
     def text_of(self, data: bytes) -> str | None:
         return None  # NDJSON framing: never asked
 
-    def parse(self, frame: Frame) -> list[StreamEvent]:
+    def parse(self, frame: Frame) -> Sequence[StreamEvent]:
         if not isinstance(frame, NDJSONLine):
             return [Skipped("ollama expects NDJSON lines", frame.data[:200])]
         text = frame.text

@@ -163,39 +163,48 @@ def _check_id(stream_id: str) -> None:
 
 
 class UsageTotals:
-    """The turn's usage from snapshots: a field a report leaves None keeps its value.
+    """The turn's usage from its snapshots, merged by `UsageReport.applied_to`."""
 
-    The total is the reported one, else the sum once both parts are known.
-    """
-
-    __slots__ = ("completion", "prompt", "seen", "total")
+    __slots__ = ("report",)
 
     def __init__(self) -> None:
-        self.prompt: int | None = None
-        self.completion: int | None = None
-        self.total: int | None = None
-        self.seen = False
+        self.report: UsageReport | None = None
+
+    @property
+    def seen(self) -> bool:
+        return self.report is not None
+
+    @property
+    def prompt(self) -> int | None:
+        return None if self.report is None else self.report.prompt_tokens
+
+    @property
+    def completion(self) -> int | None:
+        return None if self.report is None else self.report.completion_tokens
+
+    @property
+    def total(self) -> int | None:
+        return None if self.report is None else self.report.total_tokens
 
     def add(self, report: UsageReport) -> None:
-        if report.prompt_tokens is not None:
-            self.prompt = report.prompt_tokens
-        if report.completion_tokens is not None:
-            self.completion = report.completion_tokens
-        if report.total_tokens is not None:
-            self.total = report.total_tokens
-        elif self.prompt is not None and self.completion is not None:
-            self.total = self.prompt + self.completion
-        self.seen = True
+        self.report = report.applied_to(self.report)
 
     def as_dict(self, prompt: str, completion: str, total: str) -> dict[str, int]:
         """The known fields under the given names."""
-        out: dict[str, int] = {}
-        for name, value in ((prompt, self.prompt), (completion, self.completion)):
-            if value is not None:
-                out[name] = value
-        if self.total is not None:
-            out[total] = self.total
-        return out
+        return _usage_dict(self.report or UsageReport(), prompt, completion, total)
+
+
+def _usage_dict(report: UsageReport, prompt: str, completion: str, total: str) -> dict[str, int]:
+    """The known fields of `report` under the given names."""
+    out: dict[str, int] = {}
+    for name, value in (
+        (prompt, report.prompt_tokens),
+        (completion, report.completion_tokens),
+        (total, report.total_tokens),
+    ):
+        if value is not None:
+            out[name] = value
+    return out
 
 
 class _Reports:
@@ -322,17 +331,7 @@ class NativeEncoder:
 
 def native_usage(report: UsageReport) -> dict[str, int]:
     """The nested native usage object: camelCase, the total filled in when both parts are known."""
-    out: dict[str, int] = {}
-    if report.prompt_tokens is not None:
-        out["promptTokens"] = report.prompt_tokens
-    if report.completion_tokens is not None:
-        out["completionTokens"] = report.completion_tokens
-    total = report.total_tokens
-    if total is None and report.prompt_tokens is not None and report.completion_tokens is not None:
-        total = report.prompt_tokens + report.completion_tokens
-    if total is not None:
-        out["totalTokens"] = total
-    return out
+    return _usage_dict(report.applied_to(None), "promptTokens", "completionTokens", "totalTokens")
 
 
 # --- openai ----------------------------------------------------------------------------------

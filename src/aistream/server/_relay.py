@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from .._pool import new_client
+from .._redact import redact_url
 from .._transport import AttemptState, Transport
 from .._wire._anthropic import AnthropicDialect
 from .._wire._dialect import ChatRequest, Dialect, error_message
@@ -36,7 +37,6 @@ from ..errors import (
     ConnectionLostError,
     ProtocolError,
     StreamTimeoutError,
-    redact_url,
 )
 from ._options import upstream_options
 
