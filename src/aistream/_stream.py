@@ -18,6 +18,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from . import _otel
 from ._args import check_arguments, coerce_retry
 from ._listeners import TypedEmitter
 from ._redact import redact_url
@@ -95,6 +96,7 @@ class _Turn:
         "stop_requested",
         "stream_id",
         "task",
+        "telemetry",
         "text_joiner",
         "tool_calls",
         "usage",
@@ -112,6 +114,7 @@ class _Turn:
         self.discard = False
         self.stream_id: str | None = None
         self.retries = 0
+        self.telemetry: _otel.Step | None = None  # set per model call when OpenTelemetry is on
         self.restart()
 
     def text(self) -> str:
@@ -210,6 +213,8 @@ class AIStream(TypedEmitter):
         self._endpoint = endpoint
         self._dialect_factory: Callable[[], Dialect] = dialect_factory(protocol, endpoint)
         self._protocol = self._dialect_factory.name  # type: ignore[attr-defined]
+        self._provider = _otel.provider_name(self._protocol)
+        self._server = (parts.hostname or "", parts.port)
         self._model = model
         self._system_prompt = system_prompt
         self._options = dict(options) if options else _NO_OPTIONS
@@ -453,6 +458,9 @@ class AIStream(TypedEmitter):
     async def _run(self, turn: _Turn) -> Message:
         """Stream one turn to its end and settle history, usage and events."""
         self.emit(EVENT_STREAMING_START)
+        turn.telemetry = _otel.start(
+            model=self._model, provider=self._provider, server=self._server
+        )
         request = ChatRequest(
             messages=tuple(ChatMessage(m.role, m.content) for m in self._messages),
             model=self._model,
@@ -471,15 +479,18 @@ class AIStream(TypedEmitter):
                 self._stop_now(turn)  # also tells the server to cancel the generation
                 await asyncio.wait((task,))
                 self._settle(turn, "stopped")
+                _end_step(turn, "stopped")
                 await self._finish_cancel_request(turn)
                 raise
             error = None if task.cancelled() else task.exception()
             if error is None:
                 reason = "stopped" if turn.stop_requested else (turn.finish_reason or "stop")
                 reply = self._settle(turn, reason)
+                _end_step(turn, reason)
                 await self._finish_cancel_request(turn)
                 await self.drain()
                 return reply
+            _end_step(turn, "error", error)
             if isinstance(error, AIStreamError):
                 self._report(error)
                 await self.drain()
@@ -498,6 +509,8 @@ class AIStream(TypedEmitter):
         state = AttemptState()
         spec = self._dialect_factory().build_request(self._endpoint, request)
         sink, on_text = self._sinks_for(turn)
+        if turn.telemetry is not None:  # only while tracing: the token path is otherwise bare
+            sink, on_text = turn.telemetry.watch(sink, on_text)
         best = 0  # most content events one attempt delivered: beating it resets the budget
         try:
             client = turn.client = self._client()
@@ -524,6 +537,8 @@ class AIStream(TypedEmitter):
                     resume = dialect.resumable and bool(state.last_event_id)
                     if not resume:
                         turn.restart()  # `best` stays: a restart must outdo every earlier try
+                    if turn.telemetry is not None:
+                        turn.telemetry.retry(budget.attempt, delay, resume, error)
                     self.emit(
                         EVENT_RETRY,
                         RetryEvent(attempt=budget.attempt, delay=delay, error=error, resume=resume),
@@ -607,11 +622,15 @@ class AIStream(TypedEmitter):
                     f"the server started a new stream {event.stream_id!r} instead of resuming "
                     f"{turn.stream_id!r}; the reply restarts"
                 )
+                if turn.telemetry is not None:
+                    turn.telemetry.retry(turn.retries, 0.0, False, error)
                 self.emit(
                     EVENT_RETRY,
                     RetryEvent(attempt=turn.retries, delay=0.0, error=error, resume=False),
                 )
             turn.stream_id = event.stream_id
+            if turn.telemetry is not None:
+                turn.telemetry.response(response_id=event.stream_id, response_model=event.model)
         elif isinstance(event, ReasoningDelta):
             text = event.text
             if turn.reasoning_joiner.pending or has_surrogate(text):
@@ -653,6 +672,8 @@ class AIStream(TypedEmitter):
             completion_tokens=merged.completion_tokens or 0,
             total_tokens=merged.total_tokens or 0,
         )
+        if turn.telemetry is not None:
+            turn.telemetry.usage(turn.usage.prompt_tokens, turn.usage.completion_tokens)
         self._usage = turn.base + turn.usage
         self.emit(EVENT_USAGE, self._usage)
 
@@ -738,6 +759,13 @@ class AIStream(TypedEmitter):
             pools, self._pools = self._pools, {}
             for loop, client in pools.items():
                 drop_client(loop, client)
+
+
+def _end_step(turn: _Turn, reason: str, error: BaseException | None = None) -> None:
+    """Close the model call's span and record its metrics (OpenTelemetry on only)."""
+    if turn.telemetry is not None:
+        turn.telemetry.end(reason, error)
+        turn.telemetry = None
 
 
 async def _finished(task: asyncio.Task[None]) -> None:
