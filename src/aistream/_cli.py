@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -346,6 +347,44 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _read_keys(path: str) -> list[str]:
+    """The callers' keys in `path`: one a line; blank lines and ``#`` comments skipped."""
+    with open(path, encoding="utf-8") as file:
+        keys = [line.strip() for line in file]
+    keys = [key for key in keys if key and not key.startswith("#")]
+    if not keys:
+        raise ValueError("the file holds no keys (one a line)")
+    return keys
+
+
+def _access_mode(args: argparse.Namespace, keys: int) -> str:
+    """Who may call the server, in one line (API.md §6: serve says which mode it is in)."""
+    if keys:
+        return f"callers need one of the {keys} keys of --api-key-file (Authorization: Bearer)"
+    if args.allow_anonymous:
+        spends = "spends the upstream key" if args.upstream else "is served"
+        return f"ANYONE who can reach this address {spends} (--allow-anonymous, no keys)"
+    if args.upstream:
+        return (
+            "loopback callers only, others get 403 (no --api-key-file: this server spends "
+            "the upstream key)"
+        )
+    return "open, no keys (the demo model spends nothing; --api-key-file to require keys)"
+
+
+_STREAM_PATH = re.compile(r"(/api/chat/)[^/?\s]+")
+
+
+def _mask_stream_ids(record: logging.LogRecord) -> bool:
+    """uvicorn's access log without stream ids: an id in a URL is a capability."""
+    if isinstance(record.args, tuple) and len(record.args) >= 3:
+        args = list(record.args)
+        if isinstance(args[2], str):
+            args[2] = _STREAM_PATH.sub(r"\1<stream-id>", args[2])
+            record.args = tuple(args)
+    return True
+
+
 def _cmd_serve(args: argparse.Namespace, console: _Console) -> int:
     _require_server_extra()
     import uvicorn
@@ -360,6 +399,14 @@ def _cmd_serve(args: argparse.Namespace, console: _Console) -> int:
         options["model"] = args.model
     if args.demo_rate is not None:
         options["demo_tokens_per_second"] = args.demo_rate or None
+    if args.api_key_file:
+        try:
+            options["api_keys"] = _read_keys(args.api_key_file)
+        except (OSError, ValueError) as exc:
+            console.error(f"error: --api-key-file {args.api_key_file}: {exc}")
+            return 2
+    options["allow_anonymous"] = args.allow_anonymous
+    options["allowed_hosts"] = sorted({args.host, "localhost", "127.0.0.1", *args.allowed_host})
     if args.store:
         options["store"] = args.store
         options["producer_lease"] = args.producer_lease
@@ -387,6 +434,10 @@ def _cmd_serve(args: argparse.Namespace, console: _Console) -> int:
         else "the built-in demo model (no key, no network)"
     )
     console.line(f"aistream serve: {model}")
+    console.line(f"access: {_access_mode(args, len(options.get('api_keys', ())))}")
+    console.line(
+        f"hosts answered: {', '.join(options['allowed_hosts'])} (add more: --allowed-host)"
+    )
     if args.store:
         console.line(f"streams kept in {app.state.aistream.store.address} (shared by replicas)")
     console.line(f"listening on {url}")
@@ -394,6 +445,7 @@ def _cmd_serve(args: argparse.Namespace, console: _Console) -> int:
         f"chat endpoint: POST {url}/api/chat  (try: aistream chat --endpoint {url}/api/chat)"
     )
     server = uvicorn.Server(uvicorn.Config(app, timeout_graceful_shutdown=5))
+    logging.getLogger("uvicorn.access").addFilter(_mask_stream_ids)
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:
@@ -762,7 +814,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-key",
         metavar="KEY",
         help="upstream key (default: $AISTREAM_API_KEY, else $OPENAI_API_KEY, "
-        "$ANTHROPIC_API_KEY or $GEMINI_API_KEY / $GOOGLE_API_KEY by protocol)",
+        "$ANTHROPIC_API_KEY or $GEMINI_API_KEY / $GOOGLE_API_KEY by protocol; prefer the "
+        "variables: other local users see command lines in ps)",
+    )
+    serve.add_argument(
+        "--api-key-file",
+        metavar="PATH",
+        help="the callers' keys, one a line: each caller sends 'Authorization: Bearer <key>' "
+        "(default: none; then a relay serves loopback callers only)",
+    )
+    serve.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="serve callers from anywhere without a key (a relay spends its upstream key)",
+    )
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name clients may use besides --host, localhost and 127.0.0.1 "
+        "(repeatable; guards against DNS rebinding)",
     )
     serve.add_argument(
         "--store",

@@ -42,6 +42,8 @@ from .._wire._events import (
 from ._app import create_app
 from ._demo import DemoModel
 from ._generations import ChatBackend
+from ._guard import Principal
+from ._limits import Limits
 from ._relay import UpstreamRelay
 from ._replay import MemoryReplayStore, Replay, ReplayFull, ReplayStore
 from ._response import EventStreamResponse
@@ -55,8 +57,10 @@ __all__ = [
     "EventStreamResponse",
     "FinishReason",
     "ImagePart",
+    "Limits",
     "MemoryReplayStore",
     "Metadata",
+    "Principal",
     "ReasoningDelta",
     "Replay",
     "ReplayFull",
@@ -76,7 +80,9 @@ for _name in (
     "ChatBackend",
     "DemoModel",
     "EventStreamResponse",
+    "Limits",
     "MemoryReplayStore",
+    "Principal",
     "Replay",
     "ReplayFull",
     "ReplayStore",

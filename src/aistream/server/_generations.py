@@ -1,10 +1,12 @@
 """Running generations: the native replies of one app, as tasks that outlive their clients.
 
-Imports `_encoders`, `_replay`, `_replicas` and `_wire`; no starlette (the HTTP side is
-`_app.ChatService`'s). A native generation runs as a task owned by `Generations` and writes its
-frames, encoded once, into the replay store; each response only follows the store (replay what
-its client missed, then live frames as they are written), so a client that goes away does not
-stop the generation: it runs on for `resume_grace` seconds and is cancelled if nobody came back.
+Imports `_encoders`, `_replay`, `_replicas`, `_response` (`stream_tag`, for the logs) and
+`_wire`; it handles no HTTP (that is `_app.ChatService`'s).
+
+A native generation runs as a task owned by `Generations` and writes its frames, encoded once,
+into the replay store; each response only follows the store (replay what its client missed,
+then live frames as they are written), so a client that goes away does not stop the
+generation: it runs on for `resume_grace` seconds and is cancelled if nobody came back.
 
 With a shared store (Redis, API.md §8) a follower reads from the store while another replica
 produces the stream, and takes the stream over when that producer's lease expires; `stored` and
@@ -33,6 +35,7 @@ from ._replicas import (
     request_from_context,
     store_error_frame,
 )
+from ._response import stream_tag
 
 __all__ = ["CANCEL_WAIT", "ChatBackend", "Generations", "Sleep", "aclose_events"]
 
@@ -91,7 +94,9 @@ class Generations:
     """The running native generations of one app, their followers and grace timers.
 
     Args:
-        backend: Generates the replies.
+        backend: Generates the replies (its `model_for`, and `continuation` on a takeover).
+        stream: Asks the backend for a reply to a request, for a model (the app's, which
+            records it for OpenTelemetry).
         store: Where each generation writes its frames (a shared one makes this replica one of
             several: see the module docstring).
         resume_grace: Seconds a generation runs on with no follower before it is cancelled.
@@ -106,6 +111,7 @@ class Generations:
         backend: ChatBackend,
         store: ReplayStore,
         *,
+        stream: Callable[[ChatRequest, str | None], AsyncIterator[StreamEvent]],
         resume_grace: float,
         producer_lease: float,
         sleep: Sleep,
@@ -113,6 +119,7 @@ class Generations:
     ) -> None:
         self.backend = backend
         self.store = store
+        self._stream = stream
         self.resume_grace = resume_grace
         self.producer_lease = producer_lease
         self.shared: SharedReplayStore | None = None
@@ -146,7 +153,7 @@ class Generations:
         """
         live = self.live.get(stream_id)
         if live is not None and live.task is not None:
-            log.info("aistream.server: stream %s cancelled by DELETE", stream_id)
+            log.info("aistream.server: stream %s cancelled by DELETE", stream_tag(stream_id))
             live.task.cancel()
             await asyncio.wait((live.task,), timeout=CANCEL_WAIT)
             return True
@@ -183,9 +190,13 @@ class Generations:
     # --- the generation ------------------------------------------------------------------------
 
     async def start(
-        self, request: ChatRequest, events: AsyncIterator[StreamEvent] | None = None
+        self,
+        request: ChatRequest,
+        events: AsyncIterator[StreamEvent] | None = None,
+        owner: str = "",
     ) -> str:
-        """Start the generation of a native reply (`events`: the backend's, already asked for).
+        """Start the generation of a native reply (`events`: the backend's, already asked for),
+        stored as `owner`'s (the principal's id).
 
         The response to the request that started it counts as a follower from here on (see
         `follow`'s `attached`), so no grace timer can cancel the generation before that
@@ -198,9 +209,9 @@ class Generations:
         encoder = NativeEncoder(self._new_id())  # validates the id before anything is stored
         stream_id = encoder.stream_id
         if self.shared is not None:
-            await self.store.create(stream_id, context=request_context(request))
+            await self.store.create(stream_id, owner, request_context(request))
         else:
-            await self.store.create(stream_id)
+            await self.store.create(stream_id, owner)
         live = self.live[stream_id] = _Live(stream_id)
         task = asyncio.create_task(
             self._generate(live, encoder, request, reply=events), name=f"aistream-{stream_id}"
@@ -253,7 +264,7 @@ class Generations:
                 await put(encoder.start())
                 events = reply
             if events is None:
-                events = self.backend.stream(request)
+                events = self._stream(request, encoder.model)
             async for event in events:
                 frame = encoder.encode(event)
                 if frame is not None:
@@ -271,7 +282,9 @@ class Generations:
             # the shared store is gone (its followers were told) or another replica took over
             log.warning("aistream.server: a generation stopped: the store is unavailable")
         except Exception as exc:
-            log.exception("aistream.server: the generation of stream %s failed", stream_id)
+            log.exception(
+                "aistream.server: the generation of stream %s failed", stream_tag(stream_id)
+            )
             if not encoder.finished:
                 message = f"the server failed while generating the reply ({type(exc).__name__})"
                 with contextlib.suppress(StoreUnavailable):
@@ -504,7 +517,7 @@ class Generations:
         if live.followers == 0 and live.task is not None and not live.task.done():
             log.info(
                 "aistream.server: nobody resumed stream %s within %g s (resume_grace); cancelling",
-                live.stream_id,
+                stream_tag(live.stream_id),
                 self.resume_grace,
             )
             live.grace = None
