@@ -18,6 +18,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from . import _otel
 from ._args import check_arguments, coerce_retry
 from ._emitter import SafeEmitter
 from ._redact import redact_url
@@ -94,6 +95,7 @@ class _Turn:
         "stop_requested",
         "stream_id",
         "task",
+        "telemetry",
         "text_joiner",
         "tool_calls",
         "usage",
@@ -111,6 +113,7 @@ class _Turn:
         self.discard = False
         self.stream_id: str | None = None
         self.retries = 0
+        self.telemetry: _otel.Step | None = None  # set per model call when OpenTelemetry is on
         self.restart()
 
     def text(self) -> str:
@@ -209,6 +212,8 @@ class AIStream(SafeEmitter):
         self._endpoint = endpoint
         self._dialect_factory: Callable[[], Dialect] = dialect_factory(protocol, endpoint)
         self._protocol = self._dialect_factory.name  # type: ignore[attr-defined]
+        self._provider = _otel.provider_name(self._protocol)
+        self._server = (parts.hostname or "", parts.port)
         self._model = model
         self._system_prompt = system_prompt
         self._options = dict(options) if options else _NO_OPTIONS
@@ -439,6 +444,9 @@ class AIStream(SafeEmitter):
     async def _run(self, turn: _Turn) -> Message:
         """Stream one turn to its end and settle history, usage and events."""
         self.emit(EVENT_STREAMING_START)
+        turn.telemetry = _otel.start(
+            model=self._model, provider=self._provider, server=self._server
+        )
         request = ChatRequest(
             messages=tuple(ChatMessage(m.role, m.content) for m in self._messages),
             model=self._model,
@@ -457,15 +465,18 @@ class AIStream(SafeEmitter):
                 self._stop_now(turn)  # also tells the server to cancel the generation
                 await asyncio.wait((task,))
                 self._settle(turn, "stopped")
+                _end_step(turn, "stopped")
                 await self._finish_cancel_request(turn)
                 raise
             error = None if task.cancelled() else task.exception()
             if error is None:
                 reason = "stopped" if turn.stop_requested else (turn.finish_reason or "stop")
                 reply = self._settle(turn, reason)
+                _end_step(turn, reason)
                 await self._finish_cancel_request(turn)
                 await self.drain()
                 return reply
+            _end_step(turn, "error", error)
             if isinstance(error, AIStreamError):
                 self._report(error)
                 await self.drain()
@@ -484,6 +495,8 @@ class AIStream(SafeEmitter):
         state = AttemptState()
         spec = self._dialect_factory().build_request(self._endpoint, request)
         sink, on_text = self._sinks_for(turn)
+        if turn.telemetry is not None:  # only while tracing: the token path is otherwise bare
+            sink, on_text = turn.telemetry.watch(sink, on_text)
         best = 0  # most content events one attempt delivered: beating it resets the budget
         try:
             client = turn.client = self._client()
@@ -510,6 +523,8 @@ class AIStream(SafeEmitter):
                     resume = dialect.resumable and bool(state.last_event_id)
                     if not resume:
                         turn.restart()  # `best` stays: a restart must outdo every earlier try
+                    if turn.telemetry is not None:
+                        turn.telemetry.retry(budget.attempt, delay, resume, error)
                     self.emit(
                         EVENT_RETRY,
                         RetryEvent(attempt=budget.attempt, delay=delay, error=error, resume=resume),
@@ -595,11 +610,15 @@ class AIStream(SafeEmitter):
                     f"the server started a new stream {event.stream_id!r} instead of resuming "
                     f"{turn.stream_id!r}; the reply restarts"
                 )
+                if turn.telemetry is not None:
+                    turn.telemetry.retry(turn.retries, 0.0, False, error)
                 self.emit(
                     EVENT_RETRY,
                     RetryEvent(attempt=turn.retries, delay=0.0, error=error, resume=False),
                 )
             turn.stream_id = event.stream_id
+            if turn.telemetry is not None:
+                turn.telemetry.response(response_id=event.stream_id, response_model=event.model)
         elif isinstance(event, ReasoningDelta):
             text = event.text
             if turn.reasoning_joiner.pending or has_surrogate(text):
@@ -641,6 +660,8 @@ class AIStream(SafeEmitter):
             completion_tokens=merged.completion_tokens or 0,
             total_tokens=merged.total_tokens or 0,
         )
+        if turn.telemetry is not None:
+            turn.telemetry.usage(turn.usage.prompt_tokens, turn.usage.completion_tokens)
         self._usage = turn.base + turn.usage
         self.emit(EVENT_USAGE, self._usage)
 
@@ -726,6 +747,13 @@ class AIStream(SafeEmitter):
             pools, self._pools = self._pools, {}
             for loop, client in pools.items():
                 drop_client(loop, client)
+
+
+def _end_step(turn: _Turn, reason: str, error: BaseException | None = None) -> None:
+    """Close the model call's span and record its metrics (OpenTelemetry on only)."""
+    if turn.telemetry is not None:
+        turn.telemetry.end(reason, error)
+        turn.telemetry = None
 
 
 async def _finished(task: asyncio.Task[None]) -> None:

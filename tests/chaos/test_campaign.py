@@ -71,6 +71,17 @@ def test_idless_replies_are_exact_and_every_restart_is_announced_before_repeats(
     assert_faults_took_effect(openai, [*PROXY_KINDS, "status", "stream-error"])
 
 
+def test_responses_replies_resume_by_sequence_number_and_are_exact(
+    campaign: CampaignResult,
+) -> None:
+    responses = campaign.figures["responses"]
+    assert responses.failures == [], "\n".join(responses.failures[:20])
+    assert (responses.lost, responses.duplicated) == (0, 0), responses.row()
+    assert responses.restarts_after_tokens == 0, responses.row()  # every drop after tokens resumed
+    assert responses.resumes > 0.5 * responses.retries, responses.row()
+    assert_faults_took_effect(responses, list(PROXY_KINDS))
+
+
 def test_campaign_leaks_the_api_key_into_no_exception_log_line_or_repr(
     campaign: CampaignResult,
 ) -> None:
@@ -103,4 +114,4 @@ def test_campaign_logged_no_warning_or_error(campaign: CampaignResult) -> None:
 
 def test_campaign_is_seeded(campaign: CampaignResult) -> None:
     assert campaign.seed == SEED
-    assert campaign.summary().startswith(f"chaos: {2 * TURNS} turns (seed {SEED})")
+    assert campaign.summary().startswith(f"chaos: {3 * TURNS} turns (seed {SEED})")
