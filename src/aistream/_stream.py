@@ -593,14 +593,14 @@ class AIStream(TypedEmitter):
 
         emit_one = self.emit_to
 
-        def on_text(text: str) -> None:  # fast-path text: never holds a surrogate
+        def on_text(text: str, joined: bool = False) -> None:
+            """Deliver one text delta: the reader calls it for each fast-path event (whose text
+            never holds a surrogate), `sink` for the rest (`joined` once it went through the
+            joiner). One function, not two: it is one Python call per token."""
             if turn.stop_requested:
                 return  # stop() was called by a listener of an earlier event in this chunk
-            if turn.text_joiner.pending:  # half a character came before: U+FFFD, then this
+            if turn.text_joiner.pending and not joined:  # half a character came before
                 text = turn.text_joiner.feed(text)
-            deliver(text)
-
-        def deliver(text: str) -> None:
             parts = turn.parts
             parts.append(text)
             if len(parts) == _BLOCK:  # one str per delta is ~60 bytes: keep them joined
@@ -630,7 +630,9 @@ class AIStream(TypedEmitter):
                         text = turn.text_joiner.feed(text)
                         if not text:
                             continue  # half a character: it waits for the other half
-                    deliver(text)
+                        on_text(text, True)
+                    else:
+                        on_text(text)
                 else:
                     self._other_event(turn, event)
 
