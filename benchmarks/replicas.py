@@ -97,9 +97,7 @@ async def _stream(client: httpx.AsyncClient, url: str, n: int) -> None:
     assert b"finishReason" in tail, f"{url}: the stream did not end with done: {tail!r}"
 
 
-async def _cpu_per_event(
-    port: int, redis_pid: int, n: int, rounds: int
-) -> dict[str, list[float]]:
+async def _cpu_per_event(port: int, redis_pid: int, n: int, rounds: int) -> dict[str, list[float]]:
     base = f"http://127.0.0.1:{port}"
     out: dict[str, list[float]] = {"memory": [], "redis": [], "redis-server": []}
     async with httpx.AsyncClient(timeout=60) as client:
@@ -124,20 +122,22 @@ async def _resume_latency(a: str, b: str, resumes: int) -> list[float]:
     """Seconds from a GET with Last-Event-ID on replica B to the first replayed byte."""
     body = {"messages": [{"role": "user", "content": "a long reply to resume many times"}]}
     latencies: list[float] = []
-    async with httpx.AsyncClient(timeout=30) as client:
-        async with client.stream("POST", f"{a}/api/chat", json=body) as response:
-            chunks = response.aiter_bytes()
-            first = await chunks.__anext__()
-            stream_id = json.loads(first.split(b"data: ", 1)[1].split(b"\n", 1)[0])["id"]
-            for _ in range(resumes):
-                headers = {"Last-Event-ID": f"{stream_id}:0"}
-                started = time.perf_counter()
-                async with client.stream(
-                    "GET", f"{b}/api/chat/{stream_id}", headers=headers
-                ) as resumed:
-                    async for _chunk in resumed.aiter_bytes():
-                        latencies.append(time.perf_counter() - started)
-                        break
+    async with (
+        httpx.AsyncClient(timeout=30) as client,
+        client.stream("POST", f"{a}/api/chat", json=body) as response,
+    ):
+        chunks = response.aiter_bytes()
+        first = await chunks.__anext__()
+        stream_id = json.loads(first.split(b"data: ", 1)[1].split(b"\n", 1)[0])["id"]
+        for _ in range(resumes):
+            headers = {"Last-Event-ID": f"{stream_id}:0"}
+            started = time.perf_counter()
+            async with client.stream(
+                "GET", f"{b}/api/chat/{stream_id}", headers=headers
+            ) as resumed:
+                async for _chunk in resumed.aiter_bytes():
+                    latencies.append(time.perf_counter() - started)
+                    break
     return latencies
 
 
@@ -228,7 +228,8 @@ def run(report: Report, *, n: int, rounds: int, resumes: int, streams: int) -> N
     table.rows.append(["(redis-server itself)", spread(cpu["redis-server"], 2), "-"])
     table.notes.append(
         f"resume on another replica, request to first replayed byte ({len(latencies)} resumes): "
-        f"p50 {percentile(latencies, 50) * 1e3:.2f} ms, p99 {percentile(latencies, 99) * 1e3:.2f} ms"
+        f"p50 {percentile(latencies, 50) * 1e3:.2f} ms, "
+        f"p99 {percentile(latencies, 99) * 1e3:.2f} ms"
     )
     table.notes.append(
         f"Redis memory per finished stream ({streams} streams of {tokens} tokens, before their "

@@ -10,8 +10,8 @@ import redis.asyncio as aioredis
 
 from aistream.server import create_app
 from aistream.server._demo import DemoModel
-from tests.chaos.servers import running
 from tests.redisserver import RedisServer
+from tests.servers import running
 
 STREAMS = 1000
 CONCURRENCY = 25

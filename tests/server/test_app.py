@@ -13,8 +13,9 @@ import pytest
 from aistream._wire._events import Done, FinishReason, ServerError, TextDelta, UsageReport
 from aistream.server import MemoryReplayStore, create_app
 from aistream.server._app import ChatService
+from tests.servers import running
 
-from .conftest import (
+from .helpers import (
     GUARD,
     EventReader,
     FakeClock,
@@ -26,7 +27,6 @@ from .conftest import (
     guard,
     http_scope,
     native_events,
-    running,
     tokens_of,
 )
 
@@ -45,6 +45,7 @@ def asgi_client(app: Any) -> httpx.AsyncClient:
 
 # --- validation -------------------------------------------------------------------------------
 
+JSON = {"content-type": "application/json"}
 OK_MESSAGE = {"role": "user", "content": "hi"}
 
 
@@ -138,7 +139,7 @@ async def test_app_bad_body_gets_a_clear_json_error(
     app = create_app(max_body_bytes=200, demo_tokens_per_second=0)
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     async with asgi_client(app) as client:
-        response = await client.post("/api/chat", content=content)
+        response = await client.post("/api/chat", content=content, headers=JSON)
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
     assert response.json()["code"] == code
@@ -151,8 +152,8 @@ async def test_app_oversized_body_is_413_by_content_length_or_while_streaming() 
         yield b"x" * 6
 
     async with asgi_client(create_app(max_body_bytes=10)) as client:
-        declared = await client.post("/api/chat", content=b"x" * 11)
-        streamed = await client.post("/api/chat", content=chunked())
+        declared = await client.post("/api/chat", content=b"x" * 11, headers=JSON)
+        streamed = await client.post("/api/chat", content=chunked(), headers=JSON)
     assert declared.status_code == streamed.status_code == 413
     assert streamed.json()["code"] == "body_too_large"
 
@@ -432,7 +433,7 @@ async def test_app_backend_failure_becomes_an_internal_error_event(serve_app: An
 async def test_app_generation_cancelled_before_its_first_step_is_still_closed() -> None:
     app = create_app(demo_tokens_per_second=0, **QUIET)
     service = service_of(app)
-    stream_id = await service._start(chat_request("x"))
+    stream_id = await service.generations.start(chat_request("x"))
     task = service.live[stream_id].task
     assert task is not None
     task.cancel()  # before the event loop ever ran it: its finally cannot run
@@ -446,7 +447,7 @@ async def test_app_generation_cancelled_before_its_first_step_is_still_closed() 
 def test_app_rejects_an_id_factory_that_makes_unsafe_ids() -> None:
     app = create_app(id_factory=lambda: "bad\nid")
     with pytest.raises(ValueError, match="control characters"):
-        asyncio.run(service_of(app)._start(chat_request("x")))
+        asyncio.run(service_of(app).generations.start(chat_request("x")))
 
 
 async def test_app_zero_grace_cancels_on_disconnect_but_never_before_the_client_attached(

@@ -1,30 +1,36 @@
 """ASGI app: `create_app()` — POST /api/chat, /v1/chat/completions, resume, cancel, health.
 
-Imports starlette, `_response`, `_encoders`, `_formats`, `_replay`, `_demo`, `_relay` and
-`_wire`. Every piece of state (replay store, backend, running generations, grace timers)
-belongs to one `ChatService`, made per `create_app()` call and cleaned up by the app's
-lifespan; nothing lives in a module global.
+Imports starlette, `_response`, `_encoders`, `_formats`, `_completion`, `_generations`,
+`_replay`, `_demo`, `_relay` and `_wire`. Every piece of state (replay store, backend, running
+generations) belongs to one `ChatService`, made per `create_app()` call and cleaned up by the
+app's lifespan; nothing lives in a module global. `ChatService` is the HTTP side: it reads and
+checks requests and answers them; the native generations it starts (tasks that outlive their
+clients, followers, grace timers, replicas) are `_generations.Generations`'.
 
-A native generation runs as a task owned by the service and writes its frames into the replay
-store. Each HTTP response only follows the store (replay what the client missed, then live),
-so a client that goes away does not stop the generation: it runs on for `resume_grace` seconds
-and is cancelled if nobody came back. DELETE cancels it at once.
-
-The openai and vercel formats carry no event ids, so nothing can resume them: their replies
-stream straight from the backend through their encoder (no replay store), and a client that
-goes away cancels its generation at once. `_formats` says which format a request gets.
+A native reply is resumable: its generation writes into the replay store and each response
+follows the store, so a client that goes away does not stop it (`resume_grace`); DELETE
+cancels it at once. The openai, vercel and responses formats carry no event ids, so nothing can
+resume them: their replies stream straight from the backend through their encoder (no replay
+store), and a client that goes away cancels its generation at once. `_formats` says which
+format a request gets.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import contextvars
 import logging
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, Final, Protocol
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from typing import Any, Final
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -34,63 +40,49 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .. import _otel
 from .._wire._dialect import ChatRequest
-from .._wire._events import FinishReason, ServerError, StreamEvent
-from .._wire._sse import encode_sse
+from .._wire._events import StreamEvent
+from ._completion import error_response, openai_completion, openai_error
 from ._demo import DemoModel
 from ._encoders import Format, make_encoder
 from ._formats import (
     BadRequest,
     choose_format,
     decode_body,
-    error_response,
-    openai_completion,
-    openai_error,
     parse_chat_request,
     parse_native,
     parse_openai,
     requested_format,
 )
+from ._generations import ChatBackend, Generations, Sleep, aclose_events
+from ._guard import Authenticate, Guard, Principal, key_authenticator, principal_of
+from ._limits import Limits, RateLimiter
 from ._peek import early_failure
 from ._relay import UpstreamRelay
 from ._replay import (
     MemoryReplayStore,
     ReplayFull,
     ReplayStore,
-    SharedReplayStore,
     StoreUnavailable,
 )
-from ._replicas import (
-    Continuable,
-    progress,
-    request_context,
-    request_from_context,
-    store_error_frame,
+from ._response import (
+    EventStreamResponse,
+    FrameStreamResponse,
+    new_stream_id,
 )
-from ._response import EventStreamResponse, FrameStreamResponse, NativeEncoder, new_stream_id
 from ._responses_out import RequestError, ResponsesEncoder, parse_responses, response_object
 
 __all__ = ["BadRequest", "ChatBackend", "ChatService", "create_app", "parse_chat_request"]
 
 log = logging.getLogger("aistream.server")
 
-Sleep = Callable[[float], Awaitable[object]]
-_CANCEL_WAIT: Final = 5.0  # seconds DELETE waits for a cancelled generation to wind down
+#: The trace context of the request being handled (OpenTelemetry on only): a generation's task
+#: copies it, so its span is a child of the caller's.
+_TRACE_PARENT: contextvars.ContextVar[Any] = contextvars.ContextVar("aistream_trace_parent")
 #: Seconds a relayed reply waits for the upstream's first event before its stream starts.
 _RELAY_FIRST_EVENT_WAIT: Final = 10.0
 _RESPONSES_EXAMPLE: Final = '{"model": "m", "input": "Hello!", "stream": true}'
-
-
-class ChatBackend(Protocol):
-    """What generates replies: the demo model, the upstream relay, or your own code."""
-
-    def model_for(self, request: ChatRequest) -> str | None:
-        """The model name announced in the `start` event."""
-        ...
-
-    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        """The reply as events (TextDelta, UsageReport, FinishReason, ServerError, ...)."""
-        ...
 
 
 def _error(
@@ -104,6 +96,13 @@ def _error(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def _is_json(content_type: str) -> bool:
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
 def _parse_event_id(value: str) -> tuple[str, int]:
     stream_id, colon, seq = value.rpartition(":")
     if not colon or not stream_id or not (seq.isascii() and seq.isdigit()) or len(seq) > 18:
@@ -114,33 +113,6 @@ def _parse_event_id(value: str) -> tuple[str, int]:
             "send it exactly as received, or leave it out to start a new reply",
         )
     return stream_id, int(seq)
-
-
-class _Live:
-    """One running generation and who follows it."""
-
-    __slots__ = ("changed", "followers", "grace", "stream_id", "task")
-
-    def __init__(self, stream_id: str) -> None:
-        self.stream_id = stream_id
-        self.task: asyncio.Task[None] | None = None
-        self.followers = 0
-        self.grace: asyncio.Task[None] | None = None
-        self.changed = asyncio.Event()
-
-    def notify(self) -> None:
-        changed, self.changed = self.changed, asyncio.Event()
-        changed.set()
-
-
-class _Cursor:
-    """Where a follower stands: the last seq it was sent, and whether it has had the end."""
-
-    __slots__ = ("after", "done")
-
-    def __init__(self, after: int) -> None:
-        self.after = after
-        self.done = False
 
 
 class ChatService:
@@ -180,13 +152,16 @@ class ChatService:
         self.backend = backend
         self.first_event_wait = first_event_wait
         self.store = store
-        self.producer_lease = producer_lease
-        self.shared: SharedReplayStore | None = None
-        if getattr(store, "shared", False):
-            shared: SharedReplayStore = store  # type: ignore[assignment]
-            shared.listener = self
-            self.shared = shared
-        self.resume_grace = resume_grace
+        self.generations = Generations(
+            backend,
+            store,
+            stream=self._stream,
+            resume_grace=resume_grace,
+            producer_lease=producer_lease,
+            sleep=sleep,
+            id_factory=id_factory,
+        )
+        self.shared = self.generations.shared
         self.replay_ttl = replay_ttl
         self.max_body_bytes = max_body_bytes
         self._stream_options: dict[str, Any] = {
@@ -195,22 +170,25 @@ class ChatService:
             "sleep": sleep,
             "clock": clock,
         }
-        self._sleep = sleep
         self._new_id = id_factory
-        self.live: dict[str, _Live] = {}
-        self._cleanups: set[asyncio.Task[None]] = set()
+
+    @property
+    def live(self) -> Mapping[str, object]:
+        """The native generations running here, by stream id (`Generations.live`)."""
+        return self.generations.live
 
     # --- routes -----------------------------------------------------------------------------
 
     async def post_chat(self, request: Request) -> Response:
         """POST /api/chat: a new reply, or with Last-Event-ID a resume of one (native only)."""
+        _TRACE_PARENT.set(_otel.extract_context(request.headers))
         try:
             asked = requested_format(request.query_params, request.headers)
             resume = request.headers.get("last-event-id")
             if resume:
                 self._check_resumable(asked)
                 stream_id, seq = _parse_event_id(resume)
-                return await self._resume(stream_id, seq)
+                return await self._resume(stream_id, seq, principal_of(request))
             body = decode_body(await self._read_body(request))
             fmt = choose_format(request.query_params, request.headers, body, "native")
             chat = parse_native(body)
@@ -218,7 +196,7 @@ class ChatService:
             return exc.response()
         options = body.get("stream_options")
         include_usage = not (isinstance(options, dict) and options.get("include_usage") is False)
-        return await self._serve(chat, fmt, include_usage)
+        return await self._serve(chat, fmt, include_usage, principal_of(request))
 
     async def post_completions(self, request: Request) -> Response:
         """POST /v1/chat/completions: an OpenAI-compatible endpoint (OpenAI's body and errors).
@@ -226,25 +204,28 @@ class ChatService:
         Streams OpenAI chunks when the body says ``"stream": true``, else answers one
         ``chat.completion`` object; a format asked for by query or header always streams.
         """
+        _TRACE_PARENT.set(_otel.extract_context(request.headers))
         try:
             asked = requested_format(request.query_params, request.headers)
             if request.headers.get("last-event-id"):
                 self._check_resumable(asked or "openai")
                 stream_id, seq = _parse_event_id(request.headers["last-event-id"])
-                return await self._resume(stream_id, seq)
+                return await self._resume(stream_id, seq, principal_of(request))
             chat, options = parse_openai(await self._read_body(request))
         except BadRequest as exc:
             return exc.openai_response()
         if not options.stream and asked is None:
             try:
                 model = self.backend.model_for(chat) or chat.model
-                events = self.backend.stream(chat)
+                events = self._stream(chat, model)
             except Exception as exc:
                 log.exception("aistream.server: the backend refused a completion")
                 events = _failing(exc)
                 model = chat.model
             return await openai_completion(events, f"chatcmpl-{self._new_id()}", model)
-        return await self._serve(chat, asked or "openai", options.include_usage, True)
+        return await self._serve(
+            chat, asked or "openai", options.include_usage, principal_of(request), True
+        )
 
     async def post_responses(self, request: Request) -> Response:
         """POST /v1/responses: the OpenAI Responses API (its body, stream and errors).
@@ -252,6 +233,7 @@ class ChatService:
         Streams the Responses events when the body says ``"stream": true``, else answers the
         whole Response object (API.md §7).
         """
+        _TRACE_PARENT.set(_otel.extract_context(request.headers))
         try:
             body = decode_body(await self._read_body(request), _RESPONSES_EXAMPLE)
             chat, options = parse_responses(body)
@@ -260,11 +242,13 @@ class ChatService:
         except RequestError as exc:
             return BadRequest(400, exc.code, str(exc), exc.param).openai_response()
         if options.stream:
-            return await self._serve(chat, "responses", True, openai_errors=True)
+            return await self._serve(
+                chat, "responses", True, principal_of(request), openai_errors=True
+            )
         encoder = ResponsesEncoder(self._new_id())
         try:
             encoder.model = self.backend.model_for(chat) or chat.model
-            events = self.backend.stream(chat)
+            events = self._stream(chat, encoder.model)
         except Exception as exc:
             log.exception("aistream.server: the backend refused a response")
             events = _failing(exc)
@@ -297,7 +281,7 @@ class ChatService:
                         "invalid_last_event_id",
                         f"Last-Event-ID {header[:100]!r} is not an id of stream {stream_id!r}",
                     )
-            return await self._resume(stream_id, after)
+            return await self._resume(stream_id, after, principal_of(request))
         except BadRequest as exc:
             return exc.response()
 
@@ -322,20 +306,16 @@ class ChatService:
     async def delete_chat(self, request: Request) -> Response:
         """DELETE /api/chat/{id}: cancel the generation now (204), 404 if unknown."""
         stream_id = request.path_params["stream_id"]
-        live = self.live.get(stream_id)
-        if live is not None and live.task is not None:
-            log.info("aistream.server: stream %s cancelled by DELETE", stream_id)
-            live.task.cancel()
-            await asyncio.wait((live.task,), timeout=_CANCEL_WAIT)
-            return Response(status_code=204)
         try:
-            if self.shared is not None:
-                return await self._cancel_elsewhere(stream_id)
-            if await self.store.read(stream_id, sys.maxsize) is not None:
-                return Response(status_code=204)
+            if not await self._owns(principal_of(request), stream_id):
+                return self._unknown(stream_id)
         except StoreUnavailable as exc:
             return _store_down(exc)
-        return self._unknown(stream_id)
+        try:
+            known = await self.generations.stop(stream_id)
+        except StoreUnavailable as exc:
+            return _store_down(exc)
+        return Response(status_code=204) if known else self._unknown(stream_id)
 
     async def healthz(self, request: Request) -> Response:
         """GET /healthz: liveness, how many generations run here, and the shared store's state."""
@@ -349,22 +329,19 @@ class ChatService:
             body["store"] = "ok"
         return JSONResponse(body)
 
-    # --- StoreListener: what a shared store tells this replica ---------------------------------
-
-    def stored(self, stream_id: str) -> None:
-        live = self.live.get(stream_id)
-        if live is not None:
-            live.notify()
-
-    def cancel(self, stream_id: str) -> None:
-        live = self.live.get(stream_id)
-        if live is not None and live.task is not None and not live.task.done():
-            log.info("aistream.server: a stream was cancelled through the store")
-            live.task.cancel()
-
     # --- streams ----------------------------------------------------------------------------
 
     async def _read_body(self, request: Request) -> bytes:
+        """The body, bounded; 415 unless it is JSON (a form post must not start a generation)."""
+        content_type = request.headers.get("content-type")
+        if not _is_json(content_type or ""):
+            shown = "none" if content_type is None else repr(content_type[:100])
+            raise BadRequest(
+                415,
+                "unsupported_media_type",
+                f"the body's Content-Type is {shown}; send JSON with "
+                "'Content-Type: application/json'",
+            )
         limit = self.max_body_bytes
         too_large = BadRequest(
             413,
@@ -388,7 +365,12 @@ class ChatService:
         return bytes(body)
 
     async def _serve(
-        self, chat: ChatRequest, fmt: Format, include_usage: bool, openai_errors: bool = False
+        self,
+        chat: ChatRequest,
+        fmt: Format,
+        include_usage: bool,
+        principal: Principal,
+        openai_errors: bool = False,
     ) -> Response:
         """A new reply in `fmt`: native through the replay store, the others straight.
 
@@ -399,7 +381,7 @@ class ChatService:
         events: AsyncIterator[StreamEvent]
         try:
             model = self.backend.model_for(chat) or chat.model
-            events = self.backend.stream(chat)
+            events = self._stream(chat, model)
         except Exception as exc:
             log.exception("aistream.server: the backend refused a new reply")
             events = _failing(exc)
@@ -410,12 +392,12 @@ class ChatService:
             return error_response(failure, openai=openai_errors)
         if fmt == "native":
             try:
-                stream_id = await self._start(chat, events)
+                stream_id = await self.generations.start(chat, events, principal.id)
             except StoreUnavailable as exc:
-                await _aclose(events)
+                await aclose_events(events)
                 return _store_down(exc)
             except ReplayFull as exc:
-                await _aclose(events)
+                await aclose_events(events)
                 log.warning("aistream.server: refusing a new stream: %s", exc)
                 return _error(
                     503,
@@ -429,47 +411,39 @@ class ChatService:
         encoder.model = model
         return EventStreamResponse(events, encoder=encoder, **self._stream_options)
 
-    async def _start(
-        self, request: ChatRequest, events: AsyncIterator[StreamEvent] | None = None
-    ) -> str:
-        """Start the generation of a native reply (`events`: the backend's, already asked for)."""
-        encoder = NativeEncoder(self._new_id())  # validates the id before anything is stored
-        stream_id = encoder.stream_id
-        if self.shared is not None:
-            await self.store.create(stream_id, context=request_context(request))
-        else:
-            await self.store.create(stream_id)
-        live = self.live[stream_id] = _Live(stream_id)
-        task = asyncio.create_task(
-            self._generate(live, encoder, request, reply=events), name=f"aistream-{stream_id}"
+    def _stream(self, chat: ChatRequest, model: str | None) -> AsyncIterator[StreamEvent]:
+        """The backend's events for `chat`; with OpenTelemetry on, recorded as a ``chat`` span
+        (a child of the request's trace context) and the GenAI client metrics."""
+        events = self.backend.stream(chat)
+        if not _otel.available():
+            return events
+        backend = self.backend
+        relay = isinstance(backend, UpstreamRelay)
+        provider = (
+            _otel.provider_name(backend.protocol)
+            if isinstance(backend, UpstreamRelay)
+            else "aistream"
         )
-        task.add_done_callback(lambda _: self._never_ran(live, events))
-        live.task = task
-        live.followers = 1  # the response to this POST, attached from the start
-        return stream_id
+        step = _otel.start(
+            model=model or chat.model,
+            provider=provider,
+            parent=_TRACE_PARENT.get(None),
+            kind="CLIENT" if relay else "INTERNAL",  # an upstream call, or in-process
+        )
+        return events if step is None else step.watch_events(events)
 
-    def _never_ran(self, live: _Live, events: AsyncIterator[StreamEvent] | None = None) -> None:
-        """Books for a generation cancelled before its first step (its finally never ran)."""
-        if self.live.get(live.stream_id) is live:
-            cleanup = asyncio.ensure_future(self._never_ran_cleanup(live, events))
-            self._cleanups.add(cleanup)
-            cleanup.add_done_callback(self._cleanups.discard)
+    async def _owns(self, principal: Principal, stream_id: str) -> bool:
+        """Whether `stream_id` exists and belongs to `principal` (else it is 404 to them)."""
+        return await self.store.owner(stream_id) == principal.id
 
-    async def _never_ran_cleanup(
-        self, live: _Live, events: AsyncIterator[StreamEvent] | None
-    ) -> None:
+    async def _resume(self, stream_id: str, after: int, principal: Principal) -> Response:
         try:
-            if events is not None:
-                await _aclose(events)
-        finally:
-            await self._finished(live)
-
-    async def _resume(self, stream_id: str, after: int) -> Response:
-        try:
+            if not await self._owns(principal, stream_id):
+                return self._unknown(stream_id)
             replay = await self.store.read(stream_id, sys.maxsize)
         except StoreUnavailable as exc:
             return _store_down(exc)
-        if replay is None and stream_id not in self.live:
+        if replay is None and stream_id not in self.generations.live:
             return self._unknown(stream_id)
         if replay is not None and after >= replay.next_seq:
             raise BadRequest(
@@ -481,10 +455,7 @@ class ChatService:
         return self._respond(stream_id, after)
 
     def _respond(self, stream_id: str, after: int, attached: bool = False) -> Response:
-        if self.shared is not None:
-            frames = self._follow_shared(stream_id, after, attached)
-        else:
-            frames = self._follow(stream_id, after, attached)
+        frames = self.generations.follow(stream_id, after, attached)
         return FrameStreamResponse(frames, **self._stream_options)
 
     def _unknown(self, stream_id: str) -> JSONResponse:
@@ -496,314 +467,10 @@ class ChatService:
             "a new reply",
         )
 
-    async def _generate(
-        self,
-        live: _Live,
-        encoder: NativeEncoder,
-        request: ChatRequest,
-        events: AsyncIterator[StreamEvent] | None = None,
-        *,
-        reply: AsyncIterator[StreamEvent] | None = None,
-    ) -> None:
-        """Run the backend and write its events, encoded once, into the replay store.
-
-        `events`: the rest of a reply taken over from a dead producer (its `start` and what it
-        sent are stored already; `encoder` continues their numbering). `reply`: the backend's
-        reply to `request`, already asked for (`_serve` awaited its first event).
-        """
-        store, stream_id = self.store, live.stream_id
-        append = store.append
-        # a shared store says when a frame is readable (listener.stored): no early wake-ups
-        notify = live.notify if self.shared is None else _ignore
-
-        async def put(frame: bytes) -> None:
-            await append(stream_id, frame)
-            notify()
-
-        try:
-            if events is None:
-                encoder.model = self.backend.model_for(request)
-                await put(encoder.start())
-                events = reply
-            if events is None:
-                events = self.backend.stream(request)
-            async for event in events:
-                frame = encoder.encode(event)
-                if frame is not None:
-                    await put(frame)
-                if encoder.finished:
-                    break
-            if not encoder.finished:
-                await put(encoder.done())
-        except asyncio.CancelledError:
-            if not encoder.finished:
-                with contextlib.suppress(StoreUnavailable):
-                    await put(encoder.done("stopped"))
-            raise
-        except StoreUnavailable:
-            # the shared store is gone (its followers were told) or another replica took over
-            log.warning("aistream.server: a generation stopped: the store is unavailable")
-        except Exception as exc:
-            log.exception("aistream.server: the generation of stream %s failed", stream_id)
-            if not encoder.finished:
-                message = f"the server failed while generating the reply ({type(exc).__name__})"
-                with contextlib.suppress(StoreUnavailable):
-                    await put(encoder.error(message, "internal_error", False))
-        finally:
-            try:
-                if events is not None or reply is not None:
-                    await _aclose(events or reply)  # type: ignore[arg-type]
-            finally:
-                await self._finished(live)
-
-    async def _finished(self, live: _Live) -> None:
-        """Close the books on a generation, whichever way it ended."""
-        stream_id = live.stream_id
-        if self.live.get(stream_id) is live:  # (a takeover may have replaced a lost one)
-            del self.live[stream_id]
-        if live.grace is not None:
-            live.grace.cancel()
-        try:
-            await self.store.finish(stream_id)
-        except StoreUnavailable:
-            log.warning("aistream.server: could not mark a stream finished in the store")
-        finally:
-            live.notify()
-
-    async def _follow(
-        self, stream_id: str, after: int, attached: bool
-    ) -> AsyncGenerator[bytes, None]:
-        """The frames after `after`: what the store holds, then live ones as they are written.
-
-        `attached`: this follower was counted when the stream started (the POST's response).
-        """
-        live = self.live.get(stream_id)
-        if live is not None and not attached:
-            live.followers += 1
-            if live.grace is not None:
-                live.grace.cancel()
-                live.grace = None
-        await self.store.hold(stream_id)
-        try:
-            while True:
-                changed = live.changed if live is not None else None
-                # Whether the generation had ended *before* this read: a send blocked by a slow
-                # client may outlast the generation, and the next read then holds the rest.
-                ended = live is None or live.task is None or live.task.done()
-                replay = await self.store.read(stream_id, after)
-                if replay is None:
-                    return
-                if replay.data:
-                    after = replay.next_seq - 1
-                    yield replay.data
-                if replay.finished:
-                    return
-                if changed is None or ended:
-                    yield _unavailable(stream_id)
-                    return
-                await changed.wait()
-        finally:
-            await self.store.release(stream_id)
-            if live is not None:
-                live.followers -= 1
-                if live.followers == 0 and stream_id in self.live:
-                    self._start_grace(live)
-
-    async def _follow_shared(
-        self, stream_id: str, after: int, attached: bool
-    ) -> AsyncGenerator[bytes, None]:
-        """`_follow` for a shared store: from here while this replica produces the stream,
-        from the store (blocking reads) while another one does, taking it over if it dies."""
-        shared = self.shared
-        assert shared is not None
-        cursor = _Cursor(after)
-        await self.store.hold(stream_id)
-        try:
-            while not cursor.done:
-                live = self.live.get(stream_id)
-                if live is not None and shared.produces(stream_id):
-                    source = self._from_here(live, cursor, attached)
-                    attached = False
-                else:
-                    source = self._from_elsewhere(stream_id, cursor)
-                sent = cursor.after
-                async with contextlib.aclosing(source):
-                    async for chunk in source:
-                        yield chunk
-                if not cursor.done and cursor.after == sent:
-                    await asyncio.sleep(0)  # a hand-over between the two: never spin the loop
-        finally:
-            await self.store.release(stream_id)
-
-    async def _from_here(
-        self, live: _Live, cursor: _Cursor, attached: bool
-    ) -> AsyncGenerator[bytes, None]:
-        """Follow a generation of this replica; return undone if it stops being ours."""
-        stream_id = live.stream_id
-        if not attached:
-            live.followers += 1
-            if live.grace is not None:
-                live.grace.cancel()
-                live.grace = None
-        try:
-            while True:
-                changed = live.changed
-                ended = live.task is None or live.task.done()
-                try:
-                    replay = await self.store.read(stream_id, cursor.after)
-                except StoreUnavailable as exc:
-                    cursor.done = True
-                    yield store_error_frame(str(exc))
-                    return
-                if replay is None:
-                    return  # dropped here (another replica took it over): follow the store
-                if replay.data:
-                    cursor.after = replay.next_seq - 1
-                    yield replay.data
-                if replay.finished:
-                    cursor.done = True
-                    return
-                if ended:
-                    return
-                await changed.wait()
-        finally:
-            live.followers -= 1
-            if live.followers == 0 and stream_id in self.live:
-                self._start_grace(live)
-
-    async def _from_elsewhere(self, stream_id: str, cursor: _Cursor) -> AsyncGenerator[bytes, None]:
-        """Follow a stream another replica produces; take it over when its lease expires.
-
-        Returns undone when this replica produces it now.
-        """
-        store = self.shared
-        assert store is not None
-        probe = min(1.0, self.producer_lease / 2)
-        block = 0.001  # first look at once: a client may not wait long for a dead producer
-        try:
-            while not (store.produces(stream_id) and stream_id in self.live):
-                replay = await store.wait(stream_id, cursor.after, block)
-                if replay.data:
-                    cursor.after = replay.next_seq - 1
-                    yield replay.data
-                if replay.finished:
-                    cursor.done = True
-                    return
-                if replay.data:
-                    continue
-                # quiet: is the producer alive? Block until its lease would expire, no longer.
-                left = await store.lease_left(stream_id)
-                if left > 0:
-                    block = min(left + 0.005, probe)
-                    continue
-                if await self._take_over(stream_id):
-                    continue
-                if await store.read(stream_id, cursor.after) is None:
-                    cursor.done = True  # expired meanwhile
-                    return
-                block = probe
-        except StoreUnavailable as exc:
-            cursor.done = True
-            yield store_error_frame(str(exc))
-
-    async def _take_over(self, stream_id: str, cancel: bool = False) -> bool:
-        """Produce a stream whose producer died, if this replica wins its lease.
-
-        It continues the reply when the backend can do so exactly (`Continuable`), else it
-        ends it with `producer_lost` after all that was stored; `cancel` ends it as stopped.
-        """
-        store = self.shared
-        assert store is not None
-        taken = await store.take_over(stream_id)
-        if taken is None:
-            return False
-        state = progress(taken.frames)
-        encoder = NativeEncoder(stream_id, state.model)
-        encoder.seq, encoder.index = state.events, state.tokens
-        live = self.live[stream_id] = _Live(stream_id)
-        request = request_from_context(taken.context)
-        events: AsyncIterator[StreamEvent] | None = None
-        if state.ended:
-            encoder.finished = True
-            events = _no_events()
-        elif cancel:
-            events = _no_events(FinishReason("stopped"))
-        elif state.plain and request is not None and isinstance(self.backend, Continuable):
-            events = self.backend.continuation(request, state.text)
-        if events is None:
-            log.warning(
-                "aistream.server: a stream's producer was lost after %d events and the reply "
-                "cannot be continued exactly; ending it with producer_lost",
-                state.events,
-            )
-            events = _no_events(
-                ServerError(
-                    f"the server producing this reply was lost after {state.tokens} tokens and "
-                    "the reply cannot be continued exactly; send the message again",
-                    "producer_lost",
-                    True,
-                )
-            )
-        task = asyncio.create_task(
-            self._generate(live, encoder, request or ChatRequest(()), events),
-            name=f"aistream-{stream_id}",
-        )
-        task.add_done_callback(lambda _: self._never_ran(live))
-        live.task = task
-        if not cancel:
-            self._start_grace(live)  # nobody attached yet: the reader that took it comes next
-        else:
-            await asyncio.wait((task,), timeout=_CANCEL_WAIT)
-        return True
-
-    async def _cancel_elsewhere(self, stream_id: str) -> Response:
-        """DELETE of a stream this replica does not produce: tell its producer, wait for the
-        end (or end it here if its producer is dead). Answers 204, or 404 if unknown."""
-        store = self.shared
-        assert store is not None
-        found = await store.request_cancel(stream_id)
-        if found == "unknown":
-            return self._unknown(stream_id)
-        replay = await store.read(stream_id, sys.maxsize)
-        after = -1 if replay is None else replay.next_seq - 1
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _CANCEL_WAIT
-        while found == "live" and loop.time() < deadline:
-            replay = await store.wait(stream_id, after, min(0.5, self.producer_lease / 2))
-            after = replay.next_seq - 1
-            if replay.finished or stream_id in self.live:
-                break
-            if not replay.data and not await store.lease_left(stream_id):
-                await self._take_over(stream_id, cancel=True)
-        return Response(status_code=204)
-
-    def _start_grace(self, live: _Live) -> None:
-        if live.grace is None or live.grace.done():
-            live.grace = asyncio.create_task(self._expire(live))
-
-    async def _expire(self, live: _Live) -> None:
-        await self._sleep(self.resume_grace)
-        if live.followers == 0 and live.task is not None and not live.task.done():
-            log.info(
-                "aistream.server: nobody resumed stream %s within %g s (resume_grace); cancelling",
-                live.stream_id,
-                self.resume_grace,
-            )
-            live.grace = None
-            live.task.cancel()
-
     async def aclose(self) -> None:
-        """Cancel every running generation and wait for them (the app's shutdown)."""
-        tasks: list[asyncio.Task[None]] = []
-        for live in list(self.live.values()):
-            for task in (live.grace, live.task):
-                if task is not None:
-                    task.cancel()
-                    tasks.append(task)
-        if tasks:
-            await asyncio.wait(tasks)
-        if self._cleanups:
-            await asyncio.wait(self._cleanups)
+        """Cancel every running generation and wait for them; close the backend and the store
+        (the app's shutdown)."""
+        await self.generations.aclose()
         close = getattr(self.backend, "aclose", None)
         if close is not None:
             await close()
@@ -872,12 +539,6 @@ class HeaderLimit:
         await self.app(scope, receive, send)
 
 
-async def _aclose(events: AsyncIterator[StreamEvent]) -> None:
-    aclose = getattr(events, "aclose", None)
-    if aclose is not None:
-        await aclose()
-
-
 async def _failing(exc: Exception) -> AsyncIterator[StreamEvent]:
     """The events of a backend that raised before its first event: the raise, re-raised."""
     raise exc
@@ -892,26 +553,6 @@ def _store_down(exc: StoreUnavailable) -> JSONResponse:
         status_code=503,
         headers={"Retry-After": "2"},
     )
-
-
-def _ignore() -> None:
-    pass
-
-
-async def _no_events(*events: StreamEvent) -> AsyncIterator[StreamEvent]:
-    """The given events (a takeover's last words)."""
-    for event in events:
-        yield event
-
-
-def _unavailable(stream_id: str) -> bytes:
-    """A terminal error without an id: the log is incomplete and nobody here is writing it."""
-    payload = {
-        "error": f"stream {stream_id!r} is not being generated by this server any more",
-        "code": "stream_unavailable",
-        "retryable": False,
-    }
-    return encode_sse(json.dumps(payload), event="error")
 
 
 def _store_from_url(url: str, **options: Any) -> ReplayStore:
@@ -954,6 +595,12 @@ def create_app(
     sleep: Sleep = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
     id_factory: Callable[[], str] = new_stream_id,
+    authenticate: Authenticate | None = None,
+    api_keys: Iterable[str] | None = None,
+    allow_anonymous: bool = False,
+    allow_origins: Sequence[str] | None = None,
+    allowed_hosts: Sequence[str] | None = None,
+    limits: Limits | None = None,
 ) -> Starlette:
     """A Starlette app that streams replies in the native protocol (API.md §2, §3) and more.
 
@@ -996,6 +643,20 @@ def create_app(
             producer stopped renewing its lease (it died).
         replay_store: Same as `store` with a ReplayStore (the older name).
         sleep, clock, id_factory: Injected time and ids (tests).
+        authenticate: Gets each request (Starlette ``Request``), returns its caller's
+            ``Principal`` or None (sync or async); None or a raise is a 401. Every route but
+            ``/healthz`` calls it, mounted in FastAPI too.
+        api_keys: The short form: callers send ``Authorization: Bearer <key>``; each key is
+            its own principal (id derived from the key's hash, never the key).
+        allow_anonymous: Serve callers from anywhere without authentication. Without it, an
+            app with an upstream and no authentication answers loopback callers only (403),
+            since it spends the operator's key.
+        allow_origins: Origins granted CORS (``["https://app.example.com"]``, or ``["*"]``);
+            None: no CORS header is ever granted.
+        allowed_hosts: Host names the app answers to (``*.example.com`` patterns; ports are
+            not compared); others get 400. None: any host.
+        limits: Per-principal and global bounds (`Limits`); None: `Limits()` (request size
+            bounds only).
 
     Raises:
         ValueError: An unsupported upstream protocol, an upstream that is not an http(s) URL,
@@ -1020,6 +681,11 @@ def create_app(
             backend = DemoModel(
                 tokens_per_second=demo_tokens_per_second, model=model or "demo", sleep=sleep
             )
+    if authenticate is not None and api_keys is not None:
+        raise ValueError("pass authenticate= or api_keys=, not both (api_keys is its short form)")
+    if api_keys is not None:
+        authenticate = key_authenticator(api_keys)
+    limits = limits or Limits()
     if resume_grace < 0 or max_body_bytes < 1:
         raise ValueError("resume_grace must be >= 0 and max_body_bytes >= 1")
     if store is not None and replay_store is not None:
@@ -1068,7 +734,21 @@ def create_app(
         routes=routes,
         lifespan=service.lifespan,
         exception_handlers={HTTPException: _http_error},
-        middleware=[Middleware(HeaderLimit, max_bytes=max_header_bytes)],
+        middleware=[
+            Middleware(HeaderLimit, max_bytes=max_header_bytes),
+            Middleware(
+                Guard,
+                authenticate=authenticate,
+                local_only=isinstance(backend, UpstreamRelay) and not allow_anonymous,
+                allowed_hosts=allowed_hosts,
+                allow_origins=allow_origins,
+                rate=(
+                    None
+                    if limits.requests_per_minute is None
+                    else RateLimiter(limits.requests_per_minute, clock)
+                ),
+            ),
+        ],
     )
     app.state.aistream = service
     return app

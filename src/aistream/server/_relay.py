@@ -30,6 +30,7 @@ from .._wire._events import ServerError, Skipped, StreamEvent
 from .._wire._gemini import GeminiDialect
 from .._wire._ollama import OllamaDialect
 from .._wire._openai import OpenAIDialect
+from .._wire._registry import auth_headers
 from .._wire._responses import ResponsesDialect
 from ..errors import (
     AIStreamError,
@@ -47,7 +48,8 @@ log = logging.getLogger("aistream.server")
 
 @dataclass(frozen=True, slots=True)
 class UpstreamProtocol:
-    """How to reach one kind of upstream: its endpoint path, the parser, the auth.
+    """How to reach one kind of upstream: its endpoint path and the parser (the key's header is
+    `_wire._registry.auth_headers`'s, shared with the client).
 
     `path` is appended to a base URL unless the URL already ends with it; `base_suffix` is the
     part of `path` a base URL may already carry (``/v1`` of ``/v1/messages``).
@@ -55,7 +57,6 @@ class UpstreamProtocol:
 
     path: str
     dialect: Callable[[], Dialect]
-    auth_headers: Callable[[str], Mapping[str, str]]
     base_suffix: str = ""
 
     def endpoint(self, upstream: str) -> str:
@@ -75,26 +76,14 @@ class UpstreamProtocol:
         return urlunsplit((scheme, netloc, path, query, fragment))
 
 
-def _bearer(api_key: str) -> Mapping[str, str]:
-    return {"Authorization": f"Bearer {api_key}"}
-
-
-def _x_api_key(api_key: str) -> Mapping[str, str]:
-    return {"x-api-key": api_key}
-
-
-def _x_goog_api_key(api_key: str) -> Mapping[str, str]:
-    return {"x-goog-api-key": api_key}
-
-
 #: Upstream kinds the relay speaks, each with the dialect the client uses for it.
 UPSTREAM_PROTOCOLS: dict[str, UpstreamProtocol] = {
-    "openai": UpstreamProtocol("/chat/completions", OpenAIDialect, _bearer),
-    "anthropic": UpstreamProtocol("/v1/messages", AnthropicDialect, _x_api_key, "/v1"),
-    "ollama": UpstreamProtocol("/api/chat", OllamaDialect, _bearer, "/api"),
-    "responses": UpstreamProtocol("/responses", ResponsesDialect, _bearer),
+    "openai": UpstreamProtocol("/chat/completions", OpenAIDialect),
+    "anthropic": UpstreamProtocol("/v1/messages", AnthropicDialect, "/v1"),
+    "ollama": UpstreamProtocol("/api/chat", OllamaDialect, "/api"),
+    "responses": UpstreamProtocol("/responses", ResponsesDialect),
     # the path names the model (…/models/<model>:streamGenerateContent): GeminiDialect adds it
-    "gemini": UpstreamProtocol("", GeminiDialect, _x_goog_api_key),
+    "gemini": UpstreamProtocol("", GeminiDialect),
 }
 
 _END = object()
@@ -159,7 +148,7 @@ class UpstreamRelay:
         self.model = model
         self.protocol = protocol
         self._kind = kind
-        merged = {**(headers or {}), **(kind.auth_headers(api_key) if api_key else {})}
+        merged = {**(headers or {}), **(auth_headers(protocol, api_key) if api_key else {})}
         self._transport = Transport(
             headers=merged, timeout=timeout, stall_timeout=stall_timeout, max_event_bytes=1 << 20
         )

@@ -3,7 +3,7 @@
 Owns `EventStreamResponse` (a Starlette response fed by an async iterator of events or by a
 producer that uses its writer methods) and `FrameStreamResponse` (frames already encoded, the
 app's replay path). The bytes come from an encoder of `_encoders` (native by default; openai
-and vercel on request); `NativeEncoder` is re-exported here. Imports starlette and `_wire`.
+and vercel on request). Imports starlette, `_encoders` and `_wire`.
 
 One ASGI call runs three tasks: the body (writes events), a disconnect listener (``receive``),
 and a watchdog that sends ``: ping`` heartbeats and enforces the send timeout. Every write goes
@@ -13,6 +13,7 @@ through one lock, so a heartbeat never lands inside an event.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 import time
@@ -40,9 +41,9 @@ from .._wire._events import (
     UsageReport,
 )
 from .._wire._sse import encode_sse
-from ._encoders import Encoder, NativeEncoder, ServerEvent, make_encoder
+from ._encoders import Encoder, ServerEvent, make_encoder
 
-__all__ = ["SSE_HEADERS", "EventStreamResponse", "NativeEncoder", "ServerEvent", "new_stream_id"]
+__all__ = ["SSE_HEADERS", "EventStreamResponse", "ServerEvent", "new_stream_id", "stream_tag"]
 
 log = logging.getLogger("aistream.server")
 
@@ -65,6 +66,16 @@ _END_BODY: Final[Message] = {"type": "http.response.body", "body": b"", "more_bo
 def new_stream_id() -> str:
     """A fresh, URL-safe, unguessable stream id (16 characters)."""
     return secrets.token_urlsafe(12)
+
+
+def stream_tag(stream_id: str) -> str:
+    """What logs say for a stream: a short hash, not the id.
+
+    A stream id is a capability (whoever holds it may resume or cancel, with the owner's
+    credentials), so no log record at INFO or above carries one; the tag still lets the
+    records of one stream be matched up.
+    """
+    return "#" + hashlib.sha256(stream_id.encode()).hexdigest()[:10]
 
 
 class SendLock:
@@ -464,7 +475,9 @@ class EventStreamResponse(_EventStream):
         except Exception as exc:
             if self._aborting:
                 return
-            log.exception("aistream.server: the event source of stream %s failed", self.stream_id)
+            log.exception(
+                "aistream.server: the event source of stream %s failed", stream_tag(self.stream_id)
+            )
             async with self._lock:
                 if not encoder.finished and not self._closed:
                     await self._send_event(encoder.error(_describe(exc), "internal_error", False))
