@@ -18,7 +18,7 @@ from . import clients as c
 from ._server import LoopbackServer, pin_client, raise_fd_limit
 from .report import Report, machine_line
 
-MODES = ("unpaced", "paced", "turn", "server", "concurrency")
+MODES = ("unpaced", "paced", "turn", "server", "concurrency", "replicas")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -128,6 +128,17 @@ def main(argv: list[str] | None = None) -> int:
             loops=["asyncio", "uvloop"] if full and c.HAS_UVLOOP else ["asyncio"],
         )
         done("server")
+    if "replicas" in args.modes:
+        from . import replicas
+
+        replicas.run(
+            report,
+            n=20_000 if full else 4_000,
+            rounds=5 if full else 3,
+            resumes=500 if full else 100,
+            streams=1000 if full else 300,
+        )
+        done("replicas")
     elapsed = time.perf_counter() - start
     print(report.summary())
     print(

@@ -17,7 +17,7 @@ STREAMS = 1000
 CONCURRENCY = 25
 TTL = 1.0
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 
 def used_memory(server: RedisServer) -> int:

@@ -397,7 +397,7 @@ class RedisReplayStore:
         self._mirror.drop(stream_id)
         await self._mirror.create(stream_id)
         if frames:
-            self._mirror.extend(stream_id, frames)
+            self._mirror.extend(stream_id, [len(f) for f in frames], b"".join(frames))
         producer = _Producer(keys, token, len(frames))
         self._producers[stream_id] = producer
         producer.renewing = asyncio.create_task(self._keep_lease(stream_id, producer))
@@ -428,6 +428,8 @@ class RedisReplayStore:
         """Write the queued frames (and the end) in one script call, until none is queued."""
         while producer.pending or end:
             batch, producer.pending = producer.pending, []
+            sizes = [len(frame) for frame in batch]
+            joined = b"".join(batch)
             try:
                 cancel = await self._call(
                     self._write(
@@ -439,8 +441,8 @@ class RedisReplayStore:
                             producer.next_seq,
                             1 if end else 0,
                             self._ttl_ms,
-                            " ".join([str(len(frame)) for frame in batch]),
-                            b"".join(batch),
+                            " ".join(map(str, sizes)),
+                            joined,
                         ],
                     )
                 )
@@ -453,7 +455,7 @@ class RedisReplayStore:
                 return
             producer.next_seq += len(batch)
             if batch:
-                self._mirror.extend(stream_id, batch)
+                self._mirror.extend(stream_id, sizes, joined)
             self._stored(stream_id)
             if cancel:
                 self._cancel_local(stream_id)

@@ -266,17 +266,17 @@ class MemoryReplayStore:
         while self._bytes > self.max_bytes and self._evict_oldest():
             pass
 
-    def extend(self, stream_id: str, frames: list[bytes]) -> None:
-        """`append` for several frames at once, without awaiting (a mirroring store's batch)."""
+    def extend(self, stream_id: str, sizes: list[int], joined: bytes) -> None:
+        """`append` for several frames at once, given joined with their sizes, without awaiting
+        (a mirroring store's batch, already joined to be sent elsewhere)."""
         log = self._logs[stream_id]
         data = log.data
         if log.finished_at is not None or not isinstance(data, bytearray):
             raise ValueError(f"stream {stream_id!r} is finished")
-        offsets, size = log.offsets, len(data)
-        for frame in frames:
-            offsets.append(size)
-            size += len(frame)
-        joined = b"".join(frames)
+        offsets, at = log.offsets, len(data)
+        for size in sizes:
+            offsets.append(at)
+            at += size
         data += joined
         self._bytes += len(joined)
         while self._bytes > self.max_bytes and self._evict_oldest():
