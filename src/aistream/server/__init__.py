@@ -25,6 +25,7 @@ from ._app import ChatBackend, create_app
 from ._demo import DemoModel
 from ._guard import Principal
 from ._limits import Limits
+from ._policy import Policy
 from ._relay import UpstreamRelay
 from ._replay import MemoryReplayStore, Replay, ReplayFull, ReplayStore
 from ._response import EventStreamResponse
@@ -35,6 +36,7 @@ __all__ = [
     "EventStreamResponse",
     "Limits",
     "MemoryReplayStore",
+    "Policy",
     "Principal",
     "Replay",
     "ReplayFull",

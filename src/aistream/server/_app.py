@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import sys
@@ -60,8 +61,11 @@ from ._formats import (
     requested_format,
 )
 from ._guard import Authenticate, Guard, Principal, key_authenticator, principal_of
-from ._limits import Limits, RateLimiter
+from ._guard import error_response as guard_error
+from ._limits import Busy, Limits, RateLimiter, Slot, Slots, request_size_problem
+from ._options import InvalidOption
 from ._peek import early_failure
+from ._policy import Policy, apply_policy
 from ._relay import UpstreamRelay
 from ._replay import (
     MemoryReplayStore,
@@ -142,10 +146,11 @@ def _parse_event_id(value: str) -> tuple[str, int]:
 class _Live:
     """One running generation and who follows it."""
 
-    __slots__ = ("changed", "followers", "grace", "stream_id", "task")
+    __slots__ = ("changed", "followers", "grace", "slot", "stream_id", "task")
 
-    def __init__(self, stream_id: str) -> None:
+    def __init__(self, stream_id: str, slot: Slot | None = None) -> None:
         self.stream_id = stream_id
+        self.slot = slot  # its place in the Limits, given back when it ends
         self.task: asyncio.Task[None] | None = None
         self.followers = 0
         self.grace: asyncio.Task[None] | None = None
@@ -182,6 +187,9 @@ class ChatService:
             starts, so a failure known by then gets an HTTP status (None: do not wait).
         producer_lease: With a shared store: seconds after which another replica takes over
             a stream whose producer stopped renewing its lease.
+        limits: Request bounds and generation slots (per principal and in all).
+        policy: What callers may choose (model, max_tokens, system prompt, option ranges).
+        body_timeout: Seconds a request body may take to arrive (408 beyond; None: no limit).
     """
 
     def __init__(
@@ -199,8 +207,15 @@ class ChatService:
         id_factory: Callable[[], str] = new_stream_id,
         first_event_wait: float | None = None,
         producer_lease: float = 5.0,
+        limits: Limits | None = None,
+        policy: Policy | None = None,
+        body_timeout: float | None = 10.0,
     ) -> None:
         self.backend = backend
+        self.limits = limits or Limits()
+        self.policy = policy or Policy()
+        self.slots = Slots(self.limits.concurrent_streams, self.limits.max_streams)
+        self.body_timeout = body_timeout
         self.first_event_wait = first_event_wait
         self.store = store
         self.producer_lease = producer_lease
@@ -236,7 +251,7 @@ class ChatService:
                 return await self._resume(stream_id, seq, principal_of(request))
             body = decode_body(await self._read_body(request))
             fmt = choose_format(request.query_params, request.headers, body, "native")
-            chat = parse_native(body)
+            chat = self._admit(parse_native(body))
         except BadRequest as exc:
             return exc.response()
         options = body.get("stream_options")
@@ -256,17 +271,25 @@ class ChatService:
                 stream_id, seq = _parse_event_id(request.headers["last-event-id"])
                 return await self._resume(stream_id, seq, principal_of(request))
             chat, options = parse_openai(await self._read_body(request))
+            chat = self._admit(chat)
         except BadRequest as exc:
             return exc.openai_response()
         if not options.stream and asked is None:
             try:
-                model = self.backend.model_for(chat) or chat.model
-                events = self.backend.stream(chat)
-            except Exception as exc:
-                log.exception("aistream.server: the backend refused a completion")
-                events = _failing(exc)
-                model = chat.model
-            return await openai_completion(events, f"chatcmpl-{self._new_id()}", model)
+                slot = self.slots.acquire(principal_of(request).id)
+            except Busy as exc:
+                return _busy(exc, openai=True)
+            try:
+                try:
+                    model = self.backend.model_for(chat) or chat.model
+                    events = self.backend.stream(chat)
+                except Exception as exc:
+                    log.exception("aistream.server: the backend refused a completion")
+                    events = _failing(exc)
+                    model = chat.model
+                return await openai_completion(events, f"chatcmpl-{self._new_id()}", model)
+            finally:
+                slot.release()
         return await self._serve(
             chat, asked or "openai", options.include_usage, principal_of(request), True
         )
@@ -280,6 +303,7 @@ class ChatService:
         try:
             body = decode_body(await self._read_body(request), _RESPONSES_EXAMPLE)
             chat, options = parse_responses(body)
+            chat = self._admit(chat)
         except BadRequest as exc:
             return exc.openai_response()
         except RequestError as exc:
@@ -290,12 +314,19 @@ class ChatService:
             )
         encoder = ResponsesEncoder(self._new_id())
         try:
-            encoder.model = self.backend.model_for(chat) or chat.model
-            events = self.backend.stream(chat)
-        except Exception as exc:
-            log.exception("aistream.server: the backend refused a response")
-            events = _failing(exc)
-        response, failure = await response_object(events, encoder)
+            slot = self.slots.acquire(principal_of(request).id)
+        except Busy as exc:
+            return _busy(exc, openai=True)
+        try:
+            try:
+                encoder.model = self.backend.model_for(chat) or chat.model
+                events = self.backend.stream(chat)
+            except Exception as exc:
+                log.exception("aistream.server: the backend refused a response")
+                events = _failing(exc)
+            response, failure = await response_object(events, encoder)
+        finally:
+            slot.release()
         if failure is not None:
             return openai_error(failure.message, failure.code or "error", failure.retryable)
         return JSONResponse(response)
@@ -419,10 +450,18 @@ class ChatService:
             raise too_large
         body = bytearray()
         try:
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > limit:
-                    raise too_large
+            async with asyncio.timeout(self.body_timeout):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > limit:
+                        raise too_large
+        except TimeoutError:
+            raise BadRequest(
+                408,
+                "body_timeout",
+                f"the request body did not arrive within {self.body_timeout:g} s "
+                "(body_timeout); send it at once",
+            ) from None
         except ClientDisconnect:
             raise BadRequest(
                 400, "client_disconnected", "the client left before sending its whole body"
@@ -443,6 +482,30 @@ class ChatService:
         the key, or is busy) is answered with its HTTP status instead of a stream, in OpenAI's
         error shape with `openai_errors` (the ``/v1/...`` endpoints), else the native one.
         """
+        try:
+            slot = self.slots.acquire(principal.id)
+        except Busy as exc:
+            return _busy(exc, openai=openai_errors)
+        try:
+            response = await self._generate_reply(
+                chat, fmt, include_usage, principal, openai_errors, slot
+            )
+        except BaseException:
+            slot.release()
+            raise
+        if fmt == "native" or not isinstance(response, EventStreamResponse):
+            return response  # a native generation gives its slot back when it ends
+        return _SlotHeld(response, slot)
+
+    async def _generate_reply(
+        self,
+        chat: ChatRequest,
+        fmt: Format,
+        include_usage: bool,
+        principal: Principal,
+        openai_errors: bool,
+        slot: Slot,
+    ) -> Response:
         events: AsyncIterator[StreamEvent]
         try:
             model = self.backend.model_for(chat) or chat.model
@@ -453,17 +516,29 @@ class ChatService:
             model = chat.model
         failure, events = await early_failure(events, self.first_event_wait)
         if failure is not None:
+            slot.release()
             log.warning("aistream.server: answered HTTP %s: %s", failure.status, failure.message)
             return error_response(failure, openai=openai_errors)
         if fmt == "native":
             try:
-                stream_id = await self._start(chat, events, principal.id)
+                stream_id = await self._start(chat, events, principal.id, slot)
             except StoreUnavailable as exc:
+                slot.release()
                 await _aclose(events)
                 return _store_down(exc)
             except ReplayFull as exc:
+                slot.release()
                 await _aclose(events)
                 log.warning("aistream.server: refusing a new stream: %s", exc)
+                if exc.over_share:
+                    return _error(
+                        429,
+                        "replay_quota",
+                        f"your streams fill your share of the server's replay space ({exc}); "
+                        "wait for one to finish or expire",
+                        {"Retry-After": "1"},
+                        retryable=True,
+                    )
                 return _error(
                     503,
                     "server_busy",
@@ -476,11 +551,30 @@ class ChatService:
         encoder.model = model
         return EventStreamResponse(events, encoder=encoder, **self._stream_options)
 
+    def _admit(self, chat: ChatRequest) -> ChatRequest:
+        """`chat` within the Limits' request bounds and as the Policy allows it.
+
+        Raises:
+            BadRequest: 413 over a request bound; 400 for an option out of its range.
+        """
+        chars = len(chat.system_prompt or "") + sum(
+            len(m.content) + sum(len(c.arguments or "") for c in m.tool_calls)
+            for m in chat.messages
+        )
+        problem = request_size_problem(self.limits, len(chat.messages), chars)
+        if problem is not None:
+            raise BadRequest(413, "request_too_large", problem)
+        try:
+            return apply_policy(self.policy, chat)
+        except InvalidOption as exc:
+            raise BadRequest(400, "invalid_option", str(exc), exc.name) from None
+
     async def _start(
         self,
         request: ChatRequest,
         events: AsyncIterator[StreamEvent] | None = None,
         owner: str = "",
+        slot: Slot | None = None,
     ) -> str:
         """Start the generation of a native reply (`events`: the backend's, already asked for)."""
         encoder = NativeEncoder(self._new_id())  # validates the id before anything is stored
@@ -489,7 +583,7 @@ class ChatService:
             await self.store.create(stream_id, owner, request_context(request))
         else:
             await self.store.create(stream_id, owner)
-        live = self.live[stream_id] = _Live(stream_id)
+        live = self.live[stream_id] = _Live(stream_id, slot)
         task = asyncio.create_task(
             self._generate(live, encoder, request, reply=events), name=f"aistream-{stream_id}"
         )
@@ -527,6 +621,16 @@ class ChatService:
             return _store_down(exc)
         if replay is None and stream_id not in self.live:
             return self._unknown(stream_id)
+        live = self.live.get(stream_id)
+        cap = self.limits.max_followers
+        if live is not None and cap is not None and live.followers >= cap:
+            return _error(
+                429,
+                "too_many_followers",
+                f"this stream has {live.followers} clients following it, the most it takes "
+                "(max_followers); close one, or retry when one has finished",
+                {"Retry-After": "1"},
+            )
         if replay is not None and after >= replay.next_seq:
             raise BadRequest(
                 400,
@@ -615,6 +719,8 @@ class ChatService:
         """Close the books on a generation, whichever way it ended."""
         stream_id = live.stream_id
         self.live.pop(stream_id, None)
+        if live.slot is not None:
+            live.slot.release()
         if live.grace is not None:
             live.grace.cancel()
         try:
@@ -926,6 +1032,32 @@ async def _failing(exc: Exception) -> AsyncIterator[StreamEvent]:
     yield  # pragma: no cover - makes this an async generator
 
 
+def _busy(exc: Busy, openai: bool) -> JSONResponse:
+    """A limit's refusal: 429 (the caller's own limit) or 503 (the app's), with Retry-After."""
+    log.info("aistream.server: refused a generation: %s", exc.code)
+    return guard_error(
+        exc.status,
+        exc.code,
+        exc.message,
+        retryable=True,
+        headers={"Retry-After": str(exc.retry_after)},
+        openai=openai,
+    )
+
+
+class _SlotHeld(Response):
+    """A streaming response that gives its generation slot back when it ends, however."""
+
+    def __init__(self, inner: Response, slot: Slot) -> None:
+        self._inner, self._slot = inner, slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._inner(scope, receive, send)
+        finally:
+            self._slot.release()
+
+
 def _store_down(exc: StoreUnavailable) -> JSONResponse:
     """503 while the shared store is unreachable (clients retry after Retry-After)."""
     log.warning("aistream.server: refusing a request: %s", exc)
@@ -998,6 +1130,8 @@ def create_app(
     allow_origins: Sequence[str] | None = None,
     allowed_hosts: Sequence[str] | None = None,
     limits: Limits | None = None,
+    policy: Policy | None = None,
+    body_timeout: float | None = 10.0,
 ) -> Starlette:
     """A Starlette app that streams replies in the native protocol (API.md §2, §3) and more.
 
@@ -1054,6 +1188,9 @@ def create_app(
             not compared); others get 400. None: any host.
         limits: Per-principal and global bounds (`Limits`); None: `Limits()` (request size
             bounds only).
+        policy: What callers may choose (`Policy`); `model` fills its model when it has
+            none, so a relay's operator model wins unless ``allow_client_model``.
+        body_timeout: Seconds a request body may take to arrive (408 beyond; None: none).
 
     Raises:
         ValueError: An unsupported upstream protocol, an upstream that is not an http(s) URL,
@@ -1083,6 +1220,9 @@ def create_app(
     if api_keys is not None:
         authenticate = key_authenticator(api_keys)
     limits = limits or Limits()
+    policy = policy or Policy()
+    if policy.model is None and model is not None:
+        policy = dataclasses.replace(policy, model=model)
     if resume_grace < 0 or max_body_bytes < 1:
         raise ValueError("resume_grace must be >= 0 and max_body_bytes >= 1")
     if store is not None and replay_store is not None:
@@ -1113,6 +1253,9 @@ def create_app(
         clock=clock,
         id_factory=id_factory,
         producer_lease=producer_lease,
+        limits=limits,
+        policy=policy,
+        body_timeout=body_timeout,
         # A relay learns of a refused key or a busy upstream before its first event: wait
         # for it so it is answered with a status. The demo and your own backend start at once.
         first_event_wait=_RELAY_FIRST_EVENT_WAIT if isinstance(backend, UpstreamRelay) else None,
