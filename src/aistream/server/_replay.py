@@ -248,7 +248,9 @@ class MemoryReplayStore:
             pass
         over = self._over_share(owner)
         if len(self._logs) >= self.max_streams:
-            raise ReplayFull(f"{len(self._logs)} streams are kept (replay_max_streams)", over)
+            raise ReplayFull(
+                f"{len(self._logs)} streams are live or still being sent (replay_max_streams)", over
+            )
         if self._bytes >= self.max_bytes:
             raise ReplayFull(f"streams hold {self._bytes} bytes (replay_max_bytes)", over)
         self._logs[stream_id] = _Log(owner)
