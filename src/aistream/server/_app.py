@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import json
 import logging
@@ -43,6 +44,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .. import _otel
 from .._wire._dialect import ChatRequest
 from .._wire._events import FinishReason, ServerError, StreamEvent
 from .._wire._sse import encode_sse
@@ -95,6 +97,9 @@ __all__ = ["BadRequest", "ChatBackend", "ChatService", "create_app", "parse_chat
 log = logging.getLogger("aistream.server")
 
 Sleep = Callable[[float], Awaitable[object]]
+#: The trace context of the request being handled (OpenTelemetry on only): a generation's task
+#: copies it, so its span is a child of the caller's.
+_TRACE_PARENT: contextvars.ContextVar[Any] = contextvars.ContextVar("aistream_trace_parent")
 _CANCEL_WAIT: Final = 5.0  # seconds DELETE waits for a cancelled generation to wind down
 #: Seconds a relayed reply waits for the upstream's first event before its stream starts.
 _RELAY_FIRST_EVENT_WAIT: Final = 10.0
@@ -242,6 +247,7 @@ class ChatService:
 
     async def post_chat(self, request: Request) -> Response:
         """POST /api/chat: a new reply, or with Last-Event-ID a resume of one (native only)."""
+        _TRACE_PARENT.set(_otel.extract_context(request.headers))
         try:
             asked = requested_format(request.query_params, request.headers)
             resume = request.headers.get("last-event-id")
@@ -264,6 +270,7 @@ class ChatService:
         Streams OpenAI chunks when the body says ``"stream": true``, else answers one
         ``chat.completion`` object; a format asked for by query or header always streams.
         """
+        _TRACE_PARENT.set(_otel.extract_context(request.headers))
         try:
             asked = requested_format(request.query_params, request.headers)
             if request.headers.get("last-event-id"):
@@ -282,7 +289,7 @@ class ChatService:
             try:
                 try:
                     model = self.backend.model_for(chat) or chat.model
-                    events = self.backend.stream(chat)
+                    events = self._stream(chat, model)
                 except Exception as exc:
                     log.exception("aistream.server: the backend refused a completion")
                     events = _failing(exc)
@@ -300,6 +307,7 @@ class ChatService:
         Streams the Responses events when the body says ``"stream": true``, else answers the
         whole Response object (API.md §7).
         """
+        _TRACE_PARENT.set(_otel.extract_context(request.headers))
         try:
             body = decode_body(await self._read_body(request), _RESPONSES_EXAMPLE)
             chat, options = parse_responses(body)
@@ -320,7 +328,7 @@ class ChatService:
         try:
             try:
                 encoder.model = self.backend.model_for(chat) or chat.model
-                events = self.backend.stream(chat)
+                events = self._stream(chat, encoder.model)
             except Exception as exc:
                 log.exception("aistream.server: the backend refused a response")
                 events = _failing(exc)
@@ -509,7 +517,7 @@ class ChatService:
         events: AsyncIterator[StreamEvent]
         try:
             model = self.backend.model_for(chat) or chat.model
-            events = self.backend.stream(chat)
+            events = self._stream(chat, model)
         except Exception as exc:
             log.exception("aistream.server: the backend refused a new reply")
             events = _failing(exc)
@@ -568,6 +576,27 @@ class ChatService:
             return apply_policy(self.policy, chat)
         except InvalidOption as exc:
             raise BadRequest(400, "invalid_option", str(exc), exc.name) from None
+
+    def _stream(self, chat: ChatRequest, model: str | None) -> AsyncIterator[StreamEvent]:
+        """The backend's events for `chat`; with OpenTelemetry on, recorded as a ``chat`` span
+        (a child of the request's trace context) and the GenAI client metrics."""
+        events = self.backend.stream(chat)
+        if not _otel.available():
+            return events
+        backend = self.backend
+        relay = isinstance(backend, UpstreamRelay)
+        provider = (
+            _otel.provider_name(backend.protocol)
+            if isinstance(backend, UpstreamRelay)
+            else "aistream"
+        )
+        step = _otel.start(
+            model=model or chat.model,
+            provider=provider,
+            parent=_TRACE_PARENT.get(None),
+            kind="CLIENT" if relay else "INTERNAL",  # an upstream call, or in-process
+        )
+        return events if step is None else step.watch_events(events)
 
     async def _start(
         self,
@@ -683,7 +712,7 @@ class ChatService:
                 await put(encoder.start())
                 events = reply
             if events is None:
-                events = self.backend.stream(request)
+                events = self._stream(request, encoder.model)
             async for event in events:
                 frame = encoder.encode(event)
                 if frame is not None:
