@@ -31,8 +31,8 @@ from aistream import AIStream, RetryConfig
 from aistream._wire._dialect import ChatMessage, ChatRequest
 from aistream._wire._events import StreamEvent
 from aistream.server import DemoModel, Limits, Principal, create_app
-from tests.chaos.servers import running
-from tests.server.conftest import FakeClock, native_events, tokens_of
+from tests.server.helpers import FakeClock, native_events, tokens_of
+from tests.servers import running
 
 LEGIT, FLOODERS, HOLDERS, EVICTORS = 180, 7, 7, 6
 RPM = 20

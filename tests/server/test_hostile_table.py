@@ -24,9 +24,9 @@ from aistream import AIStream, RetryConfig, RetryEvent
 from aistream._wire._dialect import ChatMessage, ChatRequest
 from aistream._wire._events import FinishReason, StreamEvent, TextDelta, UsageReport
 from aistream.server import DemoModel, Limits, Policy, Principal, create_app
-from tests.chaos.servers import running
+from tests.servers import running
 
-from .conftest import FakeClock
+from .helpers import FakeClock
 
 GUARD = 5.0
 TOKENS = {"alice-token": "alice", "bob-token": "bob", "flood-token": "flood"}

@@ -32,7 +32,7 @@ from aistream.server import (
     create_app,
 )
 
-from .conftest import EventReader, ScriptedBackend, chat_body, guard, native_events
+from .helpers import EventReader, ScriptedBackend, chat_body, guard, native_events
 from .hostile_upstream import HostileUpstream
 
 KEY = "sk-SECRET0123456789abcdefXYZ"
