@@ -25,7 +25,7 @@ from ._redact import redact_url
 from ._retry import RetryBudget, is_retryable
 from ._sync import run_sync
 from ._transport import AttemptState, Transport
-from ._wire._dialect import ChatMessage, ChatRequest, Dialect
+from ._wire._dialect import ChatMessage, ChatRequest, Dialect, RequestSpec
 from ._wire._events import (
     Done,
     FinishReason,
@@ -704,6 +704,20 @@ class AIStream(SafeEmitter):
         client = turn.client
         if self._protocol == "native" and turn.stream_id and client and not turn.cancel_request:
             turn.cancel_request = asyncio.ensure_future(self._send_delete(client, turn.stream_id))
+        cancel = getattr(self._dialect_factory, "cancel_request", None)  # a dialect's own cancel
+        if cancel is not None and turn.stream_id and client and not turn.cancel_request:
+            spec: RequestSpec = cancel(self._endpoint, turn.stream_id)
+            turn.cancel_request = asyncio.ensure_future(self._send_cancel(client, spec))
+
+    async def _send_cancel(self, client: httpx.AsyncClient, spec: RequestSpec) -> None:
+        """Best effort, as the DELETE below: a dialect's request that stops the generation."""
+        headers = {**spec.headers, **self._transport.headers}
+        try:
+            await client.request(
+                spec.method, spec.url, headers=headers, content=spec.body, timeout=_DELETE_TIMEOUT
+            )
+        except (httpx.HTTPError, OSError, RuntimeError) as exc:  # RuntimeError: pool closed
+            log.debug("aistream: best-effort cancel %s failed: %s", redact_url(spec.url), exc)
 
     async def _send_delete(self, client: httpx.AsyncClient, stream_id: str) -> None:
         url = f"{self._endpoint.rstrip('/')}/{quote(stream_id, safe='')}"
