@@ -11,7 +11,7 @@ import contextvars
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -20,10 +20,11 @@ import httpx
 
 from . import _otel
 from ._args import check_arguments, coerce_retry
-from ._emitter import SafeEmitter
+from ._listeners import TypedEmitter
 from ._redact import redact_url
 from ._retry import RetryBudget, is_retryable
 from ._sync import run_sync
+from ._tokens import END, TokenStream
 from ._transport import AttemptState, Transport
 from ._wire._dialect import ChatMessage, ChatRequest, Dialect, RequestSpec
 from ._wire._events import (
@@ -60,7 +61,7 @@ from .types import (
 
 log = logging.getLogger("aistream")
 
-_END = object()  # end-of-turn marker for tokens()
+_END = END  # end-of-turn marker for tokens()
 _IN_SYNC: contextvars.ContextVar[bool] = contextvars.ContextVar("aistream_in_sync", default=False)
 _DELETE_TIMEOUT = 2.0
 _BLOCK = 64  # reply deltas kept apart before they are joined (memory of long replies)
@@ -136,7 +137,7 @@ class _Turn:
         self.next_index = 0
 
 
-class AIStream(SafeEmitter):
+class AIStream(TypedEmitter):
     """A conversation with a model behind a streaming endpoint; an event emitter (pyee).
 
     Args:
@@ -232,13 +233,14 @@ class AIStream(SafeEmitter):
         self._messages: list[Message] = []
         self._usage = _NO_USAGE
         self._turn: _Turn | None = None
+        self._abandoned_turn: asyncio.Task[Message] | None = None  # stopped by a `break`
         for event, handler in (
             (EVENT_TOKEN, on_token),
             (EVENT_USAGE, on_usage),
             (EVENT_ERROR, on_error),
         ):
             if handler is not None:
-                self.on(event, handler)
+                self.add_listener(event, handler)
 
     # --- public state -----------------------------------------------------------------------
 
@@ -294,37 +296,48 @@ class AIStream(SafeEmitter):
         reply = await chat.send("Hello")
         ```
         """
+        await self._settle_abandoned()
         turn = self._begin(content, queue=None)
         return await self._run(turn)
 
-    async def tokens(self, content: str) -> AsyncIterator[str]:
+    def tokens(self, content: str) -> TokenStream:
         """Send `content` and yield the reply's text deltas as they arrive.
 
-        Closing the iterator stops the turn (the partial reply stays in history). Python
-        closes an abandoned async generator only later, so wrap it in
-        ``contextlib.aclosing`` when you may break out early. If a reply restarts after a drop
-        without ids, the text is yielded again from its start (the ``retry`` event says
-        ``resume=False``).
+        The turn starts at the first iteration. Leaving the ``async for`` early (``break``,
+        an exception) stops the turn at once, as ``stop()`` does: the partial reply stays in
+        history with ``finish_reason="stopped"`` and the next ``send()`` works right away.
+        The iterator is also an async context manager, and ``aclose()`` waits for the stopped
+        turn to settle. If a reply restarts after a drop without ids, the text is yielded
+        again from its start (the ``retry`` event says ``resume=False``).
 
         ```py
-        async with contextlib.aclosing(chat.tokens("Tell me a story")) as tokens:
-            async for token in tokens:
-                print(token, end="", flush=True)
+        async for token in chat.tokens("Tell me a story"):
+            print(token, end="", flush=True)
+            if token.endswith("."):
+                break            # the turn stops here; the partial reply is kept
         ```
         """
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        turn = self._begin(content, queue=queue)
-        runner = asyncio.create_task(self._run(turn))
-        try:
-            while (item := await queue.get()) is not _END:
-                yield item
-            await runner
-        finally:
-            if not runner.done():
-                self.stop()
-                await asyncio.wait((runner,))
-            if not runner.cancelled():
-                runner.exception()  # retrieved: the error was raised above or is superseded
+
+        async def begin() -> tuple[asyncio.Queue[Any], asyncio.Task[Message]]:
+            await self._settle_abandoned()
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+            turn = self._begin(content, queue=queue)
+            return queue, asyncio.create_task(self._run(turn))
+
+        return TokenStream(begin, self.stop, self._abandon)
+
+    def _abandon(self, runner: asyncio.Task[Any]) -> None:
+        """A tokens() reader left before the end: stop its turn; the next one waits for it."""
+        self._abandoned_turn = runner
+        self.stop()
+        runner.add_done_callback(lambda task: None if task.cancelled() else task.exception())
+
+    async def _settle_abandoned(self) -> None:
+        """Wait for a turn stopped by an abandoned tokens() reader (it ends promptly)."""
+        runner, self._abandoned_turn = self._abandoned_turn, None
+        current = asyncio.get_running_loop()
+        if runner is not None and not runner.done() and runner.get_loop() is current:
+            await asyncio.wait((runner,))
 
     def send_sync(self, content: str) -> Message:
         """Blocking `send`, for scripts; also safe inside a running loop (Jupyter).
@@ -352,6 +365,7 @@ class AIStream(SafeEmitter):
         Returns:
             The new assistant Message, or None when there is no user message to answer.
         """
+        await self._settle_abandoned()
         self._check_idle()
         if self._messages and self._messages[-1].role == "assistant":
             self._messages.pop()
