@@ -22,7 +22,7 @@ from . import _notebook, _otel
 from ._args import check_arguments, coerce_retry
 from ._listeners import TypedEmitter
 from ._redact import redact_url
-from ._retry import RetryBudget, is_retryable
+from ._retry import MAX_SERVER_DELAY, RetryBudget, is_retryable
 from ._sync import run_sync
 from ._tokens import END, TokenStream
 from ._transport import AttemptState, Transport
@@ -674,15 +674,23 @@ class AIStream(TypedEmitter):
             turn.tool_calls.append(call)
             self.emit(EVENT_TOOL_CALL, call)
         elif isinstance(event, ServerError):
+            wait = event.retry_after
+            too_long = wait is not None and wait > MAX_SERVER_DELAY  # as for Retry-After
             raise APIStatusError(
                 f"the server reported an error in the stream from "
                 f"{redact_url(self._endpoint)}: {self._transport.redact(event.message)}"
-                + (f" (code {event.code})" if event.code else ""),
+                + (f" (code {event.code})" if event.code else "")
+                + (
+                    f" (it asked to retry after {wait:g} s, more than the {MAX_SERVER_DELAY:g} s "
+                    "aistream waits; try again later)"
+                    if too_long
+                    else ""
+                ),
                 status_code=200,
                 body=self._transport.redact_body(event.body),
                 code=event.code,
-                retryable=event.retryable,
-                retry_after=event.retry_after,
+                retryable=False if too_long else event.retryable,
+                retry_after=None if too_long else wait,
             )
         elif isinstance(event, Skipped):
             log.warning("aistream: skipped an event: %s: %.200r", event.reason, event.raw)
