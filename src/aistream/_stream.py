@@ -673,6 +673,7 @@ class AIStream(TypedEmitter):
             # pyee's {event: {key: listener}}, read (never written) per token: a listener may
             # call remove_all_listeners(), which replaces the dict. Without pyee's lock: under
             # the GIL the snapshot below is atomic (a free-threaded build would need the lock).
+            # pyee's `_events` is pinned in tests/test_dependency_contract.py.
             handlers = self._events.get(EVENT_TOKEN)
             if handlers:  # pyee's emit, minus its lock and kwargs: ~2 µs a token
                 emit_one(list(handlers.values()), text)
