@@ -1,5 +1,5 @@
-"""ResponsesDialect: every Responses fixture at every chunking, the derived finish reason, both
-error shapes, the resume cursor, the request body and its options."""
+"""ResponsesDialect: the derived finish reason, both error shapes, the resume cursor, the
+request body and its options (its fixtures: test_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -26,18 +26,9 @@ from aistream._wire._events import (
 )
 from aistream._wire._registry import dialect_factory
 from aistream._wire._responses import ResponsesDialect
-from tests.wire.replay import EVENT, Outcome, chunked, outcome, replay_through
+from tests.wire.replay import replay_through
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-SIZES = [
-    pytest.param(s, id=i)
-    for s, i in ((None, "whole"), (EVENT, "event"), (1, "byte"), (7, "7"), (64, "64"))
-]
-QUOTA = (
-    "You exceeded your current quota, please check your plan and billing details. For more "
-    "information on this error, read the docs: "
-    "https://platform.openai.com/docs/guides/error-codes/api-errors."
-)
 
 
 def replay(chunks: list[bytes]) -> tuple[list[StreamEvent], bool]:
@@ -48,69 +39,9 @@ def event(obj: dict[str, Any]) -> SSEEvent:
     return SSEEvent(json.dumps(obj), str(obj.get("type", "message")))
 
 
-# --- every fixture, every chunking ----------------------------------------------------------
-
-EXPECTED = {
-    "text.sse": Outcome(text="The final result is **570**.", usage=(299, 12, 311), finish="stop"),
-    "background.sse": Outcome(
-        text="Resumable streams keep every token.", usage=(20, 7, 27), finish="stop"
-    ),
-    "reasoning.sse": Outcome(
-        text="2 + 2 = 4.", reasoning="**Adding**\n\n2 + 2 is 4.", usage=(11, 30, 41), finish="stop"
-    ),
-    "reasoning_tool_call.sse": Outcome(
-        reasoning="**Calculating step-by-step**\n\nI'll compute 12 plus 7 with the calculator.",
-        tool_calls=[("call_AB6AaRZ1FYZB2RwS6A5vbdqn", "calculator", '{"a":12,"b":7,"op":"add"}')],
-        usage=(134, 28, 162),
-        finish="tool_calls",
-    ),
-    "incomplete.sse": Outcome(text="Once upon a time", usage=(12, 4, 16), finish="length"),
-    "error.sse": Outcome(
-        finished=True,
-        errors=[(QUOTA, "insufficient_quota", False), (QUOTA, "insufficient_quota", False)],
-    ),
-    "error_flat.sse": Outcome(
-        text="Sure,",
-        finished=False,
-        errors=[
-            (
-                "The server had an error processing your request. Sorry about that!",
-                "server_error",
-                True,
-            )
-        ],
-    ),
-}
-
-
-def test_responses_fixtures_all_have_expectations() -> None:
-    assert sorted(p.name for p in (FIXTURES / "responses").iterdir()) == sorted(EXPECTED)
-
-
-@pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_responses_fixture_at_any_chunk_size_gives_expected_outcome(
-    name: str, size: int | None
-) -> None:
-    raw = (FIXTURES / "responses" / name).read_bytes()
-    events, finished = replay(chunked(raw, size))
-    assert (events, finished) == replay([raw])
-    assert outcome(events, finished) == EXPECTED[name]
-
-
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_responses_fixture_split_at_every_index_gives_the_same_events(name: str) -> None:
-    raw = (FIXTURES / "responses" / name).read_bytes()
-    whole = replay([raw])
-    for i in range(0, len(raw) + 1, 3):
-        assert replay([raw[:i], raw[i:]]) == whole, f"split at {i}"
-
-
 def test_responses_text_fixture_gives_exact_events() -> None:
     events, _ = replay([(FIXTURES / "responses" / "text.sse").read_bytes()])
-    assert events[0] == StreamStarted(
-        "resp_01830d662ab3856501693c3217ba4c8190a3ddf6c839d4f12a", "gpt-5.1-2025-11-13"
-    )
+    assert events[0] == StreamStarted(None, "gpt-5.1-2025-11-13")  # not background: no id
     assert events[-3:] == [UsageReport(299, 12, 311), FinishReason("stop"), Done()]
     assert all(type(e) is TextDelta for e in events[1:-3])
 
@@ -221,6 +152,17 @@ def test_responses_cursor_only_for_a_background_response() -> None:
     cut = raw[: raw.index(b'"sequence_number":9,')]
     replay_through(background, [cut])
     assert background.cursor() == "resp_6840c0ffee0ddba11c0ffee0ddba11c0ffee0ddba11c0ffee00/8"
+
+
+def test_responses_background_response_announces_its_id_and_is_cancelled_by_post() -> None:
+    events, _ = replay([(FIXTURES / "responses" / "background.sse").read_bytes()])
+    response_id = "resp_6840c0ffee0ddba11c0ffee0ddba11c0ffee0ddba11c0ffee00"
+    assert events[0] == StreamStarted(response_id, "gpt-5.1-2025-11-13")
+    spec = ResponsesDialect.cancel_request("https://api.openai.com/v1/responses", response_id)
+    assert (spec.method, spec.url) == (
+        "POST",
+        f"https://api.openai.com/v1/responses/{response_id}/cancel",
+    )
 
 
 def test_responses_resume_request_is_a_get_starting_after_the_cursor_and_drops_repeats() -> None:

@@ -41,6 +41,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
+from ._encoders import stream_tag
 from ._replay import MemoryReplayStore, Replay, StoreListener, StoreUnavailable, Takeover
 from ._replicas import store_error_frame
 
@@ -288,7 +289,7 @@ class RedisReplayStore:
         """Open a stream this replica produces: its meta, its lease, its local mirror."""
         if self._listening is None:
             await self.start()
-        await self._mirror.create(stream_id)
+        await self._mirror.create(stream_id, owner)
         _, lease, meta = keys = self._keys(stream_id)
         token = f"{self.replica}-{secrets.token_hex(4)}"
         pipe = self._redis.pipeline(transaction=True)
@@ -395,7 +396,7 @@ class RedisReplayStore:
         entries, (owner, context) = await self._call(pipe.execute())
         frames = [fields[b"f"] for _, fields in entries if b"f" in fields]
         self._mirror.drop(stream_id)
-        await self._mirror.create(stream_id)
+        await self._mirror.create(stream_id, (owner or b"").decode())
         if frames:
             self._mirror.extend(stream_id, [len(f) for f in frames], b"".join(frames))
         producer = _Producer(keys, token, len(frames))
@@ -464,7 +465,8 @@ class RedisReplayStore:
     def _failure(self, stream_id: str, exc: Exception) -> Exception:
         if isinstance(exc, ResponseError) and "LEASE" in str(exc):
             log.warning(
-                "aistream.server: lost the lease of stream %s to another replica", stream_id
+                "aistream.server: lost the lease of stream %s to another replica",
+                stream_tag(stream_id),
             )
             return _LeaseLost(f"another replica produces stream {stream_id!r} now")
         if isinstance(exc, ResponseError):
