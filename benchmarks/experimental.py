@@ -14,22 +14,17 @@ for the span of a benchmark run.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 
 from aistream import _otel
-from aistream._wire import _dialect
+from aistream._wire import _json
 
 
 @contextlib.contextmanager
 def stdlib_json() -> Iterator[None]:
     """Parse with ``json.loads`` for the span of the block, then restore the accelerator."""
-    saved = _dialect._loads, _dialect._loads_bytes
-    _dialect.use_json_loads(json.loads, _dialect._utf8_json_whole_chars)
-    try:
+    with _json.parser("json"):
         yield
-    finally:
-        _dialect.use_json_loads(*saved)
 
 
 @contextlib.contextmanager

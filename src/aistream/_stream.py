@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from . import _otel
+from . import _notebook, _otel
 from ._args import check_arguments, coerce_retry
 from ._listeners import TypedEmitter
 from ._redact import redact_url
@@ -233,6 +233,7 @@ class AIStream(TypedEmitter):
         self._messages: list[Message] = []
         self._usage = _NO_USAGE
         self._turn: _Turn | None = None
+        self._display = False  # chat.display(): every later turn shown live in Jupyter
         self._abandoned_turn: asyncio.Task[Message] | None = None  # stopped by a `break`
         for event, handler in (
             (EVENT_TOKEN, on_token),
@@ -280,7 +281,7 @@ class AIStream(TypedEmitter):
 
     # --- turns ------------------------------------------------------------------------------
 
-    async def send(self, content: str) -> Message:
+    async def send(self, content: str, *, display: bool | None = None) -> Message:
         """Add a user message and stream the assistant reply.
 
         Returns:
@@ -292,13 +293,21 @@ class AIStream(TypedEmitter):
             ConnectionLostError, StreamTimeoutError: retries ran out.
             ProtocolError: the server sent something unreadable or oversized.
 
+        With ``display=True`` (or after `display()`), in Jupyter the reply is shown as Markdown
+        that updates in place while it streams (API.md §9); elsewhere nothing is shown.
+
         ```py
         reply = await chat.send("Hello")
         ```
         """
         await self._settle_abandoned()
         turn = self._begin(content, queue=None)
-        return await self._run(turn)
+        shown = self._show(display)
+        try:
+            return await self._run(turn)
+        finally:
+            if shown is not None:
+                shown.close(self)
 
     def tokens(self, content: str) -> TokenStream:
         """Send `content` and yield the reply's text deltas as they arrive.
@@ -339,7 +348,7 @@ class AIStream(TypedEmitter):
         if runner is not None and not runner.done() and runner.get_loop() is current:
             await asyncio.wait((runner,))
 
-    def send_sync(self, content: str) -> Message:
+    def send_sync(self, content: str, *, display: bool | None = None) -> Message:
         """Blocking `send`, for scripts; also safe inside a running loop (Jupyter).
 
         It uses its own short-lived connection (an AsyncClient cannot cross event loops).
@@ -353,11 +362,29 @@ class AIStream(TypedEmitter):
         async def once() -> Message:
             _IN_SYNC.set(True)
             try:
-                return await self.send(content)
+                return await self.send(content, display=display)
             finally:
                 await self._release_pool()  # this call's loop only: not the caller's pool
 
         return run_sync(once, on_interrupt=self.stop)
+
+    def display(self, enabled: bool = True) -> None:
+        """Show every later reply live in Jupyter (Markdown updated in place, reasoning folded,
+        tool calls, a footer with usage and time to first token); ``display(False)`` stops.
+        Outside a notebook it changes nothing, and IPython is never imported."""
+        self._display = bool(enabled)
+
+    def _show(self, display: bool | None) -> _notebook.LiveDisplay | None:
+        if not (self._display if display is None else display):
+            return None
+        return _notebook.live(self)
+
+    def _repr_markdown_(self) -> str:
+        """The transcript, for Jupyter."""
+        return _notebook.chat_markdown(self)
+
+    def _repr_html_(self) -> str:
+        return _notebook.chat_html(self)
 
     async def retry(self) -> Message | None:
         """Drop the last assistant reply (if it is last) and stream a new one.
@@ -566,14 +593,14 @@ class AIStream(TypedEmitter):
 
         emit_one = self.emit_to
 
-        def on_text(text: str) -> None:  # fast-path text: never holds a surrogate
+        def on_text(text: str, joined: bool = False) -> None:
+            """Deliver one text delta: the reader calls it for each fast-path event (whose text
+            never holds a surrogate), `sink` for the rest (`joined` once it went through the
+            joiner). One function, not two: it is one Python call per token."""
             if turn.stop_requested:
                 return  # stop() was called by a listener of an earlier event in this chunk
-            if turn.text_joiner.pending:  # half a character came before: U+FFFD, then this
+            if turn.text_joiner.pending and not joined:  # half a character came before
                 text = turn.text_joiner.feed(text)
-            deliver(text)
-
-        def deliver(text: str) -> None:
             parts = turn.parts
             parts.append(text)
             if len(parts) == _BLOCK:  # one str per delta is ~60 bytes: keep them joined
@@ -603,7 +630,9 @@ class AIStream(TypedEmitter):
                         text = turn.text_joiner.feed(text)
                         if not text:
                             continue  # half a character: it waits for the other half
-                    deliver(text)
+                        on_text(text, True)
+                    else:
+                        on_text(text)
                 else:
                     self._other_event(turn, event)
 

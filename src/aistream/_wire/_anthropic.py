@@ -31,8 +31,6 @@ from ._dialect import (
     RequestSpec,
     ToolSpec,
     as_int,
-    json_body,
-    loads_object,
     parse_arguments,
 )
 from ._events import (
@@ -48,6 +46,7 @@ from ._events import (
     ToolCallDone,
     UsageReport,
 )
+from ._json import json_body, loads_object
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096

@@ -8,7 +8,7 @@ plain slotted one (measured on Python 3.11), and two are built for every token.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 
 class WireError(Exception):
@@ -35,9 +35,14 @@ class SSEEvent:
 
 @dataclass(slots=True)
 class NDJSONLine:
-    """One non-empty line of a newline-delimited JSON stream, decoded as UTF-8 (not yet parsed)."""
+    """One non-empty line of a newline-delimited JSON stream, decoded as UTF-8 (not yet parsed).
+
+    `id` is always None (NDJSON has no event ids): it lets one bookkeeping path read both
+    kinds of frame.
+    """
 
     text: str
+    id: ClassVar[None] = None
 
 
 Frame = SSEEvent | NDJSONLine

@@ -31,8 +31,6 @@ from ._dialect import (
     RequestSpec,
     ToolSpec,
     as_int,
-    json_body,
-    loads_object,
     parse_arguments,
     tool_name_of,
     tool_names,
@@ -51,6 +49,7 @@ from ._events import (
     ToolCallDone,
     UsageReport,
 )
+from ._json import json_body, loads_object
 
 #: Statuses of a Google error worth retrying.
 TRANSIENT_STATUS = frozenset({"RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED"})

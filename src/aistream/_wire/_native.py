@@ -22,8 +22,6 @@ from ._dialect import (
     RequestSpec,
     error_message,
     is_transient,
-    json_body,
-    loads_object,
     normalize_finish,
     usage_report,
 )
@@ -41,6 +39,7 @@ from ._events import (
     TextDelta,
     ToolCallDone,
 )
+from ._json import json_body, loads_object
 
 
 class NativeDialect:

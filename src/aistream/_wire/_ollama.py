@@ -35,8 +35,6 @@ from ._dialect import (
     RequestSpec,
     as_int,
     function_tools,
-    json_body,
-    loads_object,
     parse_arguments,
     tool_name_of,
     tool_names,
@@ -54,6 +52,7 @@ from ._events import (
     ToolCallDone,
     UsageReport,
 )
+from ._json import json_body, loads_object
 
 _TRANSIENT = re.compile(r"overload|busy|unavailable|timeout|timed out|try again", re.IGNORECASE)
 

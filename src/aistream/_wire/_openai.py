@@ -31,9 +31,6 @@ from ._dialect import (
     error_message,
     function_tools,
     is_transient,
-    json_body,
-    loads_object,
-    loads_object_bytes,
     normalize_finish,
     usage_report,
 )
@@ -50,6 +47,7 @@ from ._events import (
     TextDelta,
     ToolCallDone,
 )
+from ._json import json_body, loads_object, loads_object_bytes
 
 #: Delta fields read here, or known to carry nothing for the reply (reported only if unknown).
 _KNOWN_DELTA = frozenset(

@@ -36,8 +36,6 @@ from ._dialect import (
     RequestSpec,
     ToolSpec,
     as_int,
-    json_body,
-    loads_object,
 )
 from ._events import (
     Done,
@@ -53,6 +51,7 @@ from ._events import (
     ToolCallDone,
     UsageReport,
 )
+from ._json import json_body, loads_object
 
 #: In-stream error codes worth retrying (API.md §10: server_error is transient, the rest fail).
 TRANSIENT_ERRORS = frozenset({"server_error", "rate_limit_exceeded"})
