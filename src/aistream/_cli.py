@@ -389,7 +389,7 @@ def _read_keys(path: str) -> list[str]:
 
 
 def _access_mode(args: argparse.Namespace, keys: int) -> str:
-    """Who may call the server, in one line (API.md §6: serve says which mode it is in)."""
+    """Who may call the server, in one line (serve says which mode it is in)."""
     if keys:
         return f"callers need one of the {keys} keys of --api-key-file (Authorization: Bearer)"
     if args.allow_anonymous:

@@ -1,7 +1,7 @@
 """How conversations look in Jupyter: Markdown and HTML forms, and the live reply display.
 
 Imports the stdlib only. IPython is imported by `live()` alone, and only when it is already
-loaded and running a kernel (a notebook): a script never loads it (API.md §9).
+loaded and running a kernel (a notebook): a script never loads it.
 
 Model text is shown as text: ``&``, ``<`` and ``>`` become entities in Markdown and HTML, so a
 ``<script>`` in a reply is shown, never run and never stripped by the front end's sanitizer;
@@ -244,7 +244,7 @@ class LiveDisplay:
             ("message", self._on_message),
         ]
         for event, listener in self._listeners:
-            chat.on(event, listener)
+            chat.add_listener(event, listener)
 
     def close(self, chat: AIStream) -> None:
         """Detach and write the final form (the whole reply and its footer)."""

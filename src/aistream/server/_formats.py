@@ -4,7 +4,7 @@ Imports starlette (for the request and the JSON responses), `_wire` and `_encode
 
 Three request shapes become one `ChatRequest`:
 
-- native (API.md §2): ``{"messages": [{"role", "content"}], "model", "systemPrompt"}``;
+- native: ``{"messages": [{"role", "content"}], "model", "systemPrompt"}``;
 - the Vercel AI SDK's ``useChat`` body: the same ``messages`` but as UI messages, whose text is
   in ``parts`` (``[{"type": "text", "text": ...}]``), plus ``id`` / ``trigger`` / ``messageId``;
 - OpenAI's chat completions body (``POST /v1/chat/completions``): ``messages`` with ``system`` /
@@ -253,7 +253,7 @@ def _messages(body: Mapping[str, Any], example: str) -> list[Any]:
 
 
 def parse_chat_request(raw: bytes) -> ChatRequest:
-    """Validate a native request body (API.md §2) into a ChatRequest.
+    """Validate a native request body into a ChatRequest.
 
     Extra message fields (ids, timestamps) are accepted and ignored; the known sampling options
     (``temperature``, ``max_tokens``, ``stop``, …) are kept, other body fields dropped with a
@@ -269,7 +269,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
 def parse_native(body: Mapping[str, Any]) -> ChatRequest:
     """A ChatRequest from a native (or ``useChat``) body already decoded.
 
-    Tools (API.md §5): ``tools``, assistant ``toolCalls``, ``role: "tool"`` messages with
+    Tools: ``tools``, assistant ``toolCalls``, ``role: "tool"`` messages with
     ``toolCallId`` (each must answer a call of the assistant message before it) and user
     ``images``, checked and bounded by `_content`.
 
@@ -335,7 +335,7 @@ def parse_native(body: Mapping[str, Any]) -> ChatRequest:
 
 
 def _native_message(i: int, role: str, content: str, message: Mapping[str, Any]) -> ChatMessage:
-    """One native message with its tool calls, tool result fields or images (API.md §5)."""
+    """One native message with its tool calls, tool result fields or images."""
     where = f"messages[{i}]"
     for key, owner in (("toolCalls", "assistant"), ("images", "user"), ("toolCallId", "tool")):
         if message.get(key) is not None and role != owner:
@@ -645,7 +645,7 @@ def _openai_error(message: str, code: str, retryable: bool) -> JSONResponse:
 
 
 def error_response(err: ServerError, *, openai: bool) -> JSONResponse:
-    """The HTTP answer for an error that ends a reply before it started (API.md §10).
+    """The HTTP answer for an error that ends a reply before it started.
 
     The status is the error's own (a relay sets it: 502 for its key and configuration, the
     upstream's 429 / 503 with ``Retry-After``), else one by code. The body is the native
