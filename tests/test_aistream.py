@@ -23,7 +23,7 @@ from aistream import (
     StreamTimeoutError,
     Usage,
 )
-from tests.conftest import RecordingSleep, event_ids, sse, stream_handler
+from tests.helpers import RecordingSleep, event_ids, sse, stream_handler
 from tests.loopback import Reply, Request, native_events, openai_events
 
 TOKENS = ["Hello", ",", " world", "!", " How", " are", " you", " today", "?"]

@@ -22,7 +22,7 @@ import trustme
 
 from aistream import AIStream, ConnectionLostError, RetryConfig
 from aistream._pool import AsyncioBackend, AsyncioTransport, new_client
-from tests.conftest import stream_handler
+from tests.helpers import stream_handler
 from tests.loopback import LoopbackServer, Reply, Request, openai_events
 
 TOKENS = ["Hello", ",", " TLS", " world", "!"]

@@ -38,7 +38,7 @@ from aistream._wire._events import TextDelta
 from aistream._wire._native import NativeDialect
 from aistream._wire._sse import SSEDecoder
 from aistream.server import DemoModel, create_app
-from tests.chaos.servers import running
+from tests.servers import running
 
 CLIENTS = 500
 WARM_UP = 30
@@ -213,7 +213,7 @@ def generation_tasks() -> list[asyncio.Task[Any]]:
         task
         for task in asyncio.all_tasks()
         if task.get_name().startswith("aistream-")
-        or getattr(task.get_coro(), "__qualname__", "").startswith("ChatService.")
+        or getattr(task.get_coro(), "__qualname__", "").startswith("Generations.")
     ]
 
 
