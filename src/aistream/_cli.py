@@ -626,8 +626,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as exc:
         console.error(f"aistream {args.command}: {exc}")
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # outside a reply and the prompt (e.g. between the two)
         console.line()
+        console.status("[interrupted: exiting]")
         return 130
     except BrokenPipeError:  # `aistream chat | head`: the reader left
         with contextlib.suppress(OSError):
