@@ -24,11 +24,11 @@ from . import _notebook, _otel
 from ._args import check_arguments, coerce_retry
 from ._listeners import TypedEmitter
 from ._redact import redact_url
-from ._retry import IN_STREAM_STATUS, GiveUp, RetryBudget, decide
+from ._retry import IN_STREAM_STATUS, MAX_SERVER_DELAY, GiveUp, RetryBudget, decide
 from ._sync import run_sync
 from ._tokens import END, TokenStream
 from ._transport import CANCEL_TIMEOUT, AttemptState, ClientLease, Transport
-from ._wire._dialect import ChatMessage, ChatRequest, Dialect
+from ._wire._dialect import ChatMessage, ChatRequest, Dialect, RequestSpec
 from ._wire._events import (
     Done,
     FinishReason,
@@ -743,15 +743,23 @@ class AIStream(TypedEmitter):
             reply.tool_calls.append(call)
             self.emit(EVENT_TOOL_CALL, call)
         elif isinstance(event, ServerError):
+            wait = event.retry_after
+            too_long = wait is not None and wait > MAX_SERVER_DELAY  # as for Retry-After
             raise APIStatusError(
                 f"the server reported an error in the stream from "
                 f"{redact_url(self._endpoint)}: {self._transport.redact(event.message)}"
-                + (f" (code {event.code})" if event.code else ""),
+                + (f" (code {event.code})" if event.code else "")
+                + (
+                    f" (it asked to retry after {wait:g} s, more than the {MAX_SERVER_DELAY:g} s "
+                    "aistream waits; try again later)"
+                    if too_long
+                    else ""
+                ),
                 status_code=IN_STREAM_STATUS,
                 body=self._transport.redact_body(event.body),
                 code=event.code,
-                retryable=event.retryable,
-                retry_after=event.retry_after,
+                retryable=False if too_long else event.retryable,
+                retry_after=None if too_long else wait,
             )
         elif isinstance(event, Skipped):
             log.warning("aistream: skipped an event: %s: %.200r", event.reason, event.raw)
@@ -822,6 +830,10 @@ class AIStream(TypedEmitter):
         if self._protocol == "native" and turn.stream_id and client and not turn.cancel_request:
             url = f"{self._endpoint.rstrip('/')}/{quote(turn.stream_id, safe='')}"
             turn.cancel_request = asyncio.ensure_future(self._transport.cancel(client, url))
+        cancel = getattr(self._dialect_factory, "cancel_request", None)  # a dialect's own cancel
+        if cancel is not None and turn.stream_id and client and not turn.cancel_request:
+            spec: RequestSpec = cancel(self._endpoint, turn.stream_id)
+            turn.cancel_request = asyncio.ensure_future(self._transport.send_cancel(client, spec))
 
     async def _finish_cancel_request(self, turn: _Turn) -> None:
         if turn.cancel_request is not None:

@@ -347,6 +347,17 @@ class Transport:
         except (httpx.HTTPError, OSError, RuntimeError) as exc:  # RuntimeError: pool closed
             log.debug("aistream: best-effort cancel %s failed: %s", redact_url(url), exc)
 
+    async def send_cancel(self, client: httpx.AsyncClient, spec: RequestSpec) -> None:
+        """A dialect's own cancel request (Responses: ``POST …/<id>/cancel``) with our
+        headers, best effort like `cancel`."""
+        headers = {**spec.headers, **self.headers}
+        try:
+            await client.request(
+                spec.method, spec.url, headers=headers, content=spec.body, timeout=CANCEL_TIMEOUT
+            )
+        except (httpx.HTTPError, OSError, RuntimeError) as exc:  # RuntimeError: pool closed
+            log.debug("aistream: best-effort cancel %s failed: %s", redact_url(spec.url), exc)
+
     def _url(self, url: str) -> tuple[httpx.URL, str]:
         return _parsed_url(url)
 

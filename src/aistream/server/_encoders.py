@@ -375,9 +375,10 @@ class NativeEncoder(_Encoding):
         return self._frame("reasoning", {"text": text})
 
     def _tool_call(self, call: ToolCallDone) -> bytes:
-        return self._frame(
-            "tool-call", {"id": call.id, "name": call.name, "arguments": call.arguments}
-        )
+        payload = {"id": call.id, "name": call.name, "arguments": call.arguments}
+        if call.signature is not None:  # Gemini's thoughtSignature: the client sends it back
+            payload["signature"] = call.signature
+        return self._frame("tool-call", payload)
 
     def _usage(self, report: UsageReport) -> bytes:
         return self._frame("usage", {"usage": native_usage(report)})
