@@ -27,6 +27,7 @@ from .._wire._dialect import ChatRequest
 from .._wire._events import FinishReason, ServerError, StreamEvent
 from .._wire._sse import encode_sse
 from ._encoders import NativeEncoder
+from ._limits import Slot
 from ._replay import ReplayStore, SharedReplayStore, StoreUnavailable
 from ._replicas import (
     Continuable,
@@ -65,10 +66,11 @@ class _Live:
     generation ends.
     """
 
-    __slots__ = ("changed", "followers", "grace", "stream_id", "task")
+    __slots__ = ("changed", "followers", "grace", "slot", "stream_id", "task")
 
-    def __init__(self, stream_id: str) -> None:
+    def __init__(self, stream_id: str, slot: Slot | None = None) -> None:
         self.stream_id = stream_id
+        self.slot = slot  # its place in the app's Limits, given back when it ends
         self.task: asyncio.Task[None] | None = None
         self.followers = 0
         self.grace: asyncio.Task[None] | None = None
@@ -143,6 +145,11 @@ class Generations:
             return self._follow_shared(stream_id, after, attached)
         return self._follow(stream_id, after, attached)
 
+    def followers(self, stream_id: str) -> int:
+        """How many responses follow the generation of `stream_id` here (0: none running)."""
+        live = self.live.get(stream_id)
+        return 0 if live is None else live.followers
+
     async def stop(self, stream_id: str) -> bool:
         """Cancel a generation now and wait (bounded) for its end: the DELETE.
 
@@ -194,9 +201,11 @@ class Generations:
         request: ChatRequest,
         events: AsyncIterator[StreamEvent] | None = None,
         owner: str = "",
+        slot: Slot | None = None,
     ) -> str:
         """Start the generation of a native reply (`events`: the backend's, already asked for),
-        stored as `owner`'s (the principal's id).
+        stored as `owner`'s (the principal's id); `slot`, its place in the Limits, is given
+        back when the generation ends.
 
         The response to the request that started it counts as a follower from here on (see
         `follow`'s `attached`), so no grace timer can cancel the generation before that
@@ -212,7 +221,7 @@ class Generations:
             await self.store.create(stream_id, owner, request_context(request))
         else:
             await self.store.create(stream_id, owner)
-        live = self.live[stream_id] = _Live(stream_id)
+        live = self.live[stream_id] = _Live(stream_id, slot)
         task = asyncio.create_task(
             self._generate(live, encoder, request, reply=events), name=f"aistream-{stream_id}"
         )
@@ -300,6 +309,8 @@ class Generations:
         """Close the books on a generation, whichever way it ended."""
         stream_id = live.stream_id
         self.live.pop(stream_id, None)
+        if live.slot is not None:
+            live.slot.release()
         if live.grace is not None:
             live.grace.cancel()
         try:

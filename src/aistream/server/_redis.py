@@ -41,6 +41,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
+from ._encoders import stream_tag
 from ._replay import MemoryReplayStore, Replay, StoreListener, StoreUnavailable, Takeover
 from ._replicas import store_error_frame
 
@@ -456,7 +457,8 @@ class RedisReplayStore:
     def _failure(self, stream_id: str, exc: Exception) -> Exception:
         if isinstance(exc, ResponseError) and "LEASE" in str(exc):
             log.warning(
-                "aistream.server: lost the lease of stream %s to another replica", stream_id
+                "aistream.server: lost the lease of stream %s to another replica",
+                stream_tag(stream_id),
             )
             return _LeaseLost(f"another replica produces stream {stream_id!r} now")
         if isinstance(exc, ResponseError):
