@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from aistream import AIStream, APIStatusError
+from aistream import AIStream, APIStatusError, ConnectionLostError, RetryConfig
 from aistream._wire._events import TextDelta
 from aistream.server import (
     Limits,
@@ -799,3 +800,22 @@ def test_limits_and_policy_refuse_nonsense_at_construction() -> None:
     with pytest.raises(ValueError, match="max_tokens"):
         Policy(max_tokens=0)
     assert Limits(max_messages=None).max_messages is None  # None: no limit
+
+
+async def test_f12_the_chained_httpx_error_keeps_no_secret_header_or_query_value() -> None:
+    with socket.socket() as unused:  # a port nothing listens on: a connect error
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    async with AIStream(
+        f"http://127.0.0.1:{port}/v1/chat/completions?key=QUERY-SECRET-1",
+        headers={"x-api-key": "xkey-SECRET-2", "X-Auth-Token": "ck-SECRET-3"},
+        secret_headers=["X-Auth-Token"],
+        retry=RetryConfig(max_retries=0),
+    ) as chat:
+        with pytest.raises(ConnectionLostError) as failed:
+            await chat.send("hi")
+    cause = failed.value.__cause__
+    assert isinstance(cause, httpx.ConnectError)
+    shown = f"{failed.value} {cause} {cause.request.url} {cause.request.headers!r}"
+    for secret in ("QUERY-SECRET-1", "xkey-SECRET-2", "ck-SECRET-3"):
+        assert secret not in shown
