@@ -262,10 +262,13 @@ class Generations:
         reply to `request`, already asked for (`_serve` awaited its first event).
         """
         store, stream_id = self.store, live.stream_id
+        append = store.append
+        # a shared store says when a frame is readable (listener.stored): no early wake-ups
+        notify = live.notify if self.shared is None else _ignore
 
         async def put(frame: bytes) -> None:
-            await store.append(stream_id, frame)
-            live.notify()
+            await append(stream_id, frame)
+            notify()
 
         try:
             if events is None:
@@ -308,7 +311,8 @@ class Generations:
     async def _close_books(self, live: _Live) -> None:
         """Close the books on a generation, whichever way it ended."""
         stream_id = live.stream_id
-        self.live.pop(stream_id, None)
+        if self.live.get(stream_id) is live:  # (a takeover may have replaced a lost one)
+            del self.live[stream_id]
         if live.slot is not None:
             live.slot.release()
         if live.grace is not None:
@@ -368,19 +372,24 @@ class Generations:
     ) -> AsyncGenerator[bytes, None]:
         """`_follow` for a shared store: from here while this replica produces the stream,
         from the store (blocking reads) while another one does, taking it over if it dies."""
+        shared = self.shared
+        assert shared is not None
         cursor = _Cursor(after)
         await self.store.hold(stream_id)
         try:
             while not cursor.done:
                 live = self.live.get(stream_id)
-                if live is not None:
+                if live is not None and shared.produces(stream_id):
                     source = self._from_here(live, cursor, attached)
                     attached = False
                 else:
                     source = self._from_elsewhere(stream_id, cursor)
+                sent = cursor.after
                 async with contextlib.aclosing(source):
                     async for chunk in source:
                         yield chunk
+                if not cursor.done and cursor.after == sent:
+                    await asyncio.sleep(0)  # a hand-over between the two: never spin the loop
         finally:
             await self.store.release(stream_id)
 
@@ -428,22 +437,29 @@ class Generations:
         store = self.shared
         assert store is not None
         probe = min(1.0, self.producer_lease / 2)
+        block = 0.001  # first look at once: a client may not wait long for a dead producer
         try:
-            while stream_id not in self.live:
-                replay = await store.wait(stream_id, cursor.after, probe)
+            while not (store.produces(stream_id) and stream_id in self.live):
+                replay = await store.wait(stream_id, cursor.after, block)
                 if replay.data:
                     cursor.after = replay.next_seq - 1
                     yield replay.data
                 if replay.finished:
                     cursor.done = True
                     return
-                if replay.data or await store.producer_alive(stream_id):
+                if replay.data:
+                    continue
+                # quiet: is the producer alive? Block until its lease would expire, no longer.
+                left = await store.lease_left(stream_id)
+                if left > 0:
+                    block = min(left + 0.005, probe)
                     continue
                 if await self._take_over(stream_id):
                     continue
                 if await store.read(stream_id, cursor.after) is None:
                     cursor.done = True  # expired meanwhile
                     return
+                block = probe
         except StoreUnavailable as exc:
             cursor.done = True
             yield store_error_frame(str(exc))
@@ -515,7 +531,7 @@ class Generations:
             after = replay.next_seq - 1
             if replay.finished or stream_id in self.live:
                 break
-            if not replay.data and not await store.producer_alive(stream_id):
+            if not replay.data and not await store.lease_left(stream_id):
                 await self._take_over(stream_id, cancel=True)
         return True
 
@@ -540,6 +556,10 @@ async def aclose_events(events: AsyncIterator[StreamEvent]) -> None:
     aclose = getattr(events, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+def _ignore() -> None:
+    pass
 
 
 async def _no_events(*events: StreamEvent) -> AsyncIterator[StreamEvent]:

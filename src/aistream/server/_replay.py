@@ -153,6 +153,10 @@ class SharedReplayStore(ReplayStore, Protocol):
         """Connect and listen for cancels (raises StoreUnavailable naming the address)."""
         ...
 
+    def produces(self, stream_id: str) -> bool:
+        """Whether this replica writes `stream_id` now (it holds the lease)."""
+        ...
+
     async def check(self) -> None:
         """One round trip to the store (raises StoreUnavailable)."""
         ...
@@ -163,8 +167,8 @@ class SharedReplayStore(ReplayStore, Protocol):
         """The frames after `after`, waiting up to `block` seconds for some."""
         ...
 
-    async def producer_alive(self, stream_id: str) -> bool:
-        """Whether some replica holds the stream's producer lease."""
+    async def lease_left(self, stream_id: str) -> float:
+        """Seconds until the stream's producer lease expires (0: nobody holds it)."""
         ...
 
     async def take_over(self, stream_id: str) -> Takeover | None:
@@ -277,6 +281,22 @@ class MemoryReplayStore:
         log.offsets.append(len(data))
         data += frame
         self._bytes += len(frame)
+        while self._bytes > self.max_bytes and self._evict_oldest(log.owner):
+            pass
+
+    def extend(self, stream_id: str, sizes: list[int], joined: bytes) -> None:
+        """`append` for several frames at once, given joined with their sizes, without awaiting
+        (a mirroring store's batch, already joined to be sent elsewhere)."""
+        log = self._logs[stream_id]
+        data = log.data
+        if log.finished_at is not None or not isinstance(data, bytearray):
+            raise ValueError(f"stream {stream_id!r} is finished")
+        offsets, at = log.offsets, len(data)
+        for size in sizes:
+            offsets.append(at)
+            at += size
+        data += joined
+        self._bytes += len(joined)
         while self._bytes > self.max_bytes and self._evict_oldest(log.owner):
             pass
 
