@@ -24,6 +24,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
         pytest.param(["notebook_style.py"], id="notebook_style"),
         pytest.param(["on_token.py"], id="on_token"),
         pytest.param(["fastapi_relay.py", "--check"], id="fastapi_relay"),
+        pytest.param(["openai_responses.py"], id="openai_responses"),
     ],
 )
 def test_example_runs_and_exits_0(argv: list[str]) -> None:
@@ -40,6 +41,9 @@ def test_example_runs_and_exits_0(argv: list[str]) -> None:
     assert len(result.stdout.strip()) > 20, result.stdout
 
 
+EXAMPLE_KEY = "example-key-for-the-test"
+
+
 @pytest.fixture
 def relay_example() -> Iterator[str]:
     """``uvicorn fastapi_relay:app`` from the examples directory, as its docstring says."""
@@ -49,7 +53,7 @@ def relay_example() -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "NO_COLOR": "1"},
+        env={**os.environ, "NO_COLOR": "1", "CHAT_API_KEYS": EXAMPLE_KEY},
     ) as proc:
         try:
             assert proc.stderr is not None
@@ -74,7 +78,9 @@ def test_fastapi_relay_starts_with_the_uvicorn_command_and_its_page_can_stop(
     assert "innerHTML" not in page and "textContent = text" in page  # model text stays text
 
     # What the page does, over HTTP: a reply at /ai/api/chat, stopped by DELETE of its stream.
-    chat = AIStream(relay_example + "/ai/api/chat")
+    chat = AIStream(
+        relay_example + "/ai/api/chat", headers={"Authorization": f"Bearer {EXAMPLE_KEY}"}
+    )
     chat.on("token", lambda token: chat.stop())
     reply = chat.send_sync("Tell me a long story.")
     assert reply.finish_reason == "stopped" and reply.content

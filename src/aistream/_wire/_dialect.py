@@ -1,7 +1,9 @@
-"""The dialect contract shared by every wire protocol, and `detect_protocol` for "auto".
+"""The dialect contract shared by every wire protocol, `detect_protocol` for "auto", and the
+helpers the dialects share (finish reasons, transient error codes, usage fields, function
+tools), so that no dialect imports another.
 
 A dialect is pure: `build_request` turns a ChatRequest into bytes to send, and one dialect
-instance per attempt turns decoded frames into StreamEvents. Stdlib only.
+instance per attempt turns decoded frames into StreamEvents. JSON is `_json`'s. Stdlib only.
 """
 
 from __future__ import annotations
