@@ -1,4 +1,4 @@
-"""`RedisReplayStore`: replay logs in Redis Streams, shared by every replica (API.md §8).
+"""`RedisReplayStore`: replay logs in Redis Streams, shared by every replica.
 
 Imports redis-py (the `redis` extra); `create_app` imports this module only when a store URL is
 given, so `import aistream.server` never loads redis.
