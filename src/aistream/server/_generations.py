@@ -322,10 +322,7 @@ class Generations:
         """
         live = self.live.get(stream_id)
         if live is not None and not attached:
-            live.followers += 1
-            if live.grace is not None:
-                live.grace.cancel()
-                live.grace = None
+            self._attach(live)
         await self.store.hold(stream_id)
         try:
             while True:
@@ -348,9 +345,7 @@ class Generations:
         finally:
             await self.store.release(stream_id)
             if live is not None:
-                live.followers -= 1
-                if live.followers == 0 and stream_id in self.live:
-                    self._start_grace(live)
+                self._detach(live)
 
     async def _follow_shared(
         self, stream_id: str, after: int, attached: bool
@@ -379,10 +374,7 @@ class Generations:
         """Follow a generation of this replica; return undone if it stops being ours."""
         stream_id = live.stream_id
         if not attached:
-            live.followers += 1
-            if live.grace is not None:
-                live.grace.cancel()
-                live.grace = None
+            self._attach(live)
         try:
             while True:
                 changed = live.changed
@@ -405,9 +397,7 @@ class Generations:
                     return
                 await changed.wait()
         finally:
-            live.followers -= 1
-            if live.followers == 0 and stream_id in self.live:
-                self._start_grace(live)
+            self._detach(live)
 
     async def _from_elsewhere(self, stream_id: str, cursor: _Cursor) -> AsyncGenerator[bytes, None]:
         """Follow a stream another replica produces; take it over when its lease expires.
@@ -507,6 +497,19 @@ class Generations:
             if not replay.data and not await store.producer_alive(stream_id):
                 await self._take_over(stream_id, cancel=True)
         return True
+
+    def _attach(self, live: _Live) -> None:
+        """One more follower: a grace timer running for the generation is called off."""
+        live.followers += 1
+        if live.grace is not None:
+            live.grace.cancel()
+            live.grace = None
+
+    def _detach(self, live: _Live) -> None:
+        """One follower less: the last one to leave a running generation starts its grace."""
+        live.followers -= 1
+        if live.followers == 0 and live.stream_id in self.live:
+            self._start_grace(live)
 
     def _start_grace(self, live: _Live) -> None:
         if live.grace is None or live.grace.done():
