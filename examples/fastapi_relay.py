@@ -4,6 +4,12 @@ The page POSTs the conversation to ``/ai/api/chat`` and reads the native event s
 fetch(); if the connection drops it POSTs again with ``Last-Event-ID`` and the server replays
 only what was missed. With no upstream it is the built-in demo model (no key, no network).
 
+Who may chat: `authenticate=` (it runs inside the mounted app, so it protects it; FastAPI
+dependencies on the outer app would not). A browser gets a session cookie from the page
+(HttpOnly, SameSite=Strict); a program sends one of the keys in ``$CHAT_API_KEYS`` as
+``Authorization: Bearer <key>``. Each session or key is its own principal: its streams are its
+own, and the limits and policy below count per principal.
+
     pip install 'aistream[server]' fastapi
     python examples/fastapi_relay.py                          # then open http://127.0.0.1:8000
     OPENAI_API_KEY=... python examples/fastapi_relay.py --upstream https://api.openai.com/v1 \\
@@ -14,16 +20,21 @@ only what was missed. With no upstream it is the built-in demo model (no key, no
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
 
 from aistream import AIStream
-from aistream.server import create_app
+from aistream.server import Limits, Policy, Principal, create_app
+
+SESSION_COOKIE = "aistream_session"
 
 PAGE = """<!doctype html>
 <meta charset="utf-8"><title>aistream</title>
@@ -86,9 +97,43 @@ document.getElementById("form").onsubmit = async (event) => {
 """
 
 
-def build_app(upstream: str | None = None, model: str | None = None) -> FastAPI:
+class Sessions:
+    """Who may chat: browser sessions this app handed out, and the keys of $CHAT_API_KEYS."""
+
+    def __init__(self, api_keys: list[str]) -> None:
+        self.sessions: set[str] = set()
+        self.api_keys = set(api_keys)
+
+    def new(self) -> str:
+        session = secrets.token_urlsafe(24)
+        self.sessions.add(session)
+        return session
+
+    def authenticate(self, request: Request) -> Principal | None:
+        """The `authenticate=` hook: a Starlette Request in, a Principal (or None: 401) out."""
+        session = request.cookies.get(SESSION_COOKIE, "")
+        if session in self.sessions:
+            return Principal(id="session-" + hashlib.sha256(session.encode()).hexdigest()[:16])
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if token in self.api_keys:
+            return Principal(id="key-" + hashlib.sha256(token.encode()).hexdigest()[:16])
+        return None
+
+
+def build_app(
+    upstream: str | None = None, model: str | None = None, api_keys: list[str] | None = None
+) -> tuple[FastAPI, Sessions]:
     """The page at ``/`` and the streaming endpoint at ``/ai/api/chat``."""
-    chat_app = create_app(upstream=upstream, api_key=os.environ.get("OPENAI_API_KEY"), model=model)
+    sessions = Sessions(api_keys or [])
+    chat_app = create_app(
+        upstream=upstream,
+        api_key=os.environ.get("OPENAI_API_KEY"),
+        model=model,
+        authenticate=sessions.authenticate,
+        allowed_hosts=["127.0.0.1", "localhost"],
+        limits=Limits(requests_per_minute=60, concurrent_streams=2),
+        policy=Policy(max_tokens=1024),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -101,10 +146,12 @@ def build_app(upstream: str | None = None, model: str | None = None) -> FastAPI:
     app.mount("/ai", chat_app)
 
     @app.get("/", response_class=HTMLResponse)
-    async def page() -> str:
-        return PAGE
+    async def page() -> HTMLResponse:
+        response = HTMLResponse(PAGE)
+        response.set_cookie(SESSION_COOKIE, sessions.new(), httponly=True, samesite="strict")
+        return response
 
-    return app
+    return app, sessions
 
 
 def check(app: FastAPI) -> None:
@@ -112,7 +159,10 @@ def check(app: FastAPI) -> None:
     from _embedded import serve_in_thread
 
     with serve_in_thread(app) as url:
-        chat = AIStream(f"{url}/ai/api/chat")
+        anonymous = httpx.post(f"{url}/ai/api/chat", json={"messages": []})
+        print(f"without credentials: {anonymous.status_code} {anonymous.json()['code']}")
+        key = os.environ["CHAT_API_KEYS"].split(",")[0]
+        chat = AIStream(f"{url}/ai/api/chat", headers={"Authorization": f"Bearer {key}"})
         reply = chat.send_sync("Hello from the FastAPI example!")
         print(reply.content)
         print(f"ok: {reply.finish_reason}, {reply.usage}")
@@ -125,7 +175,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--check", action="store_true", help="send one message, then exit")
     args = parser.parse_args()
-    app = build_app(args.upstream, args.model)
+    if args.check:
+        os.environ.setdefault("CHAT_API_KEYS", secrets.token_urlsafe(24))
+    keys = [k for k in os.environ.get("CHAT_API_KEYS", "").split(",") if k]
+    app, _ = build_app(args.upstream, args.model, keys)
     if args.check:
         check(app)
     else:

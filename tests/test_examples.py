@@ -19,6 +19,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
         pytest.param(["notebook_style.py"], id="notebook_style"),
         pytest.param(["on_token.py"], id="on_token"),
         pytest.param(["fastapi_relay.py", "--check"], id="fastapi_relay"),
+        pytest.param(["openai_responses.py"], id="openai_responses"),
     ],
 )
 def test_example_runs_and_exits_0(argv: list[str]) -> None:

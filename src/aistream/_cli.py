@@ -305,6 +305,55 @@ def _access_mode(args: argparse.Namespace, keys: int) -> str:
 _STREAM_PATH = re.compile(r"(/api/chat/)[^/?\s]+")
 
 
+def _header_deadline(seconds: float) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol plus a deadline for each request's headers.
+
+    uvicorn closes idle keep-alive connections (`timeout_keep_alive`) but waits forever for
+    a connection that sends nothing, or sends its headers a byte at a time: each would hold
+    a socket. Here a connection whose next request's headers are not all in within `seconds`
+    of it opening (or of the previous response ending) is closed.
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadline(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:  # this request's headers are in
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()  # the next request's headers are on the clock
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(seconds, self._expired)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expired(self) -> None:
+            self._deadline = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderDeadline
+
+
 def _mask_stream_ids(record: logging.LogRecord) -> bool:
     """uvicorn's access log without stream ids: an id in a URL is a capability."""
     if isinstance(record.args, tuple) and len(record.args) >= 3:
@@ -374,7 +423,8 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
     console.line(
         f"chat endpoint: POST {url}/api/chat  (try: aistream chat --endpoint {url}/api/chat)"
     )
-    server = uvicorn.Server(uvicorn.Config(app, timeout_graceful_shutdown=5))
+    protocol = _header_deadline(args.header_timeout)
+    server = uvicorn.Server(uvicorn.Config(app, http=protocol, timeout_graceful_shutdown=5))
     logging.getLogger("uvicorn.access").addFilter(_mask_stream_ids)
     try:
         server.run(sockets=[sock])
@@ -418,6 +468,16 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a timeout (more than 0 seconds)")
     return value
 
 
@@ -550,6 +610,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="with --store: seconds before another replica takes over the stream of a replica "
         "that died (default: 5)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="close a connection that takes longer than S seconds to send a request's headers, "
+        "or sends nothing (default: 10)",
     )
     serve.add_argument(
         "--demo-rate",

@@ -19,7 +19,7 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
@@ -204,6 +204,7 @@ class Transport:
 
     Args:
         headers: The caller's headers (may hold secrets; never logged unredacted).
+        secret_headers: More header names whose values are secrets (joining the built-in).
         timeout: Connect timeout and longest silence on the connection, in seconds (None: none).
         stall_timeout: Longest wait between content events, in seconds (None: disabled).
         max_event_bytes: Largest single event accepted before ProtocolError.
@@ -216,6 +217,7 @@ class Transport:
         timeout: float | None,
         stall_timeout: float | None,
         max_event_bytes: int,
+        secret_headers: Iterable[str] = (),
     ) -> None:
         self.headers: dict[str, str] = {}
         for name, value in headers.items():  # names differing only in case: the last one wins
@@ -224,7 +226,9 @@ class Transport:
             self.headers[name] = value
         # frozenset() and () are shared singletons when empty: nothing held per conversation
         self._overrides = frozenset(k.lower() for k in self.headers)
-        secrets = [v for k, v in headers.items() if k.lower() in SENSITIVE_HEADERS]
+        extra = frozenset(name.lower() for name in secret_headers)
+        self._sensitive = SENSITIVE_HEADERS | extra if extra else SENSITIVE_HEADERS
+        secrets = [v for k, v in headers.items() if k.lower() in self._sensitive]
         self._secrets = (*secrets, *(part for value in secrets for part in value.split()[1:]))
         self.timeout = timeout
         self._httpx_timeout = _timeout(timeout)
@@ -267,7 +271,10 @@ class Transport:
         headers = self._request_headers(spec, last_event_id)
         state.events = 0
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("aistream: %s %s headers=%s", spec.method, url, redact_headers(headers))
+            shown = {
+                k: "[redacted]" if k.lower() in self._sensitive else v for k, v in headers.items()
+            }
+            log.debug("aistream: %s %s headers=%s", spec.method, url, redact_headers(shown))
         watchdog: _StallWatchdog | None = None
         try:
             async with client.stream(
@@ -346,6 +353,17 @@ class Transport:
             await client.delete(url, headers=self.headers, timeout=CANCEL_TIMEOUT)
         except (httpx.HTTPError, OSError, RuntimeError) as exc:  # RuntimeError: pool closed
             log.debug("aistream: best-effort cancel %s failed: %s", redact_url(url), exc)
+
+    async def send_cancel(self, client: httpx.AsyncClient, spec: RequestSpec) -> None:
+        """A dialect's own cancel request (Responses: ``POST …/<id>/cancel``) with our
+        headers, best effort like `cancel`."""
+        headers = {**spec.headers, **self.headers}
+        try:
+            await client.request(
+                spec.method, spec.url, headers=headers, content=spec.body, timeout=CANCEL_TIMEOUT
+            )
+        except (httpx.HTTPError, OSError, RuntimeError) as exc:  # RuntimeError: pool closed
+            log.debug("aistream: best-effort cancel %s failed: %s", redact_url(spec.url), exc)
 
     def _url(self, url: str) -> tuple[httpx.URL, str]:
         return _parsed_url(url)

@@ -41,9 +41,7 @@ def event(obj: dict[str, Any]) -> SSEEvent:
 
 def test_responses_text_fixture_gives_exact_events() -> None:
     events, _ = replay([(FIXTURES / "responses" / "text.sse").read_bytes()])
-    assert events[0] == StreamStarted(
-        "resp_01830d662ab3856501693c3217ba4c8190a3ddf6c839d4f12a", "gpt-5.1-2025-11-13"
-    )
+    assert events[0] == StreamStarted(None, "gpt-5.1-2025-11-13")  # not background: no id
     assert events[-3:] == [UsageReport(299, 12, 311), FinishReason("stop"), Done()]
     assert all(type(e) is TextDelta for e in events[1:-3])
 
@@ -154,6 +152,17 @@ def test_responses_cursor_only_for_a_background_response() -> None:
     cut = raw[: raw.index(b'"sequence_number":9,')]
     replay_through(background, [cut])
     assert background.cursor() == "resp_6840c0ffee0ddba11c0ffee0ddba11c0ffee0ddba11c0ffee00/8"
+
+
+def test_responses_background_response_announces_its_id_and_is_cancelled_by_post() -> None:
+    events, _ = replay([(FIXTURES / "responses" / "background.sse").read_bytes()])
+    response_id = "resp_6840c0ffee0ddba11c0ffee0ddba11c0ffee0ddba11c0ffee00"
+    assert events[0] == StreamStarted(response_id, "gpt-5.1-2025-11-13")
+    spec = ResponsesDialect.cancel_request("https://api.openai.com/v1/responses", response_id)
+    assert (spec.method, spec.url) == (
+        "POST",
+        f"https://api.openai.com/v1/responses/{response_id}/cancel",
+    )
 
 
 def test_responses_resume_request_is_a_get_starting_after_the_cursor_and_drops_repeats() -> None:

@@ -171,7 +171,7 @@ def test_openai_text_of_equals_parse(backend: str, obj: Any, ascii_only: bool) -
         text = OpenAIDialect().text_of(data)
         events = OpenAIDialect().parse(SSEEvent(data.decode("utf-8", "replace")))
     if text is not None:
-        assert events == ([TextDelta(text)] if text else [])
+        assert list(events) == ([TextDelta(text)] if text else [])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -143,7 +143,9 @@ def _message(m: ChatMessage) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.role, "content": m.content}
     if m.tool_calls:
         out["toolCalls"] = [
-            {"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls
+            {"id": c.id, "name": c.name, "arguments": c.arguments}
+            | ({"signature": c.signature} if c.signature is not None else {})
+            for c in m.tool_calls
         ]
     if m.role == "tool":
         out["toolCallId"] = m.tool_call_id
@@ -171,4 +173,7 @@ def _tool_call(obj: Mapping[str, Any], data: str) -> StreamEvent:
         return Skipped("native tool-call without a name", data[:200])
     if not isinstance(arguments, str):
         arguments = json_body(arguments).decode() if arguments is not None else "{}"
-    return ToolCallDone(str(call_id or ""), name, arguments)
+    signature = obj.get("signature")  # a provider's token for the call (Gemini), sent back
+    return ToolCallDone(
+        str(call_id or ""), name, arguments, signature if isinstance(signature, str) else None
+    )

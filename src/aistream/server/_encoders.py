@@ -21,6 +21,7 @@ dropped silently.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -88,6 +89,16 @@ _EVENTS: Final = (
     "yield a str (a token) or an aistream event (TextDelta, UsageReport, FinishReason, "
     "Metadata, ReasoningDelta, ToolCallDone, ServerError, Done)"
 )
+
+
+def stream_tag(stream_id: str) -> str:
+    """What logs say for a stream: a short hash, not the id.
+
+    A stream id is a capability (whoever holds it may resume or cancel, with the owner's
+    credentials), so no log record at INFO or above carries one; the tag still lets the
+    records of one stream be matched up.
+    """
+    return "#" + hashlib.sha256(stream_id.encode()).hexdigest()[:10]
 
 
 class Encoder(Protocol):
@@ -225,7 +236,7 @@ class _Reports:
             log.info(
                 "aistream.server: stream %s: the %s format cannot express %s; not sent "
                 "(reported once per stream)",
-                stream_id,
+                stream_tag(stream_id),
                 fmt,
                 what,
             )
@@ -377,9 +388,10 @@ class NativeEncoder(_Encoding):
         return self._frame("reasoning", {"text": text})
 
     def _tool_call(self, call: ToolCallDone) -> bytes:
-        return self._frame(
-            "tool-call", {"id": call.id, "name": call.name, "arguments": call.arguments}
-        )
+        payload = {"id": call.id, "name": call.name, "arguments": call.arguments}
+        if call.signature is not None:  # Gemini's thoughtSignature: the client sends it back
+            payload["signature"] = call.signature
+        return self._frame("tool-call", payload)
 
     def _usage(self, report: UsageReport) -> bytes:
         return self._frame("usage", {"usage": native_usage(report)})

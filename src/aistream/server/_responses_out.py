@@ -29,7 +29,7 @@ from ._content import (
     image_from_url,
     openai_tools,
 )
-from ._encoders import UsageTotals, _dumps, _Encoding, _Reports
+from ._encoders import UsageTotals, _dumps, _Encoding, _Reports, stream_tag
 from ._options import InvalidOption, request_options
 
 __all__ = ["ResponsesEncoder", "ResponsesOptions", "parse_responses", "response_object"]
@@ -527,7 +527,9 @@ async def response_object(
         if not encoder.finished and failure is None:
             encoder.done()
     except Exception as exc:
-        log.exception("aistream.server: the generation of %s failed", encoder.response_id)
+        log.exception(
+            "aistream.server: the generation of %s failed", stream_tag(encoder.response_id)
+        )
         failure = ServerError(
             f"the server failed while generating the reply ({type(exc).__name__})",
             "internal_error",
