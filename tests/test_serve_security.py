@@ -88,9 +88,12 @@ def test_serve_with_a_key_file_authenticates_and_logs_no_stream_id(keyed: Served
         sid = json.loads(first[5:])["id"]
         assert client.get(f"{keyed.url}/api/chat/{sid}", headers=auth).status_code == 200
         assert client.delete(f"{keyed.url}/api/chat/{sid}", headers=auth).status_code == 204
-        rebound = client.get(keyed.url + "/healthz", headers={"host": "rebind.attacker.example"})
-        assert rebound.status_code == 400 and rebound.json()["code"] == "host_not_allowed"
-        extra = client.get(keyed.url + "/healthz", headers={"host": "box.lan:1234"})
+        rebound = client.get(
+            keyed.url + "/v1/models", headers={**auth, "host": "rebind.attacker.example"}
+        )
+        assert rebound.status_code == 400
+        assert rebound.json()["error"]["code"] == "host_not_allowed"
+        extra = client.get(keyed.url + "/v1/models", headers={**auth, "host": "box.lan:1234"})
         assert extra.status_code == 200
     log = keyed.stop()
     assert "GET /api/chat/<stream-id>" in log  # the access log is on, and masked

@@ -352,7 +352,7 @@ class AIStream(TypedEmitter):
             ProtocolError: the server sent something unreadable or oversized.
 
         With ``display=True`` (or after `display()`), in Jupyter the reply is shown as Markdown
-        that updates in place while it streams (API.md §9); elsewhere nothing is shown.
+        that updates in place while it streams; elsewhere nothing is shown.
 
         ```py
         reply = await chat.send("Hello")

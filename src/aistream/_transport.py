@@ -324,27 +324,43 @@ class Transport:
             raise StreamTimeoutError(
                 f"could not connect to {url} within {self.timeout:g} s (timeout); "
                 "check that the server is up and reachable"
-            ) from exc
+            ) from self._scrubbed(exc)
         except httpx.TimeoutException as exc:
             raise StreamTimeoutError(
                 f"no data from {url} for {self.timeout:g} s (timeout) after {state.events} "
                 "events; raise timeout if the server is slow to answer"
-            ) from exc
+            ) from self._scrubbed(exc)
         except httpx.ConnectError as exc:
             raise ConnectionLostError(
                 f"could not connect to {url}: {self.redact(str(exc)) or type(exc).__name__}; "
                 "check the endpoint URL and that the server is running"
-            ) from exc
+            ) from self._scrubbed(exc)
         except httpx.DecodingError as exc:
-            raise ProtocolError(f"could not decode the body from {url}: {exc}") from exc
+            raise ProtocolError(f"could not decode the body from {url}: {exc}") from self._scrubbed(
+                exc
+            )
         except httpx.TransportError as exc:
             raise ConnectionLostError(
                 f"the stream from {url} dropped after {state.events} events "
                 f"({type(exc).__name__}: {self.redact(str(exc))})"
-            ) from exc
+            ) from self._scrubbed(exc)
         finally:
             if watchdog is not None:
                 watchdog.close()
+
+    def _scrubbed(self, exc: httpx.HTTPError) -> httpx.HTTPError:
+        """`exc` (the cause an error chains) with its request replaced by a copy whose secret
+        headers and URL query values are masked: error trackers serialise causes' attributes."""
+        try:
+            request = exc.request
+        except RuntimeError:  # an httpx error that names no request
+            return exc
+        headers = {
+            k: "[redacted]" if k.lower() in self._sensitive else v
+            for k, v in request.headers.items()
+        }
+        exc.request = httpx.Request(request.method, redact_url(str(request.url)), headers=headers)
+        return exc
 
     async def cancel(self, client: httpx.AsyncClient, url: str) -> None:
         """``DELETE url`` with our headers, best effort: a failure is logged at DEBUG only (the

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from aistream import AIStream, APIStatusError
+from aistream import AIStream, APIStatusError, ConnectionLostError, RetryConfig
 from aistream._wire._events import TextDelta
 from aistream.server import (
     Limits,
@@ -320,6 +321,8 @@ async def test_f6_allowed_hosts_compares_host_names_not_ports(host: str, status:
     app = create_app(demo_tokens_per_second=0, allowed_hosts=["127.0.0.1", "localhost", "::1"])
     async with asgi(app) as client:
         response = await client.post("/api/chat", json=chat_body("x"), headers={"Host": host})
+        probe = await client.get("/healthz", headers={"Host": host or "10.0.0.7"})
+    assert probe.status_code == 200  # probes may use any address
     if status == 200:
         assert response.status_code == 200
     else:
@@ -764,3 +767,55 @@ async def test_f12_secret_headers_join_the_built_in_names(
     assert "x-auth-token" in caplog.text.lower()  # the header is logged, its value is not
     with pytest.raises(TypeError, match="secret_headers"):
         AIStream(url, secret_headers="X-Auth-Token")
+
+
+async def test_f3_a_generation_left_running_after_its_client_went_counts_until_it_ends(
+    serve_app: Serve, fake_clock: Any
+) -> None:
+    backend = Holding()
+    app = create_app(
+        backend=backend,
+        authenticate=by_token,
+        heartbeat_interval=None,
+        resume_grace=30.0,
+        sleep=fake_clock.sleep,
+        limits=Limits(concurrent_streams=1),
+    )
+    url = await serve_app(app)
+    slots = app.state.aistream.slots
+    async with httpx.AsyncClient(timeout=5) as client:
+        async with contextlib.AsyncExitStack() as stack:
+            await _hold(client, stack, url, ALICE, "native")
+        await fake_clock.sleeping(due=30.0)  # alice left: the grace timer runs, and so does
+        again = await client.post(url + "/api/chat", json=chat_body("x"), headers=bearer(ALICE))
+        assert_json_error(again, 429, "too_many_streams")  # the generation, on her account
+        fake_clock.advance(30.0)  # nobody came back: cancelled, and the slot is hers again
+        await guard(_until(lambda: slots.count("alice") == 0))
+
+
+def test_limits_and_policy_refuse_nonsense_at_construction() -> None:
+    for bad in ({"concurrent_streams": 0}, {"max_chars": -1}, {"requests_per_minute": 1.5}):
+        with pytest.raises(ValueError, match="Limits"):
+            Limits(**bad)
+    with pytest.raises(ValueError, match="max_tokens"):
+        Policy(max_tokens=0)
+    assert Limits(max_messages=None).max_messages is None  # None: no limit
+
+
+async def test_f12_the_chained_httpx_error_keeps_no_secret_header_or_query_value() -> None:
+    with socket.socket() as unused:  # a port nothing listens on: a connect error
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    async with AIStream(
+        f"http://127.0.0.1:{port}/v1/chat/completions?key=QUERY-SECRET-1",
+        headers={"x-api-key": "xkey-SECRET-2", "X-Auth-Token": "ck-SECRET-3"},
+        secret_headers=["X-Auth-Token"],
+        retry=RetryConfig(max_retries=0),
+    ) as chat:
+        with pytest.raises(ConnectionLostError) as failed:
+            await chat.send("hi")
+    cause = failed.value.__cause__
+    assert isinstance(cause, httpx.ConnectError)
+    shown = f"{failed.value} {cause} {cause.request.url} {cause.request.headers!r}"
+    for secret in ("QUERY-SECRET-1", "xkey-SECRET-2", "ck-SECRET-3"):
+        assert secret not in shown

@@ -4,11 +4,11 @@ Imports `_wire` and the stdlib only; no I/O. An encoder turns the `_wire` stream
 backend yields into the frames of one wire format, and keeps the little state that format
 needs (sequence numbers, open parts, the finish reason and usage held for the end):
 
-- `NativeEncoder`: aistream's own protocol (API.md §2): named events with ids
+- `NativeEncoder`: aistream's own protocol: named events with ids
   ``<stream-id>:<seq>``, hence resumable.
-- `OpenAIEncoder`: OpenAI ``chat.completion.chunk`` objects (WIRE.md b3), so any OpenAI client
+- `OpenAIEncoder`: OpenAI ``chat.completion.chunk`` objects, so any OpenAI client
   can read the stream; no ids, no resume.
-- `VercelEncoder`: the Vercel AI SDK UI message stream v1 (WIRE.md b6), what ``useChat``
+- `VercelEncoder`: the Vercel AI SDK UI message stream v1, what ``useChat``
   reads; no ids, no resume.
 
 Each has the same surface (`Encoder`): `start()` first, `token()` for the hot path of text,
@@ -327,7 +327,7 @@ class _Encoding(ABC):
 
 
 class NativeEncoder(_Encoding):
-    """Turns events into native-protocol SSE frames numbered ``<stream-id>:<seq>`` (API.md §2).
+    """Turns events into native-protocol SSE frames numbered ``<stream-id>:<seq>``.
 
     `seq` counts every event from 0 (`start`); `index` counts tokens from 0. A `FinishReason` is
     kept for the `done` event; `ServerError` and `Done` end the stream (`finished`).
@@ -417,7 +417,7 @@ _OPENAI_ERROR_TYPES: Final = {
 
 
 class OpenAIEncoder(_Encoding):
-    """Turns events into OpenAI ``chat.completion.chunk`` SSE frames (WIRE.md b3).
+    """Turns events into OpenAI ``chat.completion.chunk`` SSE frames.
 
     - `start()`: the first chunk, ``delta: {"role": "assistant", "content": ""}``;
     - text → ``delta.content``; reasoning → ``delta.reasoning_content`` (DeepSeek's name, read
@@ -563,7 +563,7 @@ _TEXT, _REASONING = 1, 2
 
 
 class VercelEncoder(_Encoding):
-    """Turns events into the Vercel AI SDK UI message stream v1 (WIRE.md b6; ``useChat``).
+    """Turns events into the Vercel AI SDK UI message stream v1 (``useChat``).
 
     Parts, each ``data: <json>``: ``start`` (``messageId``; ``messageMetadata.model`` when
     known) and ``start-step``; text as ``text-start`` / ``text-delta`` / ``text-end`` and
@@ -578,7 +578,7 @@ class VercelEncoder(_Encoding):
     ``message-metadata``; the error's code and retryable flag have no field, and are logged.
 
     Every part is one that ai 5.0.0 knows, with only the fields its strict schema allows, so
-    every ``ai`` major in use (5, 6, 7) reads it (API.md §9): hence the finish reason in the
+    every ``ai`` major in use (5, 6, 7) reads it: hence the finish reason in the
     metadata (``finish.finishReason`` came in 5.0.92) and no ``tool-input-error`` (5.0.7).
     tests/node runs ai 5.0.0, the newest 5 and 7, and the first 6 and 7. Parts carry no ids:
     no resume.

@@ -8,7 +8,7 @@ into the replay store; each response only follows the store (replay what its cli
 then live frames as they are written), so a client that goes away does not stop the
 generation: it runs on for `resume_grace` seconds and is cancelled if nobody came back.
 
-With a shared store (Redis, API.md §8) a follower reads from the store while another replica
+With a shared store (Redis) a follower reads from the store while another replica
 produces the stream, and takes the stream over when that producer's lease expires; `stored` and
 `cancel` are what the store tells this replica (`StoreListener`).
 """

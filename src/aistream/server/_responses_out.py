@@ -1,4 +1,4 @@
-"""The OpenAI Responses API on our side: its request body in, its event stream out (API.md §7).
+"""The OpenAI Responses API on our side: its request body in, its event stream out.
 
 Imports `_wire`, `_encoders`, `_content`, `_options` and the stdlib; no I/O. `parse_responses`
 validates a ``POST /v1/responses`` body into a ChatRequest; `ResponsesEncoder` writes the
@@ -48,7 +48,7 @@ _ERROR_CODES: Final = {"rate_limited": "rate_limit_exceeded"}
 
 
 class ResponsesEncoder(_Encoding):
-    """Turns events into the Responses stream (PROVIDERS.md §1.3), one SSE event per frame.
+    """Turns events into the Responses stream, one SSE event per frame.
 
     - `start()`: ``response.created`` and ``response.in_progress`` (status ``in_progress``);
     - text: a ``message`` output item (``output_item.added``, ``content_part.added``, then
