@@ -243,17 +243,24 @@ class _Reports:
 
 
 class _Encoding(ABC):
-    """The one `encode()` of the three encoders: a `match` over the event model that hands each
+    """The one `encode()` of the encoders: a `match` over the event model that hands each
     kind to a per-format hook. `token()`, `done()` and `error()` are each format's own
     (`token()` is the hot path, laid out per format ahead of time)."""
 
     __slots__ = ("finish_reason", "finished", "model", "seq", "stream_id")
 
-    stream_id: str
-    model: str | None
-    seq: int
-    finished: bool
-    finish_reason: str | None
+    def __init__(self, stream_id: str, model: str | None) -> None:
+        """The state every format keeps: `seq` counts frames; `finish_reason` waits for the end.
+
+        Raises:
+            ValueError: an unsafe stream id.
+        """
+        _check_id(stream_id)
+        self.stream_id = stream_id
+        self.model = model
+        self.seq = 0
+        self.finished = False
+        self.finish_reason: str | None = None
 
     @abstractmethod
     def token(self, text: str) -> bytes:
@@ -339,13 +346,8 @@ class NativeEncoder(_Encoding):
     __slots__ = ("_token_parts", "index")
 
     def __init__(self, stream_id: str, model: str | None = None) -> None:
-        _check_id(stream_id)
-        self.stream_id = stream_id
-        self.model = model
-        self.seq = 0
+        super().__init__(stream_id, model)
         self.index = 0
-        self.finish_reason: str | None = None
-        self.finished = False
         # The token frame, laid out by encode_sse once, with markers where the values go. The
         # hot path fills the gaps (about 0.4 µs instead of 6 µs for encode_sse + json.dumps);
         # tests check it is byte-identical to the generic path.
@@ -457,14 +459,9 @@ class OpenAIEncoder(_Encoding):
         include_usage: bool = True,
         created: int | None = None,
     ) -> None:
-        _check_id(stream_id)
-        self.stream_id = stream_id
-        self.model = model
+        super().__init__(stream_id, model)
         self.include_usage = include_usage
         self.created = int(time.time()) if created is None else created
-        self.seq = 0
-        self.finished = False
-        self.finish_reason: str | None = None
         self.usage = UsageTotals()
         self._calls = 0
         self._reports = _Reports()
@@ -602,12 +599,7 @@ class VercelEncoder(_Encoding):
     )
 
     def __init__(self, stream_id: str, model: str | None = None) -> None:
-        _check_id(stream_id)
-        self.stream_id = stream_id
-        self.model = model
-        self.seq = 0
-        self.finished = False
-        self.finish_reason: str | None = None
+        super().__init__(stream_id, model)
         self.usage = UsageTotals()
         self._open = 0  # _TEXT or _REASONING while such a part is open
         self._open_id = ""

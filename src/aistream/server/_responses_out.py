@@ -29,7 +29,7 @@ from ._content import (
     image_from_url,
     openai_tools,
 )
-from ._encoders import UsageTotals, _check_id, _dumps, _Encoding, _Reports, stream_tag
+from ._encoders import UsageTotals, _dumps, _Encoding, _Reports, stream_tag
 from ._options import InvalidOption, request_options
 
 __all__ = ["ResponsesEncoder", "ResponsesOptions", "parse_responses", "response_object"]
@@ -82,13 +82,8 @@ class ResponsesEncoder(_Encoding):
     )
 
     def __init__(self, stream_id: str, model: str | None = None, *, created: int | None = None):
-        _check_id(stream_id)
-        self.stream_id = stream_id
-        self.model = model
+        super().__init__(stream_id, model)
         self.created = int(time.time()) if created is None else created
-        self.seq = 0
-        self.finished = False
-        self.finish_reason: str | None = None
         self.status = "in_progress"
         self.usage = UsageTotals()
         self.output: list[dict[str, Any]] = []  # the output items so far (done ones whole)
