@@ -24,7 +24,7 @@ extra) is that store, to pass configured (key prefix, timeouts) as ``store=``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 try:
     import starlette  # noqa: F401
@@ -55,7 +55,7 @@ from ._relay import UpstreamRelay
 from ._replay import MemoryReplayStore, Replay, ReplayFull, ReplayStore, StoreUnavailable
 from ._response import EventStreamResponse
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from ._redis import RedisReplayStore as RedisReplayStore
 
 __all__ = [
@@ -107,7 +107,7 @@ for _name in (
 del _name
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     """`RedisReplayStore` on first use: only then is redis-py (the ``redis`` extra) imported."""
     if name == "RedisReplayStore":
         from ._redis import RedisReplayStore as RedisReplayStore
