@@ -10,7 +10,7 @@ import asyncio
 import json
 from typing import Any
 
-from aistream import AIStream, RetryConfig
+from aistream import AIStream, RetryConfig, RetryEvent
 from tests.loopback import Handler, Reply, Request
 
 
@@ -76,6 +76,15 @@ def stream_handler(
     return handler
 
 
+def refuse(status: int, body: Any, headers: dict[str, str] | None = None) -> Handler:
+    """A handler that answers every request with `status` and the JSON `body`."""
+
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.body(status, body, headers)
+
+    return handler
+
+
 def sse(data: Any, event: str | None = None, id: str | None = None) -> bytes:
     """Encode one SSE event for a hand-written stream."""
     head = (f"event: {event}\n" if event else "") + (f"id: {id}\n" if id else "")
@@ -109,3 +118,12 @@ def record(chat: AIStream) -> list[tuple[str, Any]]:
 
 def tokens_of(seen: list[tuple[str, Any]]) -> list[str]:
     return [p for n, p in seen if n == "token"]
+
+
+def retrying_chat(url: str, sleep: RecordingSleep) -> tuple[AIStream, list[RetryEvent]]:
+    """An AIStream on `url` that retries on NO_JITTER's schedule through `sleep`, and the list
+    its ``retry`` events are appended to."""
+    chat = AIStream(url, retry=NO_JITTER, sleep=sleep)
+    retries: list[RetryEvent] = []
+    chat.on("retry", retries.append)
+    return chat, retries

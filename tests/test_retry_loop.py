@@ -25,6 +25,8 @@ from tests.helpers import (
     RecordingSleep,
     event_ids,
     record,
+    refuse,
+    retrying_chat,
     sse,
     stream_handler,
     tokens_of,
@@ -109,9 +111,7 @@ async def test_openai_drop_restarts_with_resume_false(
     serve: Any, fake_sleep: RecordingSleep
 ) -> None:
     server = await serve(stream_handler(openai_events(TOKENS), cut_after={0: 4}))
-    chat = AIStream(server.url + "/v1/chat/completions", retry=NO_JITTER, sleep=fake_sleep)
-    retries: list[RetryEvent] = []
-    chat.on("retry", retries.append)
+    chat, retries = retrying_chat(server.url + "/v1/chat/completions", fake_sleep)
     reply = await chat.send("hi")
     assert reply.content == TEXT
     assert [r.resume for r in retries] == [False]
@@ -132,9 +132,7 @@ async def test_503_then_200_retries_once(serve: Any, fake_sleep: RecordingSleep)
         await reply.end()
 
     server = await serve(handler)
-    chat = AIStream(server.url + "/api/chat", retry=NO_JITTER, sleep=fake_sleep)
-    retries: list[RetryEvent] = []
-    chat.on("retry", retries.append)
+    chat, retries = retrying_chat(server.url + "/api/chat", fake_sleep)
     reply = await chat.send("hi")
     assert reply.content == "ok"
     assert [(r.attempt, r.delay, r.resume) for r in retries] == [(1, 1.0, False)]
@@ -181,10 +179,7 @@ async def test_429_server_delay_is_used_exactly_without_jitter(
 async def test_retry_after_beyond_cap_gives_up_with_clear_error(
     serve: Any, fake_sleep: RecordingSleep
 ) -> None:
-    async def handler(request: Request, reply: Reply) -> None:
-        await reply.body(429, {"error": "quota"}, {"Retry-After": "3600"})
-
-    server = await serve(handler)
+    server = await serve(refuse(429, {"error": "quota"}, {"Retry-After": "3600"}))
     chat = AIStream(server.url + "/api/chat", sleep=fake_sleep)
     with pytest.raises(APIStatusError, match="3600 s, more than the 60 s") as info:
         await chat.send("hi")
@@ -196,10 +191,7 @@ async def test_retry_after_beyond_cap_gives_up_with_clear_error(
 async def test_client_errors_fail_at_once_with_server_message(
     serve: Any, fake_sleep: RecordingSleep, status: int
 ) -> None:
-    async def handler(request: Request, reply: Reply) -> None:
-        await reply.body(status, {"error": {"message": f"nope {status}", "type": "bad"}})
-
-    server = await serve(handler)
+    server = await serve(refuse(status, {"error": {"message": f"nope {status}", "type": "bad"}}))
     chat = AIStream(server.url + "/api/chat", sleep=fake_sleep)
     seen = record(chat)
     with pytest.raises(APIStatusError) as info:
@@ -216,10 +208,7 @@ async def test_client_errors_fail_at_once_with_server_message(
 async def test_exponential_schedule_without_jitter_then_gives_up(
     serve: Any, fake_sleep: RecordingSleep
 ) -> None:
-    async def handler(request: Request, reply: Reply) -> None:
-        await reply.body(500, {"error": "boom"})
-
-    server = await serve(handler)
+    server = await serve(refuse(500, {"error": "boom"}))
     cfg = RetryConfig(max_retries=4, initial_delay=1.0, max_delay=5.0, jitter=False)
     chat = AIStream(server.url + "/api/chat", retry=cfg, sleep=fake_sleep)
     with pytest.raises(APIStatusError, match="gave up after 4 retries"):
@@ -232,10 +221,7 @@ async def test_exponential_schedule_without_jitter_then_gives_up(
 async def test_linear_schedule_with_jitter_stays_in_range(
     serve: Any, fake_sleep: RecordingSleep
 ) -> None:
-    async def handler(request: Request, reply: Reply) -> None:
-        await reply.body(502, {"error": "bad gateway"})
-
-    server = await serve(handler)
+    server = await serve(refuse(502, {"error": "bad gateway"}))
     cfg = RetryConfig(max_retries=3, backoff="linear", initial_delay=2.0, max_delay=5.0)
     chat = AIStream(server.url + "/api/chat", retry=cfg, sleep=fake_sleep, rng=lambda: 1.0)
     with pytest.raises(APIStatusError):
@@ -394,9 +380,7 @@ async def test_resume_refused_with_404_restarts_the_reply(
         await reply.end()
 
     server = await serve(handler)
-    chat = AIStream(server.url + "/api/chat", retry=NO_JITTER, sleep=fake_sleep)
-    retries: list[RetryEvent] = []
-    chat.on("retry", retries.append)
+    chat, retries = retrying_chat(server.url + "/api/chat", fake_sleep)
     reply = await chat.send("hi")
     assert reply.content == TEXT
     assert [r.resume for r in retries] == [True, False]
@@ -424,9 +408,7 @@ async def test_reconnect_to_a_new_generation_restarts_instead_of_splicing(
         await reply.end()
 
     server = await serve(handler)
-    chat = AIStream(server.url + "/api/chat", retry=NO_JITTER, sleep=fake_sleep)
-    retries: list[RetryEvent] = []
-    chat.on("retry", retries.append)
+    chat, retries = retrying_chat(server.url + "/api/chat", fake_sleep)
     reply = await chat.send("hi")
     assert reply.content == "New reply"
     assert [r.resume for r in retries] == [True, False]
@@ -449,9 +431,7 @@ async def test_retryable_in_stream_error_restarts_instead_of_resuming_into_it(
         await reply.end()
 
     server = await serve(handler)
-    chat = AIStream(server.url + "/api/chat", retry=NO_JITTER, sleep=fake_sleep)
-    retries: list[RetryEvent] = []
-    chat.on("retry", retries.append)
+    chat, retries = retrying_chat(server.url + "/api/chat", fake_sleep)
     reply = await chat.send("hi")
     assert reply.content == "Whole"
     assert [r.resume for r in retries] == [False]

@@ -15,7 +15,7 @@ import contextvars
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit
@@ -195,6 +195,9 @@ class AIStream(TypedEmitter):
         protocol: "native", "openai", "anthropic", "ollama", "responses", "gemini" or "auto"
             (by the endpoint's path).
         headers: Extra request headers (e.g. Authorization); never logged or shown.
+        secret_headers: Names of more headers whose values are secrets, joining the built-in
+            ones (``Authorization``, ``x-api-key``, ``api-key``, cookies, ``x-goog-api-key``):
+            their values are masked in logs, error messages and error bodies.
         system_prompt: Sent with every request as the dialect expects.
         retry: How failed attempts are retried: a RetryConfig or a dict of its fields
             (default RetryConfig()).
@@ -223,6 +226,7 @@ class AIStream(TypedEmitter):
         model: str | None = None,
         protocol: ProtocolName = "auto",
         headers: Mapping[str, str] | None = None,
+        secret_headers: Iterable[str] = (),
         system_prompt: str | None = None,
         retry: RetryConfig | Mapping[str, Any] | None = None,
         timeout: float | None = 30.0,
@@ -259,6 +263,12 @@ class AIStream(TypedEmitter):
         )
         if not isinstance(protocol, str):
             raise TypeError(f"protocol must be a str such as 'openai', not {protocol!r}")
+        secret_names = () if isinstance(secret_headers, str) else tuple(secret_headers)
+        if isinstance(secret_headers, str) or not all(isinstance(n, str) for n in secret_names):
+            raise TypeError(
+                "secret_headers must be a list of header names, e.g. "
+                "AIStream(url, headers={'X-Auth-Token': t}, secret_headers=['X-Auth-Token'])"
+            )
         self._endpoint = endpoint
         self._dialect_factory: Callable[[], Dialect] = dialect_factory(protocol, endpoint)
         self._protocol = self._dialect_factory.name  # type: ignore[attr-defined]
@@ -270,6 +280,7 @@ class AIStream(TypedEmitter):
         self._retry = coerce_retry(retry, _DEFAULT_RETRY)
         self._transport = Transport(
             headers=headers or {},
+            secret_headers=secret_names,
             timeout=timeout,
             stall_timeout=stall_timeout,
             max_event_bytes=max_event_bytes,
@@ -341,7 +352,7 @@ class AIStream(TypedEmitter):
             ProtocolError: the server sent something unreadable or oversized.
 
         With ``display=True`` (or after `display()`), in Jupyter the reply is shown as Markdown
-        that updates in place while it streams (API.md §9); elsewhere nothing is shown.
+        that updates in place while it streams; elsewhere nothing is shown.
 
         ```py
         reply = await chat.send("Hello")

@@ -20,6 +20,12 @@ faults to its connections in order. Lanes run concurrently so that the short, bo
 different lanes overlap.
 
 The expected reply is computed, not recorded: `ChaosModel` is a function of the conversation.
+
+Another target, "replica" (`run_campaign(targets=("replica",))`), runs the native checks
+against three replica processes on a real redis-server behind a round-robin proxy (so nearly
+every resume lands on another replica), while a killer SIGKILLs a random replica every second
+or so and restarts it: every reply must still be exact, each drop resumed (the survivors take
+the dead producer's streams over and continue them), none restarted.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ from aistream._wire._dialect import ChatMessage, ChatRequest
 from aistream.server import ReplayStore, create_app
 from tests.chaos.model import ChaosModel, HTTPFault, ResponsesUpstream, Upstream
 from tests.loopback import LoopbackServer
+from tests.redisserver import RedisServer
+from tests.replicas.harness import Replica, RoundRobin
 from tests.servers import running
 
 #: The credential every client sends; it must never show up anywhere (see SecretSweep).
@@ -68,11 +76,21 @@ SUMMARY: list[str] = []
 
 PROXY_KINDS = {"cut": 3, "reset": 3, "stall": 2, "drip": 1, "delay": 1}
 #: Targets whose drops resume (the rest restart).
-RESUMABLE = frozenset({"native", "responses"})
+RESUMABLE = frozenset({"native", "responses", "replica"})
 HTTP_KINDS = {"status": 1, "stream-error": 1}  # the OpenAI upstream only
 #: Response bytes a fault offset is drawn within: small enough that the native reply (40+
 #: tokens) is longer than the offsets of all the faults of a turn together.
-SPAN = {"native": 3000, "openai": 5500, "responses": 6000}
+SPAN = {"native": 3000, "openai": 5500, "responses": 6000, "replica": 3000}
+#: The replica target: a paced model (so kills land mid-reply), a short producer lease, and
+#: more retries (a takeover outlasts the client's stall timeout a few times before it resumes).
+REPLICA_OPTIONS = {
+    "chaos_delay": 0.002,
+    "producer_lease": 0.5,
+    "heartbeat_interval": 0.1,
+    "resume_grace": 10.0,
+}
+REPLICA_RETRY = RetryConfig(max_retries=24, initial_delay=0.002, max_delay=0.02, jitter=False)
+KILL_EVERY = (0.5, 1.5)  # seconds between producer kills, drawn uniformly
 
 WORDS = (
     "why",
@@ -359,6 +377,8 @@ class Figures:
     tokens: int = 0
     lost: int = 0
     duplicated: int = 0
+    kills: int = 0  # replicas SIGKILLed mid-campaign (the replica target)
+    replica_output: list[str] = field(default_factory=list)  # what they logged (the last lines)
     failures: list[str] = field(default_factory=list)
 
     def add(self, check: TurnCheck) -> None:
@@ -381,6 +401,7 @@ class Figures:
             f"(after tokens: {self.restarts_after_tokens}, tokens re-streamed after an "
             f"announcement: {self.announced_repeats}), tokens={self.tokens}, "
             f"lost={self.lost} duplicated={self.duplicated} failures={len(self.failures)}"
+            + (f", producers killed={self.kills}" if self.kills else "")
         )
 
 
@@ -575,6 +596,8 @@ async def run_turn(
         if chat.messages[-1].content != reply.content:
             problems.append("history does not end with the reply")
     if problems:
+        errors = [str(v.error)[:120] for k, v in lane.log if k == "retry"]
+        problems.append(f"{len(errors)} retries, the last ones after: {errors[-3:]}")
         figures.failures.append(f"{where}: {'; '.join(problems)}")
     return usage if reply is not None else None
 
@@ -589,11 +612,11 @@ async def run_lane(
         while done < turns:
             chat = AIStream(
                 lane.url,
-                protocol=lane.target,  # type: ignore[arg-type]  # native, openai or responses
+                protocol="native" if lane.target == "replica" else lane.target,  # type: ignore[arg-type]
                 headers=headers,
                 options={"background": True} if lane.target == "responses" else None,
                 system_prompt=SYSTEM_PROMPT,
-                retry=RETRY,
+                retry=REPLICA_RETRY if lane.target == "replica" else RETRY,
                 timeout=CLIENT_TIMEOUT,
                 stall_timeout=STALL_TIMEOUT,
                 client=client,
@@ -616,6 +639,40 @@ async def run_lane(
                     f"seed={SEED} lane={lane.name}: conversation usage {chat.usage!r} != {total!r}"
                 )
             sweep.text("repr", repr(chat))
+
+
+async def start_replicas(stack: contextlib.AsyncExitStack) -> tuple[list[Replica], RoundRobin]:
+    """Three replica processes on a redis-server of their own, behind a RoundRobin."""
+    redis = RedisServer()
+    redis.start()
+    stack.callback(redis.close)
+    replicas = [Replica(store=redis.url, **REPLICA_OPTIONS) for _ in range(3)]
+    await asyncio.gather(*(asyncio.to_thread(r.start) for r in replicas))
+
+    async def stop_all() -> None:
+        await asyncio.gather(*(asyncio.to_thread(r.stop) for r in replicas))
+
+    stack.push_async_callback(stop_all)
+    balancer = await stack.enter_async_context(
+        RoundRobin(lambda: [r.port for r in replicas if r.alive])
+    )
+    return replicas, balancer
+
+
+async def kill_replicas(replicas: list[Replica], figures: Figures, done: asyncio.Event) -> None:
+    """SIGKILL a random replica every KILL_EVERY seconds (seeded), restart it, until `done`."""
+    rng = random.Random(f"{SEED}:kills")
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), rng.uniform(*KILL_EVERY))  # the schedule
+            for replica in replicas:
+                figures.replica_output += replica.output[-20:]
+            return
+        victim = rng.choice(replicas)
+        figures.replica_output += victim.output[-20:]
+        victim.kill()
+        figures.kills += 1
+        await asyncio.to_thread(victim.start)
 
 
 def lane_turns(turns: int, lanes: int) -> list[int]:
@@ -642,6 +699,11 @@ async def run_campaign(
     async with contextlib.AsyncExitStack() as stack:
         app = create_app(backend=model, replay_store=replay_store)
         native_url = await stack.enter_async_context(running(app))
+        replicas: list[Replica] = []
+        balancer_port = 0
+        if "replica" in targets:
+            replicas, balancer = await start_replicas(stack)
+            balancer_port = balancer.port
         loopback = await stack.enter_async_context(LoopbackServer(upstream.handler()))
         upstream.server = loopback
         responses = ResponsesUpstream(model)
@@ -652,6 +714,7 @@ async def run_campaign(
             "native": (int(native_url.rsplit(":", 1)[1]), "/api/chat", None),
             "openai": (int(loopback.url.rsplit(":", 1)[1]), "/v1/chat/completions", upstream),
             "responses": (int(responses_server.url.rsplit(":", 1)[1]), "/v1/responses", None),
+            "replica": (balancer_port, "/api/chat", None),
         }
         all_lanes: list[tuple[Lane, int]] = []
         for target in targets:
@@ -661,9 +724,16 @@ async def run_campaign(
                 lane.faulty = faults
                 await stack.enter_async_context(lane.proxy)
                 all_lanes.append((lane, count))
+        done = asyncio.Event()
         async with asyncio.TaskGroup() as group:
-            for lane, count in all_lanes:
+            if replicas:
+                group.create_task(kill_replicas(replicas, figures["replica"], done))
+            lanes_done = [
                 group.create_task(run_lane(lane, count, model, figures[lane.target], sweep))
+                for lane, count in all_lanes
+            ]
+            await asyncio.wait(lanes_done)
+            done.set()
         for lane, _ in all_lanes:
             sweep.text("repr", repr(lane.proxy))
     return CampaignResult(

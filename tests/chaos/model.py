@@ -69,8 +69,9 @@ class ChaosModel:
     being sent and a reconnect meets a live generation as often as a finished one.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         self._demo = DemoModel(tokens_per_second=None)
+        self.delay = delay  # seconds before each token (the replica campaign paces replies)
 
     def model_for(self, request: ChatRequest) -> str:
         return "chaos"
@@ -88,9 +89,21 @@ class ChaosModel:
         prompt = sum(len(m.content) for m in request.messages) + len(request.system_prompt or "")
         return prompt // 4 + 1, len(self.tokens(request))
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        for token in self.tokens(request):
-            await asyncio.sleep(0)
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        return self._from(request, 0)
+
+    def continuation(self, request: ChatRequest, sent: str) -> AsyncIterator[StreamEvent] | None:
+        """The rest of the reply after `sent` (a replica taking over a dead producer's stream)."""
+        tokens = self.tokens(request)
+        done = count = 0
+        while done < len(sent) and count < len(tokens):
+            done += len(tokens[count])
+            count += 1
+        return self._from(request, count) if "".join(tokens[:count]) == sent else None
+
+    async def _from(self, request: ChatRequest, start: int) -> AsyncIterator[StreamEvent]:
+        for token in self.tokens(request)[start:]:
+            await asyncio.sleep(self.delay)
             yield TextDelta(token)
         prompt, completion = self.usage(request)
         yield UsageReport(prompt, completion, prompt + completion)

@@ -408,7 +408,7 @@ def _finish(reason: str) -> str:
 
 
 def _options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Options as Gemini fields: sampling ones into ``generationConfig`` (API.md §10).
+    """Options as Gemini fields: sampling ones into ``generationConfig``.
 
     Raises:
         ValueError: an option Gemini has no field for.

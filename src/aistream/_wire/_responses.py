@@ -13,7 +13,7 @@ Responses sends no ``[DONE]`` and no finish reason: the stream is complete at on
 terminal events, and the reason is derived (``tool_calls`` when the reply made calls, else
 ``incomplete_details.reason``: ``max_output_tokens`` → length, ``content_filter``, else stop).
 
-Resume (PROVIDERS.md §1.8): every event carries a ``sequence_number``. For a background
+Resume: every event carries a ``sequence_number``. For a background
 response (``"background": true``, which `response.created` echoes) the dialect's `cursor` is
 ``<response id>/<sequence number>`` of the last event parsed, and `resume_request` turns it
 into ``GET …/responses/<id>?stream=true&starting_after=<n>``; `stop()` cancels it with
@@ -53,7 +53,7 @@ from ._events import (
 )
 from ._json import json_body, loads_object
 
-#: In-stream error codes worth retrying (API.md §10: server_error is transient, the rest fail).
+#: In-stream error codes worth retrying (server_error is transient, the rest fail).
 TRANSIENT_ERRORS = frozenset({"server_error", "rate_limit_exceeded"})
 
 #: Chat Completions options with no field in the Responses API.
