@@ -24,7 +24,16 @@ from typing import Any, TextIO, TypeVar
 from urllib.parse import urlsplit
 
 import aistream
-from aistream import AIStream, AIStreamError, Message, RetryConfig, RetryEvent, Usage
+from aistream import (
+    AIStream,
+    AIStreamError,
+    Message,
+    RetryConfig,
+    RetryEvent,
+    ToolCall,
+    ToolResult,
+    Usage,
+)
 from aistream.errors import redact_url
 
 from ._proxy import FaultProxy
@@ -107,6 +116,43 @@ def _retry_line(event: RetryEvent) -> str:
         f"[retry {event.attempt} in {event.delay:.2f} s, resume={event.resume} ({how}): "
         f"{event.error}]"
     )
+
+
+def _tool_call_line(call: ToolCall) -> str:
+    return f"[tool call {call.name} {call.arguments[:200]}]"
+
+
+def _tool_result_line(result: ToolResult) -> str:
+    what = "failed" if result.is_error else "returned"
+    return f"[tool {result.name} {what}: {' '.join(result.content.split())[:200]}]"
+
+
+def add_numbers(a: float, b: float) -> float:
+    """Add two numbers.
+
+    Args:
+        a: The first number.
+        b: The second number.
+    """
+    return a + b
+
+
+def current_time(city: str) -> str:
+    """The current UTC time (the city is only echoed back).
+
+    Args:
+        city: The city asked about.
+    """
+    return f"{time.strftime('%H:%M', time.gmtime())} UTC (asked for {city})"
+
+
+#: The sample tools of ``aistream chat --tools`` and the demo: name one to see a tool loop.
+SAMPLE_TOOLS = (add_numbers, current_time)
+
+
+def _show_tools(chat: AIStream, console: _Console) -> None:
+    chat.on("tool-call", lambda call: console.status(_tool_call_line(call)))
+    chat.on("tool-result", lambda result: console.status(_tool_result_line(result)))
 
 
 # --- the server extra and the embedded server ------------------------------------------------
@@ -304,6 +350,7 @@ def _chat_loop(chat: AIStream, console: _Console, stdin: TextIO, interactive: bo
 
 def _cmd_chat(args: argparse.Namespace, console: _Console) -> int:
     interactive = sys.stdin.isatty()
+    tools = args.tools if args.tools is not None else not args.endpoint
     with contextlib.ExitStack() as stack:
         if args.endpoint:
             endpoint = args.endpoint
@@ -322,18 +369,25 @@ def _cmd_chat(args: argparse.Namespace, console: _Console) -> int:
                 system_prompt=args.system,
                 headers=headers,
                 retry=RetryConfig(max_retries=args.retries),
+                tools=SAMPLE_TOOLS if tools else None,
             )
         except ValueError as exc:
             console.error(f"error: {exc}")
             return 2
         chat.on("token", console.write)
         chat.on("retry", lambda event: console.status(_retry_line(event)))
+        _show_tools(chat, console)
         if interactive:
             with contextlib.suppress(ImportError):
                 import readline  # noqa: F401  (line editing and history for input())
             console.status(
                 f"aistream chat with {where}\n"
                 "Ctrl-C stops a reply, Ctrl-D exits; /retry, /reset, /exit"
+                + (
+                    "\ntools: add_numbers, current_time (name one to see a tool loop)"
+                    if tools
+                    else ""
+                )
             )
         return _chat_loop(chat, console, sys.stdin, interactive)
 
@@ -398,6 +452,7 @@ DEMO_PROMPTS = (
     "Tell me a long story.",
 )
 DEMO_STOP_AFTER = 5  # tokens of the third reply before chat.stop()
+DEMO_TOOL_PROMPT = "Please add_numbers for me, then say what you found."
 
 
 class _Checks:
@@ -623,6 +678,36 @@ async def _demo(base_url: str, console: _Console) -> int:
             summed = sum(turns, Usage())
             check(len(turns) == 3 and summed == total, "the totals are the sum of the 3 turns")
 
+        # 4. A tool loop.
+        console.line()
+        console.line(
+            "4. Tools: the model calls add_numbers; the client runs it and streams the answer",
+            "1;36",
+        )
+        ran: list[ToolResult] = []
+        steps: list[None] = []
+        async with AIStream(endpoint, protocol="native", retry=retry, tools=SAMPLE_TOOLS) as agent:
+            agent.on("token", console.write)
+            agent.on("streaming-start", lambda: steps.append(None))
+            agent.on("tool-result", ran.append)
+            _show_tools(agent, console)
+            console.line(f"you> {DEMO_TOOL_PROMPT}", "1")
+            reply = await agent.send(DEMO_TOOL_PROMPT)
+            console.status(_usage_line(reply.usage, agent.usage))
+            roles = [m.role for m in agent.messages]
+            check(
+                len(steps) == 2 and len(ran) == 1 and not ran[0].is_error,
+                f"one send, two model calls; add_numbers ran once and returned {ran[0].content}"
+                if ran
+                else "the tool ran",
+            )
+            check(
+                roles == ["user", "assistant", "tool", "assistant"]
+                and bool(ran)
+                and reply.content.startswith(f"The add_numbers tool returned: {ran[0].content}"),
+                "history: user, assistant (the call), tool (the result), assistant (the answer)",
+            )
+
     console.line()
     if check.failed:
         console.line(f"{check.failed} of {check.passed + check.failed} checks FAILED", "1;31")
@@ -718,6 +803,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=3,
         metavar="N",
         help="retries of a failed attempt (default: 3)",
+    )
+    chat.add_argument(
+        "--tools",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="give the model two sample tools (add_numbers, current_time) and run them when "
+        "it calls them (default: on with the demo model, off with --endpoint)",
     )
 
     serve = commands.add_parser(
