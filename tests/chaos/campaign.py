@@ -17,12 +17,19 @@ faults to its connections in order. Lanes run concurrently so that the short, bo
 different lanes overlap.
 
 The expected reply is computed, not recorded: `ChaosModel` is a function of the conversation.
+
+About one turn in four is a tool turn: the conversations declare a tool (`chaos_lookup`), the
+prompt names it, and one send makes two model calls (the tool call, then the reply to its
+result). Its faults all land in step 2: step 1 must never be requested again, the tool must run
+exactly once, and step 2's reply is checked token by token like any other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
 import os
 import random
@@ -35,9 +42,10 @@ from typing import Any
 
 import httpx
 
-from aistream import AIStream, AIStreamError, Message, RetryConfig, RetryEvent, Usage
+from aistream import AIStream, AIStreamError, Message, RetryConfig, RetryEvent, Tool, Usage
+from aistream._history import wire_messages, wire_tools
 from aistream._proxy import FaultProxy, Faults
-from aistream._wire._dialect import ChatMessage, ChatRequest
+from aistream._wire._dialect import ChatMessage, ChatRequest, ToolCallPart
 from aistream.server import ReplayStore, create_app
 from tests.chaos.model import ChaosModel, HTTPFault, Upstream
 from tests.chaos.servers import running
@@ -51,6 +59,8 @@ TURNS = int(os.environ.get("AISTREAM_CHAOS_TURNS", "500"))
 LANES = int(os.environ.get("AISTREAM_CHAOS_LANES", "8"))  # per target
 CONVERSATION_TURNS = 3  # turns per AIStream before a fresh conversation
 SYSTEM_PROMPT = "Answer in a few sentences; keep every byte exactly as it is."
+TOOL_NAME = "chaos_lookup"
+TOOL_SHARE = 0.25  # of the turns
 
 # Client timers and proxy faults: the faults outlast the timers, and all are short.
 CLIENT_TIMEOUT = 0.5  # connect and silence on the connection
@@ -354,6 +364,8 @@ class Figures:
     tokens: int = 0
     lost: int = 0
     duplicated: int = 0
+    tool_turns: int = 0
+    tool_turns_with_fault: int = 0  # in step 2, the only step that gets faults
     failures: list[str] = field(default_factory=list)
 
     def add(self, check: TurnCheck) -> None:
@@ -375,7 +387,9 @@ class Figures:
             f"retries={self.retries} resumes={self.resumes} restarts={self.restarts} "
             f"(after tokens: {self.restarts_after_tokens}, tokens re-streamed after an "
             f"announcement: {self.announced_repeats}), tokens={self.tokens}, "
-            f"lost={self.lost} duplicated={self.duplicated} failures={len(self.failures)}"
+            f"lost={self.lost} duplicated={self.duplicated} tool turns={self.tool_turns} "
+            f"(with a fault in step 2: {self.tool_turns_with_fault}) "
+            f"failures={len(self.failures)}"
         )
 
 
@@ -443,18 +457,26 @@ class Lane:
         self.rng = random.Random(f"{SEED}:{self.name}")
         self.endpoint_path = endpoint
         self.upstream = upstream
-        self.pending: deque[PlannedFault] = deque()
+        self.pending: deque[PlannedFault | None] = deque()  # None: a clean connection
         self.assigned: dict[int, PlannedFault] = {}
         self.clock = ProxyClock()
         self.proxy = FaultProxy("127.0.0.1", port, plan=self.plan, sleep=self.clock.sleep)
         self.log: list[tuple[str, Any]] = []
         self.faulty = True  # False: a control run, every connection clean
+        self.tool_runs = 0  # calls of the lane's tool in the current turn
+
+    def chaos_lookup(self, word: str) -> str:
+        """Look a word up (the campaign's tool: counts its runs)."""
+        self.tool_runs += 1
+        return lookup_result(word)
 
     def plan(self, index: int) -> Faults:
         """FaultProxy's plan: the next planned fault of the current turn, then none."""
         if not self.pending:
             return Faults()
         fault = self.pending.popleft()
+        if fault is None:
+            return Faults()
         self.assigned[index] = fault
         if fault.http is not None:
             assert self.upstream is not None
@@ -489,16 +511,54 @@ def took_effect(lane: Lane, index: int, fault: PlannedFault, sleeps: Counter[flo
     return False
 
 
-def expected_for(chat: AIStream, prompt: str, model: ChaosModel) -> tuple[list[str], Usage]:
-    history = [ChatMessage(m.role, m.content) for m in chat.messages]
-    request = ChatRequest((*history, ChatMessage("user", prompt)), system_prompt=SYSTEM_PROMPT)
-    prompt_tokens, completion = model.usage(request)
-    usage = Usage(
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion,
-        total_tokens=prompt_tokens + completion,
+def lookup_result(word: str) -> str:
+    return f"{word!r} means something"
+
+
+def conversation_request(chat: AIStream, *extra: ChatMessage) -> ChatRequest:
+    """The request the model sees next: the history, then `extra`."""
+    tools = wire_tools([Tool.from_function(chaos_lookup_schema, name=TOOL_NAME)])
+    history = wire_messages(chat.messages)
+    return ChatRequest((*history, *extra), system_prompt=SYSTEM_PROMPT, tools=tools)
+
+
+def chaos_lookup_schema(word: str) -> str:
+    """Look a word up."""
+    return word
+
+
+def expected_for(
+    chat: AIStream, prompt: str, model: ChaosModel
+) -> tuple[list[str], Usage, Usage | None, list[str]]:
+    """The reply's tokens and usage; for a tool turn also step 1's usage and the call ids."""
+
+    def usage_of(request: ChatRequest) -> Usage:
+        prompt_tokens, completion = model.usage(request)
+        return Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion,
+            total_tokens=prompt_tokens + completion,
+        )
+
+    first = conversation_request(chat, ChatMessage("user", prompt))
+    calls = model.tool_calls(first)
+    if not calls:
+        return model.tokens(first), usage_of(first), None, []
+    parts = tuple(ToolCallPart(c.id, c.name, c.arguments) for c in calls)
+    results = [
+        ChatMessage(
+            "tool",
+            lookup_result(json.loads(c.arguments)["word"]),
+            tool_call_id=c.id,
+            name=c.name,
+        )
+        for c in calls
+    ]
+    second = dataclasses.replace(
+        first,
+        messages=(*first.messages, ChatMessage("assistant", "", tool_calls=parts), *results),
     )
-    return model.tokens(request), usage
+    return model.tokens(second), usage_of(second), usage_of(first), [c.id for c in calls]
 
 
 async def run_turn(
@@ -511,10 +571,15 @@ async def run_turn(
 ) -> Usage | None:
     """One turn: arm its faults, send, then check the reply and the events exactly."""
     prompt = prompt_for(lane.rng)
+    tool_turn = lane.rng.random() < TOOL_SHARE
+    if tool_turn:
+        prompt = f"{prompt} then {TOOL_NAME} it"
     plan = plan_turn(lane.rng, lane.target) if lane.faulty else []
-    expected, usage = expected_for(chat, prompt, model)
+    expected, usage, step_one, call_ids = expected_for(chat, prompt, model)
+    before = len(chat.messages)
     lane.log = []
-    lane.pending = deque(plan)
+    lane.tool_runs = 0
+    lane.pending = deque([None, *plan] if call_ids else plan)  # step 1 clean: faults in step 2
     first = len(lane.proxy.connections)
     sleeps_before = Counter(lane.clock.started)
     described = ", ".join(p.describe() for p in plan)
@@ -569,9 +634,24 @@ async def run_turn(
             problems.append(f"usage {reply.usage!r} != {usage!r}")
         if chat.messages[-1].content != reply.content:
             problems.append("history does not end with the reply")
+    if tool_turn != bool(call_ids):
+        problems.append(f"the prompt {'named' if tool_turn else 'did not name'} the tool")
+    if call_ids:
+        figures.tool_turns += 1
+        figures.tool_turns_with_fault += bool(fired)
+        if lane.tool_runs != len(call_ids):
+            problems.append(f"the tool ran {lane.tool_runs} times for {len(call_ids)} calls")
+        twice = [c for c in call_ids if model.tool_steps[c] != 1]
+        if twice:
+            problems.append(f"step 1 was generated {model.tool_steps[twice[0]]} times")
+        roles = [m.role for m in chat.messages[before:]]
+        if reply is not None and roles != ["user", "assistant", "tool", "assistant"]:
+            problems.append(f"history after the turn: {roles}")
     if problems:
         figures.failures.append(f"{where}: {'; '.join(problems)}")
-    return usage if reply is not None else None
+    if reply is None:
+        return None
+    return usage + step_one if step_one is not None else usage
 
 
 async def run_lane(
@@ -591,6 +671,7 @@ async def run_lane(
                 timeout=CLIENT_TIMEOUT,
                 stall_timeout=STALL_TIMEOUT,
                 client=client,
+                tools=[Tool.from_function(lane.chaos_lookup, name=TOOL_NAME)],
             )
             chat.on("token", lambda token: lane.log.append(("token", token)))
             chat.on("retry", lambda event: lane.log.append(("retry", event)))
