@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench chaos fuzz clean redis-server
+.PHONY: demo test lint typecheck bench chaos fuzz clean redis-server npm-ai
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "aistream needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -23,7 +23,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck redis-server
+test: lint typecheck redis-server npm-ai
 	$(BIN)/python -m pytest
 
 # The replica tests run a real redis-server. Installed from Debian's package when missing and we
@@ -40,6 +40,28 @@ redis-server:
 	    echo "redis-server is missing: install it (apt-get install redis-server, brew install redis) for the replica tests"; \
 	  fi; }
 
+# The node tests read our Vercel output with the `ai` package as users run it: npm installs the
+# versions pinned by tests/node/package-lock.json into .cache/npm-ai (npm ci, so exactly those),
+# again only when the lock changes. Node.js and npm come from Debian's packages when missing and
+# we are root with apt-get; otherwise say how (the tests skip; under CI=true that fails).
+NPM_AI := .cache/npm-ai
+npm-ai: $(NPM_AI)/.installed
+
+$(NPM_AI)/.installed: tests/node/package.json tests/node/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing nodejs and npm (apt-get)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq </dev/null >/dev/null && \
+	    apt-get install -y -qq --no-install-recommends nodejs npm </dev/null >/dev/null; \
+	  fi; }
+	@if command -v npm >/dev/null 2>&1; then \
+	  mkdir -p $(NPM_AI) && cp tests/node/package.json tests/node/package-lock.json $(NPM_AI)/ && \
+	  cd $(NPM_AI) && npm ci --no-audit --no-fund --loglevel=error </dev/null && touch .installed; \
+	else \
+	  echo "npm is missing: install Node.js and npm for the ai package tests (tests/node)"; \
+	fi
+
 bench: $(STAMP) redis-server  ## quick benchmark run (< 60 s); `make bench BENCH_ARGS=--full` for all modes
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
@@ -52,4 +74,4 @@ fuzz: $(STAMP)             ## fuzz the decoders with atheris for FUZZ_SECONDS (d
 	$(BIN)/python tests/fuzz/fuzz_decoders.py -max_total_time=$${FUZZ_SECONDS:-300} .fuzz-corpus tests/fuzz/corpus
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .cache

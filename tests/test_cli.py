@@ -22,8 +22,10 @@ import pytest
 import aistream
 from aistream._cli import _colour_enabled, _token_indices, main
 from tests.loopback import Handler, Reply, Request, openai_events
+from tests.responses_upstream import responses_events
 
 GUARD = 60  # seconds: a bound on each subprocess, never a way to wait
+GEMINI_PATH = "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
 
 
 def aistream_cmd(*args: str) -> list[str]:
@@ -266,6 +268,9 @@ def anthropic_events(text: str) -> list[bytes]:
     [
         ("/v1/chat/completions", "OPENAI_API_KEY", "authorization", "Bearer sk-test"),
         ("/v1/messages", "ANTHROPIC_API_KEY", "x-api-key", "sk-ant-test"),
+        ("/v1/responses", "OPENAI_API_KEY", "authorization", "Bearer sk-test"),
+        (GEMINI_PATH, "GEMINI_API_KEY", "x-goog-api-key", "AIza-test"),
+        (GEMINI_PATH, "GOOGLE_API_KEY", "x-goog-api-key", "AIza-test"),
     ],
 )
 def test_chat_default_protocol_reads_the_key_of_the_protocol_the_url_resolves_to(
@@ -284,13 +289,27 @@ def test_chat_default_protocol_reads_the_key_of_the_protocol_the_url_resolves_to
         if request.headers.get(header) != expected:
             await reply.body(401, {"error": {"message": "no key", "type": "auth"}})
             return
-        events = openai_events(["ok"]) if "completions" in path else anthropic_events("ok")
+        if "completions" in path:
+            events = openai_events(["ok"])
+        elif path.endswith("/responses"):
+            assert request.json()["model"]  # the API refuses a request without one
+            events = responses_events("resp_1", ["ok"])
+        elif "streamGenerateContent" in path:
+            assert request.path.endswith("?alt=sse")
+            chunk = {
+                "candidates": [{"content": {"parts": [{"text": "ok"}]}, "finishReason": "STOP"}]
+            }
+            events = [b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n"]
+        else:
+            events = anthropic_events("ok")
         await reply.start()
         for event in events:
             await reply.send(event)
         await reply.end()
 
     url = threaded_server(handler) + path
+    for name in ("AISTREAM_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv(variable, expected.removeprefix("Bearer "))
     monkeypatch.setattr(sys, "stdin", io.StringIO("hi\n"))
     assert main(["chat", "--endpoint", url, "--retries", "0"]) == 0, capsys.readouterr().err

@@ -44,8 +44,8 @@ __all__ = ["build_parser", "embedded_server", "main"]
 _T = TypeVar("_T")
 
 SERVER_EXTRA_HINT = "pip install 'aistream[server]'"
-PROTOCOLS = ("auto", "native", "openai", "anthropic", "ollama")
-UPSTREAM_PROTOCOLS = ("openai", "anthropic")
+PROTOCOLS = ("auto", "native", "openai", "anthropic", "ollama", "responses", "gemini")
+UPSTREAM_PROTOCOLS = ("openai", "anthropic", "responses", "gemini")
 _EXTRA_PACKAGES = frozenset({"uvicorn", "starlette", "anyio"})
 _START_TIMEOUT = 15.0  # seconds for the embedded server to come up
 _STOP_TIMEOUT = 10.0
@@ -259,10 +259,14 @@ def embedded_server(**app_options: Any) -> Iterator[str]:
 
 
 _KEY_VARIABLES = {
-    "openai": "OPENAI_API_KEY",
-    "anthropic": "ANTHROPIC_API_KEY",
-    "gemini": "GEMINI_API_KEY",
+    "openai": ("OPENAI_API_KEY",),
+    "responses": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),  # the google-genai SDK reads both
 }
+#: The model asked for when --model is not given, for APIs that refuse a request without one
+#: (a Gemini endpoint names its model in the URL).
+_DEFAULT_MODELS = {"responses": "gpt-4.1-mini"}
 
 
 def _resolved_protocol(protocol: str, endpoint: str | None) -> str:
@@ -274,9 +278,7 @@ def _api_key(given: str | None, protocol: str) -> str | None:
     """--api-key, else $AISTREAM_API_KEY, else the variable of `protocol` (already resolved)."""
     if given:
         return given
-    names = ["AISTREAM_API_KEY"]
-    if protocol in _KEY_VARIABLES:
-        names.append(_KEY_VARIABLES[protocol])
+    names = ["AISTREAM_API_KEY", *_KEY_VARIABLES.get(protocol, ())]
     return next((os.environ[n] for n in names if os.environ.get(n)), None)
 
 
@@ -352,11 +354,13 @@ def _cmd_chat(args: argparse.Namespace, console: _Console) -> int:
     interactive = sys.stdin.isatty()
     tools = args.tools if args.tools is not None else not args.endpoint
     with contextlib.ExitStack() as stack:
+        model = args.model
         if args.endpoint:
             endpoint = args.endpoint
             protocol = _resolved_protocol(args.protocol, endpoint)
             headers = _auth_headers(protocol, _api_key(args.api_key, protocol))
             where = redact_url(endpoint)
+            model = model or _DEFAULT_MODELS.get(protocol)
         else:
             endpoint = f"{stack.enter_context(embedded_server())}/api/chat"
             headers = {}
@@ -364,7 +368,7 @@ def _cmd_chat(args: argparse.Namespace, console: _Console) -> int:
         try:
             chat = AIStream(
                 endpoint,
-                model=args.model,
+                model=model,
                 protocol=args.protocol,
                 system_prompt=args.system,
                 headers=headers,
@@ -413,11 +417,21 @@ def _cmd_serve(args: argparse.Namespace, console: _Console) -> int:
         options["model"] = args.model
     if args.demo_rate is not None:
         options["demo_tokens_per_second"] = args.demo_rate or None
+    if args.store:
+        options["store"] = args.store
+        options["producer_lease"] = args.producer_lease
     try:
         app = create_app(**options)
     except ValueError as exc:
         console.error(f"error: {exc}")
         return 2
+    if args.store:
+        store = app.state.aistream.store
+        try:
+            store.check_now()  # before listening: an unreachable store is a clear failure
+        except Exception as exc:
+            console.error(f"error: {exc}; start Redis or fix --store")
+            return 1
     try:
         sock = _listen(args.host, args.port)
     except OSError as exc:
@@ -430,6 +444,8 @@ def _cmd_serve(args: argparse.Namespace, console: _Console) -> int:
         else "the built-in demo model (no key, no network)"
     )
     console.line(f"aistream serve: {model}")
+    if args.store:
+        console.line(f"streams kept in {app.state.aistream.store.address} (shared by replicas)")
     console.line(f"listening on {url}")
     console.line(
         f"chat endpoint: POST {url}/api/chat  (try: aistream chat --endpoint {url}/api/chat)"
@@ -441,7 +457,7 @@ def _cmd_serve(args: argparse.Namespace, console: _Console) -> int:
         pass
     finally:
         sock.close()
-    return 0
+    return 0 if server.started else 1
 
 
 # --- demo -----------------------------------------------------------------------------------
@@ -794,8 +810,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "--api-key",
         metavar="KEY",
-        help="key sent to --endpoint (default: $AISTREAM_API_KEY, else $OPENAI_API_KEY or "
-        "$ANTHROPIC_API_KEY by the protocol, which auto resolves from the URL's path)",
+        help="key sent to --endpoint (default: $AISTREAM_API_KEY, else $OPENAI_API_KEY, "
+        "$ANTHROPIC_API_KEY or $GEMINI_API_KEY / $GOOGLE_API_KEY by the protocol, which auto "
+        "resolves from the URL's path)",
     )
     chat.add_argument(
         "--retries",
@@ -838,8 +855,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--api-key",
         metavar="KEY",
-        help="upstream key (default: $AISTREAM_API_KEY, else $OPENAI_API_KEY or "
-        "$ANTHROPIC_API_KEY by protocol)",
+        help="upstream key (default: $AISTREAM_API_KEY, else $OPENAI_API_KEY, "
+        "$ANTHROPIC_API_KEY or $GEMINI_API_KEY / $GOOGLE_API_KEY by protocol)",
+    )
+    serve.add_argument(
+        "--store",
+        metavar="URL",
+        help="keep streams in Redis so replicas share them, e.g. redis://127.0.0.1:6379/0 "
+        "(needs aistream[redis]; default: this process's memory)",
+    )
+    serve.add_argument(
+        "--producer-lease",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="with --store: seconds before another replica takes over the stream of a replica "
+        "that died (default: 5)",
     )
     serve.add_argument(
         "--demo-rate",

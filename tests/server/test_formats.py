@@ -250,9 +250,10 @@ def openai_reply(data: bytes) -> Reply:
     return reply
 
 
-#: ``uiMessageChunkSchema`` of the ``ai`` package, ported from ai 5.0.92 (the first v5 release
-#: whose ``finish`` part has ``finishReason``; its objects are strict until 5.0.217, so no
-#: other key is allowed). type -> (required fields, optional fields), each name -> type.
+#: ``uiMessageChunkSchema`` of the ``ai`` package, ported from ai 5.0.0, the oldest reader our
+#: output must satisfy (API.md §9): strict objects (until 5.0.217), no ``finish.finishReason``
+#: (5.0.92), no ``tool-input-error`` (5.0.7) nor ``preliminary`` (5.0.11). tests/node runs the
+#: real packages. type -> (required fields, optional fields), each name -> type.
 _META = dict
 UI_CHUNK_SCHEMA: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "text-start": ({"id": str}, {"providerMetadata": _META}),
@@ -268,13 +269,9 @@ UI_CHUNK_SCHEMA: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"toolCallId": str, "toolName": str, "input": object},
         {"providerExecuted": bool, "providerMetadata": _META, "dynamic": bool},
     ),
-    "tool-input-error": (
-        {"toolCallId": str, "toolName": str, "input": object, "errorText": str},
-        {"providerExecuted": bool, "providerMetadata": _META, "dynamic": bool},
-    ),
     "tool-output-available": (
         {"toolCallId": str, "output": object},
-        {"providerExecuted": bool, "dynamic": bool, "preliminary": bool},
+        {"providerExecuted": bool, "dynamic": bool},
     ),
     "tool-output-error": (
         {"toolCallId": str, "errorText": str},
@@ -292,7 +289,7 @@ UI_CHUNK_SCHEMA: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "start-step": ({}, {}),
     "finish-step": ({}, {}),
     "start": ({}, {"messageId": str, "messageMetadata": object}),
-    "finish": ({}, {"finishReason": str, "messageMetadata": object}),
+    "finish": ({}, {"messageMetadata": object}),
     "abort": ({}, {}),
     "message-metadata": ({"messageMetadata": object}, {}),
 }
@@ -318,8 +315,8 @@ def check_ui_chunk(chunk: Any) -> None:
             continue
         assert name in optional, f"{kind}: {name} is not in the (strict) schema: {chunk}"
         assert isinstance(value, optional[name]), f"{kind}.{name}: {chunk}"
-    if kind == "finish" and "finishReason" in chunk:
-        assert chunk["finishReason"] in UI_FINISH_REASONS, chunk
+    if kind == "finish" and "finishReason" in (chunk.get("messageMetadata") or {}):
+        assert chunk["messageMetadata"]["finishReason"] in UI_FINISH_REASONS, chunk
 
 
 def vercel_reply(data: bytes) -> Reply:
@@ -354,12 +351,12 @@ def vercel_reply(data: bytes) -> Reply:
                         reply.reasoning += chunk["delta"]
                 else:
                     del open_parts[part_id]
-        elif kind == "tool-input-available" or kind == "tool-input-error":
+        elif kind == "tool-input-available":
             reply.tool_calls.append((chunk["toolCallId"], chunk["toolName"], chunk["input"]))
         elif kind in ("message-metadata", "finish", "start"):
             reply.metadata.update(chunk.get("messageMetadata") or {})
             if kind == "finish":
-                reply.finish = chunk.get("finishReason")
+                reply.finish = (chunk.get("messageMetadata") or {}).get("finishReason")
                 reply.ended = True
         elif kind == "error":
             reply.error = (chunk["errorText"], None)
@@ -1007,13 +1004,16 @@ def test_openai_and_vercel_token_fast_paths_equal_their_generic_json(text: str) 
     ]
 
 
-def test_vercel_tool_call_with_arguments_that_are_not_json_is_a_tool_input_error() -> None:
+def test_vercel_tool_call_with_arguments_that_are_not_json_is_a_tool_output_error() -> None:
     encoder = VercelEncoder("s1")
     frame = encoder.encode(ToolCallDone("c", "f", '{"cut'))
     assert frame is not None
-    (part,) = [json.loads(p) for p in sse_data(frame)]
-    check_ui_chunk(part)
-    assert part["type"] == "tool-input-error" and part["input"] == '{"cut'
+    call, error = [json.loads(p) for p in sse_data(frame)]
+    check_ui_chunk(call)
+    check_ui_chunk(error)
+    assert call["type"] == "tool-input-available" and call["input"] == '{"cut'
+    assert error["type"] == "tool-output-error" and error["toolCallId"] == "c"
+    assert "not valid JSON" in error["errorText"]
 
 
 def test_usage_snapshots_merge_and_the_total_follows_the_parts() -> None:
@@ -1049,14 +1049,14 @@ def test_make_encoder_and_the_encoders_share_one_surface() -> None:
 
 # --- the ai package's own parser, under node ---------------------------------------------------
 
-AI_VERSION = "5.0.277"  # the newest ai 5 when this was written
+NPM_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "npm-ai"
 
 CHECK_JS = r"""
-// argv: <dir holding node_modules/ai> <body file>. Runs the ai package's own UI message stream
+// argv: <the ai package's directory> <body file>. Runs the ai package's own UI message stream
 // parser on the body and prints the chunks, invalid chunks, errors and the final UIMessage.
 const fs = require("fs");
 const path = require("path");
-const ai = require(path.join(process.argv[2], "node_modules", "ai"));
+const ai = require(process.argv[2]);
 const body = fs.readFileSync(process.argv[3]);
 async function main() {
   const source = new ReadableStream({
@@ -1084,30 +1084,14 @@ main().catch((e) => { process.stderr.write(String((e && e.stack) || e)); process
 
 @pytest.fixture(scope="session")
 def ai_sdk() -> Path:
-    """A directory with ``node_modules/ai`` (``AISTREAM_AI_SDK_DIR``, else a cache installed once
-    with npm from the npm registry). Skips, saying why, without node or when npm cannot."""
+    """The ai package (the newest 5: ``node_modules/ai5`` of the cache `make npm-ai` installs
+    from tests/node/package-lock.json; ``AISTREAM_AI_SDK_DIR`` to use another)."""
+    given = os.environ.get("AISTREAM_AI_SDK_DIR")
     if shutil.which("node") is None:
         pytest.skip("node is not installed: the ai package's own parser cannot run")
-    given = os.environ.get("AISTREAM_AI_SDK_DIR")
-    if given:
-        return Path(given)
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    target = cache / "aistream" / f"ai-{AI_VERSION}"
-    if (target / "node_modules" / "ai" / "package.json").exists():
-        return target
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.skip("npm is not installed: cannot install the ai package")
-    target.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        [npm, "install", "--prefix", str(target), f"ai@{AI_VERSION}", "--no-audit", "--no-fund"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    if done.returncode != 0 or not (target / "node_modules" / "ai").exists():
-        pytest.skip(f"could not install ai@{AI_VERSION} with npm: {done.stderr.strip()[-300:]}")
+    target = Path(given) if given else NPM_CACHE / "node_modules" / "ai5"
+    if not (target / "package.json").exists():
+        pytest.skip(f"{target} is missing: run `make npm-ai` (installs the ai packages with npm)")
     return target
 
 
@@ -1127,7 +1111,6 @@ def run_ai_parser(ai_dir: Path, body: bytes, tmp_path: Path) -> dict[str, Any]:
     return result
 
 
-@pytest.mark.timeout(240)  # the first use may install the ai package with npm
 async def test_the_ai_package_parses_our_stream_into_the_ui_message(
     ai_sdk: Path, rich: tuple[str, RichBackend], tmp_path: Path
 ) -> None:
@@ -1139,6 +1122,7 @@ async def test_the_ai_package_parses_our_stream_into_the_ui_message(
     assert message["id"] == "msg-s0" and message["role"] == "assistant"
     assert message["metadata"] == {
         "model": "rich-1",
+        "finishReason": "tool-calls",
         "usage": {"inputTokens": 12, "outputTokens": 9, "totalTokens": 21},
     }
     parts = [{k: v for k, v in p.items() if k != "providerMetadata"} for p in message["parts"]]
@@ -1161,12 +1145,13 @@ async def test_the_ai_package_parses_our_stream_into_the_ui_message(
     ]
     assert result["chunks"][-1] == {
         "type": "finish",
-        "finishReason": "tool-calls",
-        "messageMetadata": {"usage": {"inputTokens": 12, "outputTokens": 9, "totalTokens": 21}},
+        "messageMetadata": {
+            "finishReason": "tool-calls",
+            "usage": {"inputTokens": 12, "outputTokens": 9, "totalTokens": 21},
+        },
     }
 
 
-@pytest.mark.timeout(240)
 @pytest.mark.parametrize("fixture", ["aistream_rich.sse", "aistream_error.sse"])
 def test_the_ai_package_accepts_every_chunk_of_the_recorded_fixtures(
     ai_sdk: Path, tmp_path: Path, fixture: str

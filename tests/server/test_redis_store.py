@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
 
+from aistream.server import create_app
 from aistream.server._redis import RedisReplayStore, redact_url
-from aistream.server._replay import StoreUnavailable
-from tests.redisserver import RedisServer
+from aistream.server._replay import MemoryReplayStore, StoreUnavailable
+from tests.redisserver import RedisServer, free_port
 
 GUARD = 5.0
 
@@ -178,3 +181,43 @@ def test_redact_url() -> None:
     assert redact_url("redis://:pw@h:1/0") == "redis://***@h:1/0"
     assert redact_url("redis://u:pw@h/0") == "redis://***@h/0"
     assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+def test_importing_aistream_and_its_server_does_not_load_redis() -> None:
+    code = (
+        "import sys, aistream, aistream.server\n"
+        "loaded = [m for m in sys.modules if m == 'redis' or m.startswith('redis.')]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_serve_with_an_unreachable_store_exits_naming_it_without_the_password() -> None:
+    port = free_port()  # nothing listens there
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "aistream", "serve", "--port", "0",
+            "--store", f"redis://:hunter2@127.0.0.1:{port}/0",
+        ],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert f"redis://***@127.0.0.1:{port}/0" in done.stderr
+    assert "hunter2" not in done.stderr + done.stdout
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_create_app_refuses_a_store_url_that_is_not_redis() -> None:
+    with pytest.raises(ValueError, match="Redis URL"):
+        create_app(store="http://127.0.0.1:6379")
+    with pytest.raises(ValueError, match="not both"):
+        create_app(store="redis://127.0.0.1", replay_store=MemoryReplayStore())
+
+
+async def test_an_app_whose_store_is_down_at_startup_fails_to_start(own_redis: RedisServer) -> None:
+    app = create_app(store=own_redis.url.replace("redis://", "redis://:pw@"))
+    own_redis.stop()
+    with pytest.raises(RuntimeError, match=r"redis://\*\*\*@127\.0\.0\.1") as info:
+        async with app.router.lifespan_context(app):
+            pass
+    assert "pw" not in str(info.value)

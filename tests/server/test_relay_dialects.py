@@ -1,9 +1,10 @@
-"""The relay from Anthropic and Ollama upstreams into every output format (real uvicorn).
+"""The relay from Anthropic, Ollama, Responses and Gemini upstreams into every output format
+(real uvicorn).
 
 The fake upstreams replay the recorded fixtures (``tests/fixtures/anthropic/*.sse``,
-``tests/fixtures/ollama/*.ndjson``) on 127.0.0.1, in small chunks; the request's model picks
-the fixture. The relay parses them with the client's own dialects, and each output format is
-read by its checker from ``test_formats.py``.
+``tests/fixtures/ollama/*.ndjson``, ``responses/*.sse``, ``gemini/*.sse``) on 127.0.0.1, in
+small chunks; the request's model picks the fixture. The relay parses them with the client's
+own dialects, and each output format is read by its checker from ``test_formats.py``.
 """
 
 from __future__ import annotations
@@ -42,10 +43,12 @@ class Upstream:
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict[str, str], dict[str, Any]]] = []
 
-    async def _replay(self, request: Request, folder: str, suffix: str, media: str) -> Response:
+    async def _replay(
+        self, request: Request, folder: str, suffix: str, media: str, model: str | None = None
+    ) -> Response:
         body = await request.json()
         self.requests.append((request.url.path, dict(request.headers), body))
-        model = body.get("model") or ""
+        model = model or body.get("model") or ""
         if model.startswith("status-"):
             status = int(model.removeprefix("status-"))
             error: dict[str, Any] = (
@@ -68,11 +71,21 @@ class Upstream:
     async def chat(self, request: Request) -> Response:
         return await self._replay(request, "ollama", ".ndjson", "application/x-ndjson")
 
+    async def responses(self, request: Request) -> Response:
+        return await self._replay(request, "responses", ".sse", "text/event-stream")
+
+    async def gemini(self, request: Request) -> Response:
+        model, _, method = request.path_params["rest"].partition(":")
+        assert method == "streamGenerateContent" and request.query_params["alt"] == "sse"
+        return await self._replay(request, "gemini", ".sse", "text/event-stream", model)
+
     def app(self) -> Starlette:
         return Starlette(
             routes=[
                 Route("/v1/messages", self.messages, methods=["POST"]),
                 Route("/api/chat", self.chat, methods=["POST"]),
+                Route("/v1/responses", self.responses, methods=["POST"]),
+                Route("/v1beta/models/{rest}", self.gemini, methods=["POST"]),
             ]
         )
 
@@ -97,6 +110,9 @@ async def ask(url: str, model: str, fmt: str, **body: Any) -> bytes:
     assert response.status_code == 200
     return response.content
 
+
+#: What a base URL of each protocol ends with (the others are the host alone).
+BASE_PATHS = {"responses": "/v1", "gemini": "/v1beta"}
 
 #: What each fixture must come out as, in every format.
 EXPECTED: dict[tuple[str, str], Reply] = {
@@ -139,6 +155,49 @@ EXPECTED: dict[tuple[str, str], Reply] = {
         finish="tool_calls",
         ended=True,
     ),
+    ("responses", "text"): Reply(
+        text="The final result is **570**.", usage=(299, 12, 311), finish="stop", ended=True
+    ),
+    ("responses", "reasoning_tool_call"): Reply(
+        reasoning="**Calculating step-by-step**\n\nI'll compute 12 plus 7 with the calculator.",
+        tool_calls=[
+            ("call_AB6AaRZ1FYZB2RwS6A5vbdqn", "calculator", {"a": 12, "b": 7, "op": "add"})
+        ],
+        usage=(134, 28, 162),
+        finish="tool_calls",
+        ended=True,
+    ),
+    ("responses", "incomplete"): Reply(
+        text="Once upon a time", usage=(12, 4, 16), finish="length", ended=True
+    ),
+    ("responses", "error"): Reply(
+        error=(
+            "You exceeded your current quota, please check your plan and billing details. For "
+            "more information on this error, read the docs: "
+            "https://platform.openai.com/docs/guides/error-codes/api-errors.",
+            "insufficient_quota",
+        ),
+        ended=True,
+    ),
+    ("gemini", "thinking"): Reply(
+        text="2 + 2 = 4.",
+        reasoning="**Adding two numbers**\n\nThe user asks for 2 + 2. That is 4.",
+        usage=(14, 92, 106),
+        finish="stop",
+        ended=True,
+    ),
+    ("gemini", "tool_call"): Reply(
+        tool_calls=[("call_b36LacjwM668nsEP2tbsgQQ_1", "weather", {"location": "San Francisco"})],
+        usage=(29, 60, 89),
+        finish="tool_calls",
+        ended=True,
+    ),
+    ("gemini", "error"): Reply(
+        text="Once upon",
+        usage=(8, 2, 10),
+        error=("The model is overloaded. Please try again later.", "UNAVAILABLE"),
+        ended=True,
+    ),
     ("ollama", "error"): Reply(
         text="The sky",
         error=(
@@ -156,7 +215,8 @@ async def test_relay_turns_each_upstream_fixture_into_each_output_format(
     serve_app: Any, upstream: tuple[str, Upstream], protocol: str, fixture: str, fmt: str
 ) -> None:
     upstream_url, _ = upstream
-    url = await relay(serve_app, upstream_url, protocol, api_key=API_KEY)
+    base = upstream_url + BASE_PATHS.get(protocol, "")
+    url = await relay(serve_app, base, protocol, api_key=API_KEY)
     content = await ask(url, fixture, fmt)
     reply = READERS[fmt](content)
     expected = EXPECTED[protocol, fixture]
@@ -311,6 +371,9 @@ async def test_what_the_upstream_dialect_cannot_express_is_logged_not_dropped_si
         ("ollama", "http://localhost:11434/api", "http://localhost:11434/api/chat"),
         ("ollama", "http://localhost:11434/api/chat", "http://localhost:11434/api/chat"),
         ("ollama", "http://gw/ollama?key=1", "http://gw/ollama/api/chat?key=1"),
+        ("responses", "https://api.openai.com/v1", "https://api.openai.com/v1/responses"),
+        ("responses", "https://h/v1/responses", "https://h/v1/responses"),
+        ("gemini", "https://g/v1beta", "https://g/v1beta"),  # GeminiDialect adds the model
     ],
 )
 def test_upstream_is_a_base_url_or_the_full_endpoint(
@@ -321,7 +384,7 @@ def test_upstream_is_a_base_url_or_the_full_endpoint(
 
 
 def test_unknown_upstream_protocol_names_the_ones_the_relay_speaks() -> None:
-    with pytest.raises(ValueError, match="anthropic, ollama, openai"):
+    with pytest.raises(ValueError, match="anthropic, gemini, ollama, openai, responses"):
         create_app(upstream="http://127.0.0.1:1", protocol="native")
 
 
@@ -329,3 +392,39 @@ def test_anthropic_relay_repr_never_shows_the_key() -> None:
     relay = UpstreamRelay("https://api.anthropic.com", api_key=API_KEY, protocol="anthropic")
     assert API_KEY not in repr(relay)
     assert json.dumps(relay.endpoint) == '"https://api.anthropic.com/v1/messages"'
+
+
+async def test_gemini_relay_sends_the_model_in_the_path_and_the_key_as_x_goog_api_key(
+    serve_app: Any, upstream: tuple[str, Upstream]
+) -> None:
+    upstream_url, fake = upstream
+    url = await relay(serve_app, upstream_url + "/v1beta", "gemini", api_key=API_KEY)
+    content = await ask(url, "thinking", "native", systemPrompt="Be brief", temperature=0.5)
+    assert READERS["native"](content).text == "2 + 2 = 4."
+    path, headers, body = fake.requests[-1]
+    assert path == "/v1beta/models/thinking:streamGenerateContent"
+    assert headers["x-goog-api-key"] == API_KEY and "authorization" not in headers
+    assert body == {
+        "contents": [{"role": "user", "parts": [{"text": "Hello"}]}],
+        "systemInstruction": {"parts": [{"text": "Be brief"}]},
+        "generationConfig": {"temperature": 0.5},
+    }
+
+
+async def test_responses_relay_sends_instructions_and_drops_what_it_has_no_field_for(
+    serve_app: Any, upstream: tuple[str, Upstream], caplog: pytest.LogCaptureFixture
+) -> None:
+    upstream_url, fake = upstream
+    url = await relay(serve_app, upstream_url + "/v1", "responses", api_key=API_KEY)
+    with caplog.at_level(logging.WARNING, "aistream.server"):
+        await ask(url, "text", "native", systemPrompt="Be brief", max_tokens=9, seed=1)
+    path, headers, body = fake.requests[-1]
+    assert path == "/v1/responses" and headers["authorization"] == f"Bearer {API_KEY}"
+    assert body == {
+        "model": "text",
+        "instructions": "Be brief",
+        "input": [{"role": "user", "content": "Hello"}],
+        "max_output_tokens": 9,
+        "stream": True,
+    }
+    assert "'seed'" in caplog.text

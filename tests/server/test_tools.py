@@ -275,7 +275,8 @@ async def test_vercel_format_writes_the_demo_tool_call(demo_url: str) -> None:
     parts = [json.loads(f.data) for f in frames(response.content) if f.data != "[DONE]"]
     [call] = [p for p in parts if p["type"] == "tool-input-available"]
     assert call["toolName"] == "get_time" and isinstance(call["input"], dict)
-    assert (parts[-1]["type"], parts[-1]["finishReason"]) == ("finish", "tool-calls")
+    finish = parts[-1]
+    assert (finish["type"], finish["messageMetadata"]["finishReason"]) == ("finish", "tool-calls")
 
 
 # --- the relay -------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .._wire._dialect import ChatRequest
-from .._wire._events import StreamEvent
+from .._wire._events import FinishReason, ServerError, StreamEvent
 from .._wire._sse import encode_sse
 from ._demo import DemoModel
 from ._encoders import Format, make_encoder
@@ -44,14 +44,29 @@ from ._formats import (
     choose_format,
     decode_body,
     openai_completion,
+    openai_error,
     parse_chat_request,
     parse_native,
     parse_openai,
     requested_format,
 )
 from ._relay import UpstreamRelay
-from ._replay import MemoryReplayStore, ReplayFull, ReplayStore
+from ._replay import (
+    MemoryReplayStore,
+    ReplayFull,
+    ReplayStore,
+    SharedReplayStore,
+    StoreUnavailable,
+)
+from ._replicas import (
+    Continuable,
+    progress,
+    request_context,
+    request_from_context,
+    store_error_frame,
+)
 from ._response import EventStreamResponse, FrameStreamResponse, NativeEncoder, new_stream_id
+from ._responses_out import RequestError, ResponsesEncoder, parse_responses, response_object
 
 __all__ = ["BadRequest", "ChatBackend", "ChatService", "create_app", "parse_chat_request"]
 
@@ -59,6 +74,7 @@ log = logging.getLogger("aistream.server")
 
 Sleep = Callable[[float], Awaitable[object]]
 _CANCEL_WAIT: Final = 5.0  # seconds DELETE waits for a cancelled generation to wind down
+_RESPONSES_EXAMPLE: Final = '{"model": "m", "input": "Hello!", "stream": true}'
 
 
 class ChatBackend(Protocol):
@@ -108,6 +124,16 @@ class _Live:
         changed.set()
 
 
+class _Cursor:
+    """Where a follower stands: the last seq it was sent, and whether it has had the end."""
+
+    __slots__ = ("after", "done")
+
+    def __init__(self, after: int) -> None:
+        self.after = after
+        self.done = False
+
+
 class ChatService:
     """The state and handlers behind one app: backend, replay store, live generations.
 
@@ -120,6 +146,8 @@ class ChatService:
         max_body_bytes: Largest request body accepted (413 beyond).
         sleep, clock: Injected time (tests).
         id_factory: Makes stream ids.
+        producer_lease: With a shared store: seconds after which another replica takes over
+            a stream whose producer stopped renewing its lease.
     """
 
     def __init__(
@@ -135,9 +163,16 @@ class ChatService:
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         id_factory: Callable[[], str] = new_stream_id,
+        producer_lease: float = 5.0,
     ) -> None:
         self.backend = backend
         self.store = store
+        self.producer_lease = producer_lease
+        self.shared: SharedReplayStore | None = None
+        if getattr(store, "shared", False):
+            shared: SharedReplayStore = store  # type: ignore[assignment]
+            shared.listener = self
+            self.shared = shared
         self.resume_grace = resume_grace
         self.replay_ttl = replay_ttl
         self.max_body_bytes = max_body_bytes
@@ -198,6 +233,33 @@ class ChatService:
             return await openai_completion(events, f"chatcmpl-{self._new_id()}", model)
         return await self._serve(chat, asked or "openai", options.include_usage)
 
+    async def post_responses(self, request: Request) -> Response:
+        """POST /v1/responses: the OpenAI Responses API (its body, stream and errors).
+
+        Streams the Responses events when the body says ``"stream": true``, else answers the
+        whole Response object (API.md §7).
+        """
+        try:
+            body = decode_body(await self._read_body(request), _RESPONSES_EXAMPLE)
+            chat, options = parse_responses(body)
+        except BadRequest as exc:
+            return exc.openai_response()
+        except RequestError as exc:
+            return BadRequest(400, exc.code, str(exc), exc.param).openai_response()
+        if options.stream:
+            return await self._serve(chat, "responses", True)
+        encoder = ResponsesEncoder(self._new_id())
+        try:
+            encoder.model = self.backend.model_for(chat) or chat.model
+            events = self.backend.stream(chat)
+        except Exception as exc:
+            log.exception("aistream.server: the backend refused a response")
+            events = _failing(exc)
+        response, failure = await response_object(events, encoder)
+        if failure is not None:
+            return openai_error(failure.message, failure.code or "error", failure.retryable)
+        return JSONResponse(response)
+
     async def get_models(self, request: Request) -> Response:
         """GET /v1/models: OpenAI's model list, for clients that look before they chat.
 
@@ -253,13 +315,39 @@ class ChatService:
             live.task.cancel()
             await asyncio.wait((live.task,), timeout=_CANCEL_WAIT)
             return Response(status_code=204)
-        if await self.store.read(stream_id, sys.maxsize) is not None:
-            return Response(status_code=204)
+        try:
+            if self.shared is not None:
+                return await self._cancel_elsewhere(stream_id)
+            if await self.store.read(stream_id, sys.maxsize) is not None:
+                return Response(status_code=204)
+        except StoreUnavailable as exc:
+            return _store_down(exc)
         return self._unknown(stream_id)
 
     async def healthz(self, request: Request) -> Response:
-        """GET /healthz: liveness, and how many generations are running."""
-        return JSONResponse({"status": "ok", "live_streams": len(self.live)})
+        """GET /healthz: liveness, how many generations run here, and the shared store's state."""
+        body: dict[str, Any] = {"status": "ok", "live_streams": len(self.live)}
+        if self.shared is not None:
+            try:
+                await self.shared.check()
+            except StoreUnavailable as exc:
+                body.update(status="unavailable", store="unavailable", error=str(exc))
+                return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+            body["store"] = "ok"
+        return JSONResponse(body)
+
+    # --- StoreListener: what a shared store tells this replica ---------------------------------
+
+    def stored(self, stream_id: str) -> None:
+        live = self.live.get(stream_id)
+        if live is not None:
+            live.notify()
+
+    def cancel(self, stream_id: str) -> None:
+        live = self.live.get(stream_id)
+        if live is not None and live.task is not None and not live.task.done():
+            log.info("aistream.server: a stream was cancelled through the store")
+            live.task.cancel()
 
     # --- streams ----------------------------------------------------------------------------
 
@@ -291,6 +379,8 @@ class ChatService:
         if fmt == "native":
             try:
                 stream_id = await self._start(chat)
+            except StoreUnavailable as exc:
+                return _store_down(exc)
             except ReplayFull as exc:
                 log.warning("aistream.server: refusing a new stream: %s", exc)
                 return _error(
@@ -313,7 +403,10 @@ class ChatService:
     async def _start(self, request: ChatRequest) -> str:
         encoder = NativeEncoder(self._new_id())  # validates the id before anything is stored
         stream_id = encoder.stream_id
-        await self.store.create(stream_id)
+        if self.shared is not None:
+            await self.store.create(stream_id, context=request_context(request))
+        else:
+            await self.store.create(stream_id)
         live = self.live[stream_id] = _Live(stream_id)
         task = asyncio.create_task(
             self._generate(live, encoder, request), name=f"aistream-{stream_id}"
@@ -331,7 +424,10 @@ class ChatService:
             cleanup.add_done_callback(self._cleanups.discard)
 
     async def _resume(self, stream_id: str, after: int) -> Response:
-        replay = await self.store.read(stream_id, sys.maxsize)
+        try:
+            replay = await self.store.read(stream_id, sys.maxsize)
+        except StoreUnavailable as exc:
+            return _store_down(exc)
         if replay is None and stream_id not in self.live:
             return self._unknown(stream_id)
         if replay is not None and after >= replay.next_seq:
@@ -344,7 +440,10 @@ class ChatService:
         return self._respond(stream_id, after)
 
     def _respond(self, stream_id: str, after: int, attached: bool = False) -> Response:
-        frames = self._follow(stream_id, after, attached)
+        if self.shared is not None:
+            frames = self._follow_shared(stream_id, after, attached)
+        else:
+            frames = self._follow(stream_id, after, attached)
         return FrameStreamResponse(frames, **self._stream_options)
 
     def _unknown(self, stream_id: str) -> JSONResponse:
@@ -356,19 +455,29 @@ class ChatService:
             "a new reply",
         )
 
-    async def _generate(self, live: _Live, encoder: NativeEncoder, request: ChatRequest) -> None:
-        """Run the backend and write its events, encoded once, into the replay store."""
+    async def _generate(
+        self,
+        live: _Live,
+        encoder: NativeEncoder,
+        request: ChatRequest,
+        events: AsyncIterator[StreamEvent] | None = None,
+    ) -> None:
+        """Run the backend and write its events, encoded once, into the replay store.
+
+        `events`: the rest of a reply taken over from a dead producer (its `start` and what it
+        sent are stored already; `encoder` continues their numbering).
+        """
         store, stream_id = self.store, live.stream_id
-        events: AsyncIterator[StreamEvent] | None = None
 
         async def put(frame: bytes) -> None:
             await store.append(stream_id, frame)
             live.notify()
 
         try:
-            encoder.model = self.backend.model_for(request)
-            await put(encoder.start())
-            events = self.backend.stream(request)
+            if events is None:
+                encoder.model = self.backend.model_for(request)
+                await put(encoder.start())
+                events = self.backend.stream(request)
             async for event in events:
                 frame = encoder.encode(event)
                 if frame is not None:
@@ -379,13 +488,18 @@ class ChatService:
                 await put(encoder.done())
         except asyncio.CancelledError:
             if not encoder.finished:
-                await put(encoder.done("stopped"))
+                with contextlib.suppress(StoreUnavailable):
+                    await put(encoder.done("stopped"))
             raise
+        except StoreUnavailable:
+            # the shared store is gone (its followers were told) or another replica took over
+            log.warning("aistream.server: a generation stopped: the store is unavailable")
         except Exception as exc:
             log.exception("aistream.server: the generation of stream %s failed", stream_id)
             if not encoder.finished:
                 message = f"the server failed while generating the reply ({type(exc).__name__})"
-                await put(encoder.error(message, "internal_error", False))
+                with contextlib.suppress(StoreUnavailable):
+                    await put(encoder.error(message, "internal_error", False))
         finally:
             aclose = getattr(events, "aclose", None)
             try:
@@ -402,6 +516,8 @@ class ChatService:
             live.grace.cancel()
         try:
             await self.store.finish(stream_id)
+        except StoreUnavailable:
+            log.warning("aistream.server: could not mark a stream finished in the store")
         finally:
             live.notify()
 
@@ -444,6 +560,162 @@ class ChatService:
                 if live.followers == 0 and stream_id in self.live:
                     self._start_grace(live)
 
+    async def _follow_shared(
+        self, stream_id: str, after: int, attached: bool
+    ) -> AsyncGenerator[bytes, None]:
+        """`_follow` for a shared store: from here while this replica produces the stream,
+        from the store (blocking reads) while another one does, taking it over if it dies."""
+        cursor = _Cursor(after)
+        await self.store.hold(stream_id)
+        try:
+            while not cursor.done:
+                live = self.live.get(stream_id)
+                if live is not None:
+                    source = self._from_here(live, cursor, attached)
+                    attached = False
+                else:
+                    source = self._from_elsewhere(stream_id, cursor)
+                async with contextlib.aclosing(source):
+                    async for chunk in source:
+                        yield chunk
+        finally:
+            await self.store.release(stream_id)
+
+    async def _from_here(
+        self, live: _Live, cursor: _Cursor, attached: bool
+    ) -> AsyncGenerator[bytes, None]:
+        """Follow a generation of this replica; return undone if it stops being ours."""
+        stream_id = live.stream_id
+        if not attached:
+            live.followers += 1
+            if live.grace is not None:
+                live.grace.cancel()
+                live.grace = None
+        try:
+            while True:
+                changed = live.changed
+                ended = live.task is None or live.task.done()
+                try:
+                    replay = await self.store.read(stream_id, cursor.after)
+                except StoreUnavailable as exc:
+                    cursor.done = True
+                    yield store_error_frame(str(exc))
+                    return
+                if replay is None:
+                    return  # dropped here (another replica took it over): follow the store
+                if replay.data:
+                    cursor.after = replay.next_seq - 1
+                    yield replay.data
+                if replay.finished:
+                    cursor.done = True
+                    return
+                if ended:
+                    return
+                await changed.wait()
+        finally:
+            live.followers -= 1
+            if live.followers == 0 and stream_id in self.live:
+                self._start_grace(live)
+
+    async def _from_elsewhere(self, stream_id: str, cursor: _Cursor) -> AsyncGenerator[bytes, None]:
+        """Follow a stream another replica produces; take it over when its lease expires.
+
+        Returns undone when this replica produces it now.
+        """
+        store = self.shared
+        assert store is not None
+        probe = min(1.0, self.producer_lease / 2)
+        try:
+            while stream_id not in self.live:
+                replay = await store.wait(stream_id, cursor.after, probe)
+                if replay.data:
+                    cursor.after = replay.next_seq - 1
+                    yield replay.data
+                if replay.finished:
+                    cursor.done = True
+                    return
+                if replay.data or await store.producer_alive(stream_id):
+                    continue
+                if await self._take_over(stream_id):
+                    continue
+                if await store.read(stream_id, cursor.after) is None:
+                    cursor.done = True  # expired meanwhile
+                    return
+        except StoreUnavailable as exc:
+            cursor.done = True
+            yield store_error_frame(str(exc))
+
+    async def _take_over(self, stream_id: str, cancel: bool = False) -> bool:
+        """Produce a stream whose producer died, if this replica wins its lease.
+
+        It continues the reply when the backend can do so exactly (`Continuable`), else it
+        ends it with `producer_lost` after all that was stored; `cancel` ends it as stopped.
+        """
+        store = self.shared
+        assert store is not None
+        taken = await store.take_over(stream_id)
+        if taken is None:
+            return False
+        state = progress(taken.frames)
+        encoder = NativeEncoder(stream_id, state.model)
+        encoder.seq, encoder.index = state.events, state.tokens
+        live = self.live[stream_id] = _Live(stream_id)
+        request = request_from_context(taken.context)
+        events: AsyncIterator[StreamEvent] | None = None
+        if state.ended:
+            encoder.finished = True
+            events = _no_events()
+        elif cancel:
+            events = _no_events(FinishReason("stopped"))
+        elif state.plain and request is not None and isinstance(self.backend, Continuable):
+            events = self.backend.continuation(request, state.text)
+        if events is None:
+            log.warning(
+                "aistream.server: a stream's producer was lost after %d events and the reply "
+                "cannot be continued exactly; ending it with producer_lost",
+                state.events,
+            )
+            events = _no_events(
+                ServerError(
+                    f"the server producing this reply was lost after {state.tokens} tokens and "
+                    "the reply cannot be continued exactly; send the message again",
+                    "producer_lost",
+                    True,
+                )
+            )
+        task = asyncio.create_task(
+            self._generate(live, encoder, request or ChatRequest(()), events),
+            name=f"aistream-{stream_id}",
+        )
+        task.add_done_callback(lambda _: self._never_ran(live))
+        live.task = task
+        if not cancel:
+            self._start_grace(live)  # nobody attached yet: the reader that took it comes next
+        else:
+            await asyncio.wait((task,), timeout=_CANCEL_WAIT)
+        return True
+
+    async def _cancel_elsewhere(self, stream_id: str) -> Response:
+        """DELETE of a stream this replica does not produce: tell its producer, wait for the
+        end (or end it here if its producer is dead). Answers 204, or 404 if unknown."""
+        store = self.shared
+        assert store is not None
+        found = await store.request_cancel(stream_id)
+        if found == "unknown":
+            return self._unknown(stream_id)
+        replay = await store.read(stream_id, sys.maxsize)
+        after = -1 if replay is None else replay.next_seq - 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _CANCEL_WAIT
+        while found == "live" and loop.time() < deadline:
+            replay = await store.wait(stream_id, after, min(0.5, self.producer_lease / 2))
+            after = replay.next_seq - 1
+            if replay.finished or stream_id in self.live:
+                break
+            if not replay.data and not await store.producer_alive(stream_id):
+                await self._take_over(stream_id, cancel=True)
+        return Response(status_code=204)
+
     def _start_grace(self, live: _Live) -> None:
         if live.grace is None or live.grace.done():
             live.grace = asyncio.create_task(self._expire(live))
@@ -474,10 +746,23 @@ class ChatService:
         close = getattr(self.backend, "aclose", None)
         if close is not None:
             await close()
+        if self.shared is not None:
+            await self.shared.aclose()
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        """The app's lifespan: nothing to open; on shutdown, cancel and close everything."""
+        """The app's lifespan: reach the shared store (if any); on shutdown, close everything.
+
+        Raises:
+            RuntimeError: The shared store cannot be reached (the server does not start).
+        """
+        if self.shared is not None:
+            try:
+                await self.shared.start()
+            except StoreUnavailable as exc:
+                raise RuntimeError(
+                    f"cannot start: {exc}; start Redis or fix --store / create_app(store=...)"
+                ) from None
         try:
             yield
         finally:
@@ -532,6 +817,22 @@ async def _failing(exc: Exception) -> AsyncIterator[StreamEvent]:
     yield  # pragma: no cover - makes this an async generator
 
 
+def _store_down(exc: StoreUnavailable) -> JSONResponse:
+    """503 while the shared store is unreachable (clients retry after Retry-After)."""
+    log.warning("aistream.server: refusing a request: %s", exc)
+    return JSONResponse(
+        {"error": f"{exc}; retry shortly", "code": "store_unavailable", "retryable": True},
+        status_code=503,
+        headers={"Retry-After": "2"},
+    )
+
+
+async def _no_events(*events: StreamEvent) -> AsyncIterator[StreamEvent]:
+    """The given events (a takeover's last words)."""
+    for event in events:
+        yield event
+
+
 def _unavailable(stream_id: str) -> bytes:
     """A terminal error without an id: the log is incomplete and nobody here is writing it."""
     payload = {
@@ -540,6 +841,23 @@ def _unavailable(stream_id: str) -> bytes:
         "retryable": False,
     }
     return encode_sse(json.dumps(payload), event="error")
+
+
+def _store_from_url(url: str, **options: Any) -> ReplayStore:
+    """A RedisReplayStore for a ``redis://`` / ``rediss://`` / ``unix://`` URL."""
+    scheme = url.partition("://")[0].lower()
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(
+            f"store= takes a Redis URL (redis://host:6379/0, rediss://, unix://) or a "
+            f"ReplayStore; got a URL with scheme {scheme!r}"
+        )
+    try:
+        from ._redis import RedisReplayStore
+    except ImportError:
+        raise ValueError(
+            "store='redis://...' needs redis-py: pip install 'aistream[redis]'"
+        ) from None
+    return RedisReplayStore(url, **options)
 
 
 def create_app(
@@ -559,6 +877,8 @@ def create_app(
     send_timeout: float | None = 30.0,
     upstream_timeout: float | None = 60.0,
     backend: ChatBackend | None = None,
+    store: str | ReplayStore | None = None,
+    producer_lease: float = 5.0,
     replay_store: ReplayStore | None = None,
     sleep: Sleep = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
@@ -581,11 +901,12 @@ def create_app(
     Args:
         upstream: The upstream model server, None for the built-in demo model: a base URL
             (``https://api.openai.com/v1``, ``https://api.anthropic.com``,
-            ``http://localhost:11434``) or the full endpoint URL.
+            ``http://localhost:11434``, ``https://generativelanguage.googleapis.com/v1beta``)
+            or the full endpoint URL.
         api_key: Sent to the upstream as it expects (``Authorization: Bearer``; ``x-api-key``
-            for anthropic).
+            for anthropic; ``x-goog-api-key`` for gemini).
         protocol: The upstream's protocol: "openai" (any OpenAI-compatible server),
-            "anthropic" or "ollama".
+            "anthropic", "ollama", "responses" (the OpenAI Responses API) or "gemini".
         model: Model name: sent upstream when a request names none; the demo's name.
         heartbeat_interval: Seconds of silence before a ``: ping`` (None: never).
         replay_ttl: Seconds a finished stream stays resumable.
@@ -597,7 +918,12 @@ def create_app(
         send_timeout: Longest one send to a client may block before its stream is closed.
         upstream_timeout: Connect timeout and longest silence from the upstream.
         backend: Your own reply generator instead of the demo or relay.
-        replay_store: Your own ReplayStore instead of the in-memory one.
+        store: Where streams are kept for resume: None for this process's memory, a Redis URL
+            (``redis://[:password@]host:6379/0``, needs ``aistream[redis]``) so replicas share
+            them (API.md §8), or a ReplayStore.
+        producer_lease: With Redis: seconds after which a replica takes over a stream whose
+            producer stopped renewing its lease (it died).
+        replay_store: Same as `store` with a ReplayStore (the older name).
         sleep, clock, id_factory: Injected time and ids (tests).
 
     Raises:
@@ -609,6 +935,8 @@ def create_app(
     app = create_app(upstream="https://api.anthropic.com", protocol="anthropic", api_key=key,
                      model="claude-sonnet-4-5")
     app = create_app(upstream="http://localhost:11434", protocol="ollama", model="llama3.2")
+    app = create_app(upstream="https://generativelanguage.googleapis.com/v1beta",
+                     protocol="gemini", api_key=key, model="gemini-2.5-flash")
     ```
     """
     if backend is None:
@@ -622,8 +950,21 @@ def create_app(
             )
     if resume_grace < 0 or max_body_bytes < 1:
         raise ValueError("resume_grace must be >= 0 and max_body_bytes >= 1")
-    store = replay_store or MemoryReplayStore(
-        ttl=replay_ttl, max_streams=replay_max_streams, max_bytes=replay_max_bytes, clock=clock
+    if store is not None and replay_store is not None:
+        raise ValueError("pass store= or replay_store= (the older name), not both")
+    if producer_lease <= 0:
+        raise ValueError(f"producer_lease must be > 0 seconds; got {producer_lease}")
+    if isinstance(store, str):
+        store = _store_from_url(
+            store, ttl=replay_ttl, lease=producer_lease, max_streams=replay_max_streams,
+            max_bytes=replay_max_bytes,
+        )  # fmt: skip
+    store = (
+        store
+        or replay_store
+        or MemoryReplayStore(
+            ttl=replay_ttl, max_streams=replay_max_streams, max_bytes=replay_max_bytes, clock=clock
+        )
     )
     service = ChatService(
         backend,
@@ -636,10 +977,12 @@ def create_app(
         sleep=sleep,
         clock=clock,
         id_factory=id_factory,
+        producer_lease=producer_lease,
     )
     routes = [
         Route("/api/chat", service.post_chat, methods=["POST"]),
         Route("/v1/chat/completions", service.post_completions, methods=["POST"]),
+        Route("/v1/responses", service.post_responses, methods=["POST"]),
         Route("/v1/models", service.get_models, methods=["GET"]),
         Route("/api/chat/{stream_id}/stream", service.get_chat_stream, methods=["GET"]),
         Route("/api/chat/{stream_id}", service.get_chat, methods=["GET"]),

@@ -144,31 +144,62 @@ class DemoModel:
         words = self.reply(request).split(" ")
         return [words[0], *(" " + w for w in words[1:])]
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         """Stream the reply: one TextDelta per token, then UsageReport and FinishReason;
         or, when the last user message names declared tools, their calls (`tool_calls`) and
         finish reason ``tool_calls``. After tool results, the reply reports them first.
 
         A ``max_tokens`` option cuts the reply short with finish reason ``length``.
         """
-        delay = 1.0 / self.tokens_per_second if self.tokens_per_second else 0.0
         calls = self.tool_calls(request)
         if calls:
-            for call in calls:
-                if delay:
-                    await self._sleep(delay)
-                yield call
-            prompt = prompt_tokens(request)
-            completion = sum(len(c.arguments.split()) + 1 for c in calls)
-            yield UsageReport(prompt, completion, prompt + completion)
-            yield FinishReason("tool_calls")
-            return
+            return self._calls(request, calls)
+        tokens, finish = self._plan(request)
+        return self._paced(request, tokens, 0, finish)
+
+    def continuation(self, request: ChatRequest, sent: str) -> AsyncIterator[StreamEvent] | None:
+        """The rest of `stream(request)` after the text `sent`: exactly what it would have sent.
+
+        A replica that takes over a stream whose producer died uses it (the reply is
+        deterministic). None when `sent` is not a token-aligned start of this reply, or the
+        reply is tool calls.
+        """
+        if self.tool_calls(request):
+            return None
+        tokens, finish = self._plan(request)
+        done, count = 0, 0
+        while done < len(sent) and count < len(tokens):
+            done += len(tokens[count])
+            count += 1
+        if "".join(tokens[:count]) != sent:
+            return None
+        return self._paced(request, tokens, count, finish)
+
+    async def _calls(
+        self, request: ChatRequest, calls: list[ToolCallDone]
+    ) -> AsyncIterator[StreamEvent]:
+        delay = 1.0 / self.tokens_per_second if self.tokens_per_second else 0.0
+        for call in calls:
+            if delay:
+                await self._sleep(delay)
+            yield call
+        prompt = prompt_tokens(request)
+        completion = sum(len(c.arguments.split()) + 1 for c in calls)
+        yield UsageReport(prompt, completion, prompt + completion)
+        yield FinishReason("tool_calls")
+
+    def _plan(self, request: ChatRequest) -> tuple[list[str], str]:
         tokens = self.tokens(request)
         limit = request.options.get("max_tokens")
-        finish = "stop"
         if isinstance(limit, int) and 0 < limit < len(tokens):
-            tokens, finish = tokens[:limit], "length"
-        for token in tokens:
+            return tokens[:limit], "length"
+        return tokens, "stop"
+
+    async def _paced(
+        self, request: ChatRequest, tokens: list[str], start: int, finish: str
+    ) -> AsyncIterator[StreamEvent]:
+        delay = 1.0 / self.tokens_per_second if self.tokens_per_second else 0.0
+        for token in tokens[start:]:
             if delay:
                 await self._sleep(delay)
             yield TextDelta(token)

@@ -57,8 +57,8 @@ log = logging.getLogger("aistream.server")
 
 #: What a generator may yield: an event of the one event model, or a plain str as a token.
 ServerEvent = StreamEvent | str
-Format = Literal["native", "openai", "vercel"]
-FORMATS: Final[tuple[Format, ...]] = ("native", "openai", "vercel")
+Format = Literal["native", "openai", "vercel", "responses"]
+FORMATS: Final[tuple[Format, ...]] = ("native", "openai", "vercel", "responses")
 
 _dumps_utf8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _dumps_ascii = json.JSONEncoder(separators=(",", ":")).encode
@@ -133,8 +133,8 @@ def make_encoder(
     model: str | None = None,
     *,
     include_usage: bool = True,
-) -> NativeEncoder | OpenAIEncoder | VercelEncoder:
-    """The encoder for `format` ("native", "openai" or "vercel").
+) -> Encoder:
+    """The encoder for `format` ("native", "openai", "vercel" or "responses").
 
     `include_usage` is for "openai": whether the usage chunk (``choices: []``) is sent, as
     ``stream_options.include_usage`` asks.
@@ -148,6 +148,10 @@ def make_encoder(
         return OpenAIEncoder(stream_id, model, include_usage=include_usage)
     if format == "vercel":
         return VercelEncoder(stream_id, model)
+    if format == "responses":
+        from ._responses_out import ResponsesEncoder  # it builds on this module's helpers
+
+        return ResponsesEncoder(stream_id, model)
     raise ValueError(f"unknown output format {format!r}; use one of: {', '.join(FORMATS)}")
 
 
@@ -527,15 +531,19 @@ class VercelEncoder:
     known) and ``start-step``; text as ``text-start`` / ``text-delta`` / ``text-end`` and
     reasoning as ``reasoning-start`` / ``-delta`` / ``-end`` (a part is closed when the other
     kind or a tool call comes); a tool call as ``tool-input-available`` with ``input`` the
-    parsed arguments (``tool-input-error`` with the raw text when they are not JSON);
-    `Metadata` as ``message-metadata``; at the end ``finish-step``, ``finish`` with
-    ``finishReason`` (stop, length, content-filter, tool-calls, error, other) and
-    ``messageMetadata.usage`` (``inputTokens``, ``outputTokens``, ``totalTokens``: the protocol
-    has no usage part), then ``data: [DONE]``. An error is an ``error`` part (``errorText``),
-    then ``finish`` with ``finishReason: "error"``; usage reported before it goes out first as
+    parsed arguments (arguments that are not JSON: ``input`` the raw text, then
+    ``tool-output-error`` saying so); `Metadata` as ``message-metadata``; at the end
+    ``finish-step``, ``finish`` with ``messageMetadata`` ``finishReason`` (stop, length,
+    content-filter, tool-calls, error, other) and ``usage`` (``inputTokens``, ``outputTokens``,
+    ``totalTokens``: the protocol has no usage part), then ``data: [DONE]``. An error is an
+    ``error`` part (``errorText``), then ``finish``; usage reported before it goes out first as
     ``message-metadata``; the error's code and retryable flag have no field, and are logged.
-    Every part has exactly the fields of ``uiMessageChunkSchema`` (ai
-    5.0.92+, whose schema is strict until 5.0.217). Parts carry no ids: no resume.
+
+    Every part is one that ai 5.0.0 knows, with only the fields its strict schema allows, so
+    every ``ai`` major in use (5, 6, 7) reads it (API.md §9): hence the finish reason in the
+    metadata (``finish.finishReason`` came in 5.0.92) and no ``tool-input-error`` (5.0.7).
+    tests/node runs ai 5.0.0, the newest 5 and 7, and the first 6 and 7. Parts carry no ids:
+    no resume.
     """
 
     format: ClassVar[str] = "vercel"
@@ -610,10 +618,10 @@ class VercelEncoder:
         return f"{opening}{self._delta_head}{_json_string(text)}}}\n\n".encode()
 
     def _finish(self, reason: str, with_usage: bool) -> str:
-        finish: dict[str, Any] = {"type": "finish", "finishReason": reason}
+        metadata: dict[str, Any] = {"finishReason": reason}
         if with_usage and self.usage.seen:
-            usage = self.usage.as_dict("inputTokens", "outputTokens", "totalTokens")
-            finish["messageMetadata"] = {"usage": usage}
+            metadata["usage"] = self.usage.as_dict("inputTokens", "outputTokens", "totalTokens")
+        finish = {"type": "finish", "messageMetadata": metadata}
         return self._part({"type": "finish-step"}) + self._part(finish) + _SSE_DONE
 
     def done(self, finish_reason: str | None = None) -> bytes:
@@ -683,18 +691,22 @@ class VercelEncoder:
         try:
             value = json.loads(call.arguments or "{}")
         except ValueError as exc:
-            part: dict[str, Any] = {
-                "type": "tool-input-error",
-                "toolCallId": call_id,
-                "toolName": call.name,
-                "input": call.arguments,
-                "errorText": f"the tool call's arguments are not valid JSON ({exc})",
-            }
-        else:
-            part = {
+            start = {
                 "type": "tool-input-available",
                 "toolCallId": call_id,
                 "toolName": call.name,
-                "input": value,
+                "input": call.arguments,
             }
+            error = {
+                "type": "tool-output-error",
+                "toolCallId": call_id,
+                "errorText": f"the tool call's arguments are not valid JSON ({exc})",
+            }
+            return (out + self._part(start) + self._part(error)).encode()
+        part = {
+            "type": "tool-input-available",
+            "toolCallId": call_id,
+            "toolName": call.name,
+            "input": value,
+        }
         return (out + self._part(part)).encode()

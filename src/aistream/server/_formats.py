@@ -66,6 +66,7 @@ __all__ = [
     "decode_body",
     "is_ui_body",
     "openai_completion",
+    "openai_error",
     "parse_chat_request",
     "parse_native",
     "parse_openai",
@@ -629,6 +630,11 @@ async def openai_completion(
     if usage.seen:
         completion["usage"] = usage.as_dict("prompt_tokens", "completion_tokens", "total_tokens")
     return JSONResponse(completion)
+
+
+def openai_error(message: str, code: str, retryable: bool) -> JSONResponse:
+    """The OpenAI error body for a failure that ended a reply, with a status by its code."""
+    return _openai_error(message, code, retryable)
 
 
 def _openai_error(message: str, code: str, retryable: bool) -> JSONResponse:

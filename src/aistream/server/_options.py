@@ -171,10 +171,37 @@ def _ollama(options: Mapping[str, Any], dropped: list[str]) -> dict[str, Any]:
     return out
 
 
+def _responses(options: Mapping[str, Any], dropped: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}  # ResponsesDialect writes max_tokens as max_output_tokens
+    for key, value in options.items():
+        if key in ("temperature", "top_p", "max_tokens", "response_format"):
+            out[key] = value
+        else:  # stop, seed, penalties, top_k: the Responses API has no field for them
+            dropped.append(key)
+    return out
+
+
+def _gemini(options: Mapping[str, Any], dropped: list[str]) -> dict[str, Any]:
+    out = dict(options)  # GeminiDialect writes them into generationConfig
+    response_format = out.pop("response_format", None)
+    if response_format is not None:
+        kind = response_format.get("type")
+        schema = response_format.get("json_schema")
+        if kind == "json_object" or (
+            kind == "json_schema" and isinstance(schema, dict) and "schema" in schema
+        ):
+            out["response_format"] = response_format
+        elif kind != "text":
+            dropped.append("response_format")
+    return out
+
+
 _UPSTREAM: Final[dict[str, Callable[[Mapping[str, Any], list[str]], dict[str, Any]]]] = {
     "openai": _openai,
     "anthropic": _anthropic,
     "ollama": _ollama,
+    "responses": _responses,
+    "gemini": _gemini,
 }
 
 

@@ -29,13 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import secrets
 from collections.abc import Awaitable
-from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -43,10 +41,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from .._wire._sse import encode_sse
-from ._replay import MemoryReplayStore, Replay, StoreUnavailable
+from ._replay import MemoryReplayStore, Replay, StoreListener, StoreUnavailable, Takeover
+from ._replicas import store_error_frame
 
-__all__ = ["RedisReplayStore", "StoreListener", "Takeover", "redact_url"]
+__all__ = ["RedisReplayStore", "redact_url"]
 
 log = logging.getLogger("aistream.server")
 
@@ -128,31 +126,6 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-class StoreListener(Protocol):
-    """What the app hears from the store about streams this replica produces."""
-
-    def stored(self, stream_id: str) -> None:
-        """Frames of `stream_id` became readable (they are in Redis)."""
-
-    def cancel(self, stream_id: str) -> None:
-        """Stop generating `stream_id`: a DELETE somewhere, or this replica lost its lease."""
-
-
-@dataclass(frozen=True, slots=True)
-class Takeover:
-    """A stream this replica now produces after its producer's lease expired.
-
-    Attributes:
-        frames: Every frame stored so far, in order (seq 0 .. len-1).
-        owner: The stream's owner ("" for none).
-        context: What the producer stored to describe the request (bytes, possibly empty).
-    """
-
-    frames: list[bytes]
-    owner: str
-    context: bytes
-
-
 class _Producer:
     """The write side of one stream this replica holds the lease of."""
 
@@ -185,7 +158,7 @@ class RedisReplayStore:
     ```
     """
 
-    shared: Final = True  # other replicas see what this store holds
+    shared = True  # other replicas see what this store holds
 
     def __init__(
         self,
@@ -201,6 +174,7 @@ class RedisReplayStore:
         if ttl <= 0 or lease <= 0 or timeout <= 0:
             raise ValueError(f"need ttl, lease and timeout > 0; got {ttl}, {lease}, {timeout}")
         self.address = redact_url(url)
+        self._url = url
         self.ttl, self.lease, self.timeout, self.prefix = ttl, lease, timeout, prefix
         self._ttl_ms, self._lease_ms = int(ttl * 1000), max(int(lease * 1000), 1)
         self._live_ttl_ms = int((ttl + lease) * 1000)
@@ -241,6 +215,22 @@ class RedisReplayStore:
     async def check(self) -> None:
         """PING Redis. Raises StoreUnavailable naming the address (password redacted)."""
         await self._call(self._redis.ping())
+
+    def check_now(self) -> None:
+        """PING Redis from synchronous code (the CLI, before it serves): StoreUnavailable."""
+        import redis
+
+        client = redis.Redis.from_url(
+            self._url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
+        )
+        try:
+            client.ping()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(
+                f"the replay store at {self.address} is unavailable ({type(exc).__name__})"
+            ) from None
+        finally:
+            client.close()
 
     async def start(self) -> None:
         """Check Redis and start listening for cancels (the app's startup)."""
@@ -310,7 +300,9 @@ class RedisReplayStore:
 
     async def append(self, stream_id: str, frame: bytes) -> None:
         """Queue the frame; it is readable once written (`listener.stored`)."""
-        producer = self._producers[stream_id]
+        producer = self._producers.get(stream_id)
+        if producer is None:
+            raise _LeaseLost(f"this replica does not produce stream {stream_id!r} (any more)")
         if producer.error is not None:
             raise producer.error
         producer.pending.append(frame)
@@ -403,7 +395,7 @@ class RedisReplayStore:
         producer = _Producer(keys, token, len(frames))
         self._producers[stream_id] = producer
         producer.renewing = asyncio.create_task(self._keep_lease(stream_id, producer))
-        log.info("aistream.server: took over stream %s (its producer's lease expired)", stream_id)
+        log.info("aistream.server: took over a stream whose producer's lease expired")
         return Takeover(frames, (owner or b"").decode(), bytes(context or b""))
 
     async def request_cancel(self, stream_id: str) -> str:
@@ -447,10 +439,10 @@ class RedisReplayStore:
                 )
             except (StoreUnavailable, ResponseError) as exc:
                 producer.error = self._failure(stream_id, exc)
-                if isinstance(producer.error, StoreUnavailable):
-                    await self._fail(stream_id, _store_error(str(producer.error)))
-                else:
+                if isinstance(producer.error, _LeaseLost):
                     self._lost(stream_id)
+                else:
+                    await self._fail(stream_id, store_error_frame(str(producer.error)))
                 return
             producer.next_seq += len(batch)
             mirror = self._mirror
@@ -468,7 +460,7 @@ class RedisReplayStore:
             )
             return _LeaseLost(f"another replica produces stream {stream_id!r} now")
         if isinstance(exc, ResponseError):
-            log.error("aistream.server: writing stream %s failed: %s", stream_id, exc)
+            log.error("aistream.server: the store refused a write: %s", exc)
             return _LeaseLost(f"the store refused a write of stream {stream_id!r}")
         return exc
 
@@ -553,7 +545,7 @@ class RedisReplayStore:
         return replay
 
 
-class _LeaseLost(Exception):
+class _LeaseLost(StoreUnavailable):
     """Another replica holds this stream's lease: this one must stop writing it."""
 
 
@@ -575,13 +567,3 @@ def _replay(entries: list[Any], after: int) -> Replay:
             data += frame
         next_seq, finished = _position(entry)
     return Replay(bytes(data), next_seq, finished)
-
-
-def _store_error(message: str) -> bytes:
-    """The terminal event of a stream whose store went away (no id: nothing to resume)."""
-    payload = {
-        "error": f"{message}; send the message again",
-        "code": "store_unavailable",
-        "retryable": True,
-    }
-    return encode_sse(json.dumps(payload), event="error")

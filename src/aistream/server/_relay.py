@@ -26,8 +26,10 @@ from .._transport import AttemptState, Transport
 from .._wire._anthropic import AnthropicDialect
 from .._wire._dialect import ChatRequest, Dialect, error_message
 from .._wire._events import ServerError, Skipped, StreamEvent
+from .._wire._gemini import GeminiDialect
 from .._wire._ollama import OllamaDialect
 from .._wire._openai import OpenAIDialect
+from .._wire._responses import ResponsesDialect
 from ..errors import (
     AIStreamError,
     APIStatusError,
@@ -80,11 +82,18 @@ def _x_api_key(api_key: str) -> Mapping[str, str]:
     return {"x-api-key": api_key}
 
 
+def _x_goog_api_key(api_key: str) -> Mapping[str, str]:
+    return {"x-goog-api-key": api_key}
+
+
 #: Upstream kinds the relay speaks, each with the dialect the client uses for it.
 UPSTREAM_PROTOCOLS: dict[str, UpstreamProtocol] = {
     "openai": UpstreamProtocol("/chat/completions", OpenAIDialect, _bearer),
     "anthropic": UpstreamProtocol("/v1/messages", AnthropicDialect, _x_api_key, "/v1"),
     "ollama": UpstreamProtocol("/api/chat", OllamaDialect, _bearer, "/api"),
+    "responses": UpstreamProtocol("/responses", ResponsesDialect, _bearer),
+    # the path names the model (…/models/<model>:streamGenerateContent): GeminiDialect adds it
+    "gemini": UpstreamProtocol("", GeminiDialect, _x_goog_api_key),
 }
 
 _END = object()
@@ -95,11 +104,15 @@ class UpstreamRelay:
 
     Args:
         upstream: The provider's base URL (``https://api.openai.com/v1``,
-            ``https://api.anthropic.com``, ``http://localhost:11434``) or its full endpoint
-            URL (``…/chat/completions``, ``…/v1/messages``, ``…/api/chat``).
-        api_key: Sent as the provider expects: ``x-api-key`` for anthropic, else
-            ``Authorization: Bearer`` (Ollama needs none; a proxy in front of it may).
-        protocol: A key of `UPSTREAM_PROTOCOLS`: "openai", "anthropic" or "ollama".
+            ``https://api.anthropic.com``, ``http://localhost:11434``,
+            ``https://generativelanguage.googleapis.com/v1beta``) or its full endpoint URL
+            (``…/chat/completions``, ``…/v1/messages``, ``…/api/chat``, ``…/v1/responses``).
+        api_key: Sent as the provider expects: ``x-api-key`` for anthropic,
+            ``x-goog-api-key`` for gemini, else ``Authorization: Bearer`` (Ollama needs none;
+            a proxy in front of it may).
+        protocol: A key of `UPSTREAM_PROTOCOLS`: "openai", "anthropic", "ollama",
+            "responses" (the OpenAI Responses API) or "gemini" (the model comes from the
+            request or `model`).
         model: Model name used when a request names none.
         timeout: Connect timeout and longest silence from the upstream, seconds.
         stall_timeout: Longest wait between content events from the upstream, seconds.

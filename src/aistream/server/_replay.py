@@ -28,7 +28,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["MemoryReplayStore", "Replay", "ReplayFull", "ReplayStore", "StoreUnavailable"]
+__all__ = [
+    "MemoryReplayStore",
+    "Replay",
+    "ReplayFull",
+    "ReplayStore",
+    "SharedReplayStore",
+    "StoreUnavailable",
+    "Takeover",
+]
 
 
 class ReplayFull(Exception):
@@ -90,6 +98,69 @@ class ReplayStore(Protocol):
 
     async def release(self, stream_id: str) -> None:
         """The follower that called `hold` is done."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Takeover:
+    """A stream this replica now produces, its producer's lease having expired.
+
+    Attributes:
+        frames: Every frame stored so far, in order (seq 0 .. len-1).
+        owner: The stream's owner ("" for none).
+        context: What the producer stored about its request (`create`'s `context`).
+    """
+
+    frames: list[bytes]
+    owner: str
+    context: bytes
+
+
+class StoreListener(Protocol):
+    """What an app hears from a shared store about the streams its replica produces."""
+
+    def stored(self, stream_id: str) -> None:
+        """Frames of `stream_id` became readable."""
+
+    def cancel(self, stream_id: str) -> None:
+        """Stop generating `stream_id`: a DELETE elsewhere, or another replica took it over."""
+
+
+class SharedReplayStore(ReplayStore, Protocol):
+    """A store that several replicas share (`RedisReplayStore`): what replicas add.
+
+    Every call may raise `StoreUnavailable`. Appends may become readable after `append`
+    returns; the store says when through `listener.stored`.
+    """
+
+    shared: bool
+    address: str
+    listener: StoreListener | None
+
+    async def start(self) -> None:
+        """Connect and listen for cancels (raises StoreUnavailable naming the address)."""
+        ...
+
+    async def check(self) -> None:
+        """One round trip to the store (raises StoreUnavailable)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+    async def wait(self, stream_id: str, after: int, block: float) -> Replay:
+        """The frames after `after`, waiting up to `block` seconds for some."""
+        ...
+
+    async def producer_alive(self, stream_id: str) -> bool:
+        """Whether some replica holds the stream's producer lease."""
+        ...
+
+    async def take_over(self, stream_id: str) -> Takeover | None:
+        """Take an expired lease of an unfinished stream; None when another replica has it."""
+        ...
+
+    async def request_cancel(self, stream_id: str) -> str:
+        """Ask the stream's producer, wherever it is, to stop: "live", "done" or "unknown"."""
         ...
 
 
