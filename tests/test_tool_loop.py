@@ -27,6 +27,7 @@ from aistream import (
     ToolResult,
     Usage,
 )
+from aistream._cli import embedded_server
 from aistream.server import create_app
 from tests.loopback import Reply, Request
 from tests.server.conftest import running
@@ -566,3 +567,37 @@ async def test_load_while_streaming_is_refused(serve: Any) -> None:
     release.set()
     await asyncio.wait_for(task, GUARD)
     await chat.aclose()
+
+
+async def test_tokens_yields_the_text_of_every_step(serve: Any) -> None:
+    def get_weather(city: str) -> str:
+        """Weather."""
+        return "sunny"
+
+    def get_time(city: str) -> str:
+        """Time."""
+        return "noon"
+
+    async with model(serve, weather_script) as (url, _):
+        chat = AIStream(url, tools=[get_weather, get_time])
+        async with contextlib.aclosing(chat.tokens("Weather?")) as tokens:
+            text = [token async for token in tokens]
+        await chat.aclose()
+    assert text == ["Tools said: ", "sunny | noon"]
+    assert not chat.is_streaming
+
+
+def test_send_sync_runs_the_loop_and_images_reach_the_server() -> None:
+    seen: list[str] = []
+
+    def get_time(city: str) -> str:
+        """Local time in a city."""
+        seen.append(city)
+        return "noon"
+
+    with embedded_server(demo_tokens_per_second=None) as url:
+        chat = AIStream(url + "/api/chat", tools=[get_time])
+        reply = chat.send_sync("get_time in Oslo?", images=[Image(data=PNG)])
+    assert seen == ["Oslo"]
+    assert reply.content.startswith("The get_time tool returned: noon")
+    assert chat.messages[0].images == [Image(data=PNG)]
