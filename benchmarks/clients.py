@@ -34,6 +34,10 @@ HAS_OPENAI = importlib.util.find_spec("openai") is not None
 HAS_ANTHROPIC = importlib.util.find_spec("anthropic") is not None
 HAS_HTTPX_SSE = importlib.util.find_spec("httpx_sse") is not None
 HAS_HTTPX2 = importlib.util.find_spec("httpx2") is not None
+HAS_OTEL_SDK = (
+    importlib.util.find_spec("opentelemetry") is not None
+    and importlib.util.find_spec("opentelemetry.sdk") is not None
+)
 
 PATHS: dict[Fmt, str] = {
     "openai": "v1/chat/completions",
@@ -307,6 +311,17 @@ AISTREAM = Variant(
 AISTREAM_NATIVE = Variant("AIStream e2e (native)", _aistream("native"), fmt="native")
 AISTREAM_ANTHROPIC = Variant(
     "AIStream e2e (anthropic)", _aistream("anthropic"), fmt="anthropic", note="its format"
+)
+AISTREAM_NO_OTEL = Variant(  # the otel extra absent: the token path must not change
+    f"AIStream e2e (openai{', orjson' if HAS_ORJSON else ''}, no otel)",
+    _aistream("openai"),
+    patch=lambda: _x().without_otel(),
+)
+AISTREAM_OTEL = Variant(  # traced: a span and metrics per turn
+    f"AIStream e2e (openai{', orjson' if HAS_ORJSON else ''}, otel SDK on)",
+    _aistream("openai"),
+    available=HAS_OTEL_SDK,
+    patch=lambda: _x().with_otel(),
 )
 AISTREAM_JSON = Variant(  # the same without the optional accelerator
     "AIStream e2e (openai, json)",

@@ -37,6 +37,8 @@ def variants(full: bool) -> list[c.Variant]:
         c.HTTPX_SSE_PYEE,
         c.OPENAI,
         c.AISTREAM,
+        c.AISTREAM_NO_OTEL,
+        c.AISTREAM_OTEL,
         c.AISTREAM_JSON,
         *others,
     ]

@@ -6,6 +6,7 @@ server (no key, no network); the rest call `main()` in-process.
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -15,12 +16,16 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from typing import get_args
 
 import httpx
 import pytest
 
 import aistream
-from aistream._cli import _colour_enabled, _token_indices, main
+from aistream._cli import _colour_enabled, _token_indices, build_parser, main
+from aistream._wire._anthropic import ANTHROPIC_VERSION
+from aistream.server._relay import UPSTREAM_PROTOCOLS
+from aistream.types import ProtocolName
 from tests.loopback import Handler, Reply, Request, openai_events
 from tests.responses_upstream import responses_events
 
@@ -315,3 +320,27 @@ def test_chat_default_protocol_reads_the_key_of_the_protocol_the_url_resolves_to
     assert main(["chat", "--endpoint", url, "--retries", "0"]) == 0, capsys.readouterr().err
     assert capsys.readouterr().out.strip() == "ok"
     assert seen[0].headers[header] == expected
+    if header == "x-api-key":  # the dialect's version header, sent once, not re-sent by the CLI
+        assert seen[0].headers["anthropic-version"] == ANTHROPIC_VERSION
+
+
+def test_protocol_choices_come_from_the_protocol_names_and_the_relay_table() -> None:
+    def choices(command: str) -> list[str]:
+        sub = next(
+            a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+        ).choices[command]
+        return list(next(a for a in sub._actions if a.dest == "protocol").choices or ())
+
+    assert sorted(choices("chat")) == sorted(get_args(ProtocolName))
+    assert choices("serve") == list(UPSTREAM_PROTOCOLS)
+    assert "ollama" in choices("serve")
+    assert build_parser().parse_args(["serve", "--protocol", "ollama"]).protocol == "ollama"
+
+
+def test_serve_refuses_an_upstream_that_is_not_an_http_url_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["serve", "--port", "0", "--upstream", "ftp://x"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "http:// or https:// URL" in err and "'ftp://x'" in err

@@ -61,6 +61,19 @@ def test_contract_names_exist() -> None:
         assert hasattr(aistream.AIStream, name), name
 
 
+def test_errors_all_lists_exactly_the_exceptions() -> None:
+    import aistream.errors
+
+    exceptions = [
+        n
+        for n, v in vars(aistream.errors).items()
+        if isinstance(v, type) and issubclass(v, BaseException) and v.__module__ != "builtins"
+    ]
+    assert sorted(aistream.errors.__all__) == sorted(exceptions)
+    public = {n for n in vars(aistream.errors) if not n.startswith("_")} - {"annotations", "Any"}
+    assert public == set(exceptions), "errors.py holds exceptions only"
+
+
 def test_send_sync_signature_matches_send() -> None:
     import inspect
 
@@ -96,16 +109,18 @@ def _imports(path: Path) -> list[tuple[int, str]]:
 
 
 def test_wire_layer_is_stdlib_only() -> None:
+    optional = {"_json.py": {"orjson"}}  # the JSON accelerator, chosen in one place
     for path in (SRC / "_wire").glob("*.py"):
+        allowed = sys.stdlib_module_names | optional.get(path.name, set())
         for level, module in _imports(path):
             if level == 0:
-                assert module.split(".")[0] in sys.stdlib_module_names, f"{path.name}: {module}"
+                assert module.split(".")[0] in allowed, f"{path.name}: {module}"
             else:
                 assert level == 1, f"{path.name} imports outside _wire: {'.' * level}{module}"
 
 
 def test_leaf_modules_import_nothing_from_aistream() -> None:
-    for name in ("errors.py", "types.py"):
+    for name in ("errors.py", "types.py", "_redact.py"):
         assert all(level == 0 for level, _ in _imports(SRC / name)), name
 
 

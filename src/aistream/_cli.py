@@ -1,8 +1,10 @@
 """The ``aistream`` command line: chat, serve and demo. Imports the public API, uvicorn lazily.
 
-Besides the public names of `aistream` and `aistream.server` it uses two private pieces:
-`_proxy` (stdlib only), with which the demo drops a connection on purpose, and the wire's
-`detect_protocol`, so the key variable follows the protocol ``auto`` resolves to.
+Besides the public names of `aistream` and `aistream.server` it uses a few private pieces:
+`_proxy` (stdlib only), with which the demo drops a connection on purpose; from the wire,
+`detect_protocol` (the key variable follows the protocol ``auto`` resolves to), `auth_headers`
+(the header each protocol carries its key in) and `SSEDecoder` (the demo reads the recorded
+responses with it); and the relay's `UPSTREAM_PROTOCOLS`, the choices of ``serve --protocol``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -20,8 +23,10 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from functools import partial
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO, TypeVar, get_args
 from urllib.parse import urlsplit
+
+import h11
 
 import aistream
 from aistream import (
@@ -34,18 +39,20 @@ from aistream import (
     ToolResult,
     Usage,
 )
-from aistream.errors import redact_url
+from aistream._redact import redact_url
+from aistream.types import ProtocolName
 
 from ._proxy import FaultProxy
 from ._wire._dialect import detect_protocol
+from ._wire._registry import auth_headers
+from ._wire._sse import SSEDecoder
 
 __all__ = ["build_parser", "embedded_server", "main"]
 
 _T = TypeVar("_T")
 
 SERVER_EXTRA_HINT = "pip install 'aistream[server]'"
-PROTOCOLS = ("auto", "native", "openai", "anthropic", "ollama", "responses", "gemini")
-UPSTREAM_PROTOCOLS = ("openai", "anthropic", "responses", "gemini")
+PROTOCOLS: tuple[str, ...] = ("auto", *(p for p in get_args(ProtocolName) if p != "auto"))
 _EXTRA_PACKAGES = frozenset({"uvicorn", "starlette", "anyio"})
 _START_TIMEOUT = 15.0  # seconds for the embedded server to come up
 _STOP_TIMEOUT = 10.0
@@ -200,6 +207,7 @@ def _listen(host: str, port: int) -> socket.socket:
         if os.name != "nt":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
+        sock.listen(128)  # connections queue from now on, before uvicorn takes the socket
     except OSError:
         sock.close()
         raise
@@ -282,17 +290,6 @@ def _api_key(given: str | None, protocol: str) -> str | None:
     return next((os.environ[n] for n in names if os.environ.get(n)), None)
 
 
-def _auth_headers(protocol: str, key: str | None) -> dict[str, str]:
-    """The key in the header `protocol` (already resolved) expects."""
-    if not key:
-        return {}
-    if protocol == "anthropic":
-        return {"x-api-key": key, "anthropic-version": "2023-06-01"}
-    if protocol == "gemini":
-        return {"x-goog-api-key": key}
-    return {"Authorization": f"Bearer {key}"}
-
-
 def _run_turn(chat: AIStream, start: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
     """Run one turn on a fresh event loop; Ctrl-C stops the stream and keeps the partial reply."""
 
@@ -358,7 +355,8 @@ def _cmd_chat(args: argparse.Namespace, console: _Console) -> int:
         if args.endpoint:
             endpoint = args.endpoint
             protocol = _resolved_protocol(args.protocol, endpoint)
-            headers = _auth_headers(protocol, _api_key(args.api_key, protocol))
+            key = _api_key(args.api_key, protocol)
+            headers = auth_headers(protocol, key) if key else {}
             where = redact_url(endpoint)
             model = model or _DEFAULT_MODELS.get(protocol)
         else:
@@ -403,6 +401,44 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _read_keys(path: str) -> list[str]:
+    """The callers' keys in `path`: one a line; blank lines and ``#`` comments skipped."""
+    with open(path, encoding="utf-8") as file:
+        keys = [line.strip() for line in file]
+    keys = [key for key in keys if key and not key.startswith("#")]
+    if not keys:
+        raise ValueError("the file holds no keys (one a line)")
+    return keys
+
+
+def _access_mode(args: argparse.Namespace, keys: int) -> str:
+    """Who may call the server, in one line (API.md §6: serve says which mode it is in)."""
+    if keys:
+        return f"callers need one of the {keys} keys of --api-key-file (Authorization: Bearer)"
+    if args.allow_anonymous:
+        spends = "spends the upstream key" if args.upstream else "is served"
+        return f"ANYONE who can reach this address {spends} (--allow-anonymous, no keys)"
+    if args.upstream:
+        return (
+            "loopback callers only, others get 403 (no --api-key-file: this server spends "
+            "the upstream key)"
+        )
+    return "open, no keys (the demo model spends nothing; --api-key-file to require keys)"
+
+
+_STREAM_PATH = re.compile(r"(/api/chat/)[^/?\s]+")
+
+
+def _mask_stream_ids(record: logging.LogRecord) -> bool:
+    """uvicorn's access log without stream ids: an id in a URL is a capability."""
+    if isinstance(record.args, tuple) and len(record.args) >= 3:
+        args = list(record.args)
+        if isinstance(args[2], str):
+            args[2] = _STREAM_PATH.sub(r"\1<stream-id>", args[2])
+            record.args = tuple(args)
+    return True
+
+
 def _cmd_serve(args: argparse.Namespace, console: _Console) -> int:
     _require_server_extra()
     import uvicorn
@@ -417,6 +453,14 @@ def _cmd_serve(args: argparse.Namespace, console: _Console) -> int:
         options["model"] = args.model
     if args.demo_rate is not None:
         options["demo_tokens_per_second"] = args.demo_rate or None
+    if args.api_key_file:
+        try:
+            options["api_keys"] = _read_keys(args.api_key_file)
+        except (OSError, ValueError) as exc:
+            console.error(f"error: --api-key-file {args.api_key_file}: {exc}")
+            return 2
+    options["allow_anonymous"] = args.allow_anonymous
+    options["allowed_hosts"] = sorted({args.host, "localhost", "127.0.0.1", *args.allowed_host})
     if args.store:
         options["store"] = args.store
         options["producer_lease"] = args.producer_lease
@@ -444,6 +488,10 @@ def _cmd_serve(args: argparse.Namespace, console: _Console) -> int:
         else "the built-in demo model (no key, no network)"
     )
     console.line(f"aistream serve: {model}")
+    console.line(f"access: {_access_mode(args, len(options.get('api_keys', ())))}")
+    console.line(
+        f"hosts answered: {', '.join(options['allowed_hosts'])} (add more: --allowed-host)"
+    )
     if args.store:
         console.line(f"streams kept in {app.state.aistream.store.address} (shared by replicas)")
     console.line(f"listening on {url}")
@@ -451,6 +499,7 @@ def _cmd_serve(args: argparse.Namespace, console: _Console) -> int:
         f"chat endpoint: POST {url}/api/chat  (try: aistream chat --endpoint {url}/api/chat)"
     )
     server = uvicorn.Server(uvicorn.Config(app, timeout_graceful_shutdown=5))
+    logging.getLogger("uvicorn.access").addFilter(_mask_stream_ids)
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:
@@ -487,41 +536,32 @@ class _Checks:
         return ok
 
 
-def _dechunk(body: bytes) -> bytes:
-    """The payload of an HTTP/1.1 chunked body, as far as it arrived."""
-    out, pos = bytearray(), 0
-    while (end := body.find(b"\r\n", pos)) >= 0:
-        try:
-            size = int(body[pos:end].split(b";")[0], 16)
-        except ValueError:
-            break
-        if size == 0:
-            break
-        out += body[end + 2 : end + 2 + size]
-        pos = end + 2 + size + 2
-    return bytes(out)
+def _response_body(raw: bytes) -> bytes:
+    """The body of a recorded HTTP/1.1 response, as far as it arrived.
+
+    h11 (uvicorn's and httpcore's HTTP/1.1 parser) undoes the chunked framing; it reads a
+    response only after a request, hence the stand-in request.
+    """
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="POST", target="/", headers=[("Host", "demo")]))
+    conn.receive_data(raw)
+    body = bytearray()
+    with contextlib.suppress(h11.RemoteProtocolError):
+        while isinstance(event := conn.next_event(), h11.Response | h11.Data):
+            if isinstance(event, h11.Data):
+                body += event.data
+    return bytes(body)
 
 
 def _token_indices(raw: bytes) -> list[int]:
     """Indices of the native `token` events that arrived whole in a recorded HTTP response."""
-    head, _, body = raw.partition(b"\r\n\r\n")
-    if b"transfer-encoding: chunked" in head.lower():
-        body = _dechunk(body)
-    text = body.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
     indices: list[int] = []
-    for event in text.split("\n\n")[:-1]:  # the last piece is empty or cut short
-        name, data = "message", []
-        for line in event.split("\n"):
-            key, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if key == "event":
-                name = value
-            elif key == "data":
-                data.append(value)
-        if name != "token":
+    # feed() returns whole events only: one cut short at the end is not among them
+    for event in SSEDecoder().feed(_response_body(raw)):
+        if event.event != "token":
             continue
         with contextlib.suppress(ValueError):
-            payload = json.loads("\n".join(data))
+            payload = json.loads(event.data)
             if isinstance(payload, dict) and isinstance(payload.get("index"), int):
                 indices.append(payload["index"])
     return indices
@@ -775,6 +815,16 @@ def _rate(text: str) -> float:
     return value
 
 
+def _upstream_protocols() -> tuple[str, ...] | None:
+    """The protocols the relay speaks; None (any, checked later) without the server extra, so
+    `serve` can say what to install."""
+    try:
+        from aistream.server._relay import UPSTREAM_PROTOCOLS
+    except ImportError:
+        return None
+    return tuple(UPSTREAM_PROTOCOLS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``aistream`` command."""
     parser = argparse.ArgumentParser(
@@ -833,7 +883,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="serve POST /api/chat (demo model, or relay an upstream)",
         description="Serve the native streaming endpoint POST /api/chat with uvicorn: the "
-        "built-in demo model, or a relay of an OpenAI- or Anthropic-compatible upstream.",
+        "built-in demo model, or a relay of an upstream model API (see --protocol).",
     )
     serve.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
     serve.add_argument(
@@ -847,7 +897,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--protocol",
-        choices=UPSTREAM_PROTOCOLS,
+        choices=_upstream_protocols(),
         default="openai",
         help="protocol of the upstream (default: openai)",
     )
@@ -856,7 +906,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-key",
         metavar="KEY",
         help="upstream key (default: $AISTREAM_API_KEY, else $OPENAI_API_KEY, "
-        "$ANTHROPIC_API_KEY or $GEMINI_API_KEY / $GOOGLE_API_KEY by protocol)",
+        "$ANTHROPIC_API_KEY or $GEMINI_API_KEY / $GOOGLE_API_KEY by protocol; prefer the "
+        "variables: other local users see command lines in ps)",
+    )
+    serve.add_argument(
+        "--api-key-file",
+        metavar="PATH",
+        help="the callers' keys, one a line: each caller sends 'Authorization: Bearer <key>' "
+        "(default: none; then a relay serves loopback callers only)",
+    )
+    serve.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="serve callers from anywhere without a key (a relay spends its upstream key)",
+    )
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name clients may use besides --host, localhost and 127.0.0.1 "
+        "(repeatable; guards against DNS rebinding)",
     )
     serve.add_argument(
         "--store",

@@ -1,7 +1,8 @@
 """Time and the decision to retry: schedules from backoff's wait generators, jitter, Retry-After.
 
-Imports backoff, `errors`, `models`. The retry loop itself lives in `_stream` (it must wrap the
-whole open-and-consume of a stream, which backoff's decorators cannot do for generators).
+Imports backoff, `errors`, `models`, and `_wire` for the one list of retryable statuses. The
+retry loop itself lives in `_stream` (it must wrap the whole open-and-consume of a stream,
+which backoff's decorators cannot do for generators).
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from typing import Final
 
 import backoff
 
+from ._wire._dialect import RETRYABLE_STATUS
 from .errors import AIStreamError, APIStatusError, ConnectionLostError, StreamTimeoutError
 from .models import RetryConfig
 
 #: The longest server-requested delay we obey; a longer one gives up with a clear error.
 MAX_SERVER_DELAY: Final = 60.0
-RETRYABLE_STATUS: Final = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 
 
 def wait_schedule(config: RetryConfig) -> Iterator[float]:

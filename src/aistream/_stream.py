@@ -11,20 +11,23 @@ import contextvars
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
 
+from . import _notebook, _otel
 from ._args import check_arguments, coerce_retry
-from ._emitter import SafeEmitter
 from ._history import coerce_messages, wire_messages, wire_tools
 from ._history import dump as dump_history
 from ._history import load as load_history
+from ._listeners import TypedEmitter
+from ._redact import redact_url
 from ._retry import RetryBudget, is_retryable
 from ._sync import run_sync
+from ._tokens import END, TokenStream
 from ._tools import coerce_tools, parse_result, run_calls
 from ._transport import AttemptState, Transport
 from ._wire._dialect import ChatRequest, Dialect
@@ -44,13 +47,7 @@ from ._wire._events import (
 )
 from ._wire._registry import dialect_factory
 from ._wire._text import SurrogateJoiner, has_surrogate
-from .errors import (
-    AIStreamError,
-    APIStatusError,
-    ConnectionLostError,
-    StreamBusyError,
-    redact_url,
-)
+from .errors import AIStreamError, APIStatusError, ConnectionLostError, StreamBusyError
 from .models import Image, Message, RetryConfig, RetryEvent, Tool, ToolCall, ToolResult, Usage
 from .types import (
     EVENT_ERROR,
@@ -69,7 +66,6 @@ from .types import (
 
 log = logging.getLogger("aistream")
 
-_END = object()  # end-of-turn marker for tokens()
 _IN_SYNC: contextvars.ContextVar[bool] = contextvars.ContextVar("aistream_in_sync", default=False)
 _DELETE_TIMEOUT = 2.0
 _BLOCK = 64  # reply deltas kept apart before they are joined (memory of long replies)
@@ -104,6 +100,7 @@ class _Turn:
         "stop_requested",
         "stream_id",
         "task",
+        "telemetry",
         "text_joiner",
         "tool_calls",
         "usage",
@@ -121,6 +118,7 @@ class _Turn:
         self.discard = False
         self.stream_id: str | None = None
         self.retries = 0
+        self.telemetry: _otel.Step | None = None  # set per model call when OpenTelemetry is on
         self.restart()
 
     def text(self) -> str:
@@ -155,7 +153,7 @@ class _Send:
         self.handlers: asyncio.Future[list[ToolResult]] | None = None
 
 
-class AIStream(SafeEmitter):
+class AIStream(TypedEmitter):
     """A conversation with a model behind a streaming endpoint; an event emitter (pyee).
 
     Args:
@@ -240,6 +238,8 @@ class AIStream(SafeEmitter):
         self._endpoint = endpoint
         self._dialect_factory: Callable[[], Dialect] = dialect_factory(protocol, endpoint)
         self._protocol = self._dialect_factory.name  # type: ignore[attr-defined]
+        self._provider = _otel.provider_name(self._protocol)
+        self._server = (parts.hostname or "", parts.port)
         self._model = model
         self._system_prompt = system_prompt
         self._options = dict(options) if options else _NO_OPTIONS
@@ -285,13 +285,15 @@ class AIStream(SafeEmitter):
             "tools": list(self._tools.values()),
             "max_steps": max_steps,
         }
+        self._display = False  # chat.display(): every later turn shown live in Jupyter
+        self._abandoned_turn: asyncio.Task[Message] | None = None  # stopped by a `break`
         for event, handler in (
             (EVENT_TOKEN, on_token),
             (EVENT_USAGE, on_usage),
             (EVENT_ERROR, on_error),
         ):
             if handler is not None:
-                self.on(event, handler)
+                self.add_listener(event, handler)
 
     # --- public state -----------------------------------------------------------------------
 
@@ -337,6 +339,7 @@ class AIStream(SafeEmitter):
         *,
         images: Sequence[Image] | None = None,
         options: Mapping[str, Any] | None = None,
+        display: bool | None = None,
     ) -> Message:
         """Add a user message and stream the assistant reply; with `tools`, run the tools it
         asks for and stream the next reply, until one asks for none (or `max_steps`).
@@ -345,6 +348,7 @@ class AIStream(SafeEmitter):
             content: The user's text.
             images: Images for the model to see with it (`Image`: a URL, bytes or a file).
             options: Request fields for this send's model calls, merged over ``options=``.
+            display: Show the reply live in Jupyter (see `display()`).
 
         Returns:
             The last assistant Message (``finish_reason="stopped"`` when stop() ended it;
@@ -358,49 +362,69 @@ class AIStream(SafeEmitter):
             ConnectionLostError, StreamTimeoutError: retries ran out.
             ProtocolError: the server sent something unreadable or oversized.
 
+        With ``display=True`` (or after `display()`), in Jupyter the reply is shown as Markdown
+        that updates in place while it streams (API.md §9); elsewhere nothing is shown.
+
         ```py
         reply = await chat.send("Hello")
         reply = await chat.send("What is this?", images=[Image.from_path("cat.png")])
         ```
         """
+        await self._settle_abandoned()
         user, options = self._user_message(content, images, options)
-        return await self._converse(self._open_send(options), None, user=user)
+        shown = self._show(display)
+        try:
+            return await self._converse(self._open_send(options), None, user=user)
+        finally:
+            if shown is not None:
+                shown.close(self)
 
-    async def tokens(
+    def tokens(
         self,
         content: str,
         *,
         images: Sequence[Image] | None = None,
         options: Mapping[str, Any] | None = None,
-    ) -> AsyncIterator[str]:
+    ) -> TokenStream:
         """Send `content` and yield the reply's text deltas as they arrive (every step's,
         when tools run in between).
 
-        Closing the iterator stops the turn (the partial reply stays in history). Python
-        closes an abandoned async generator only later, so wrap it in
-        ``contextlib.aclosing`` when you may break out early. If a reply restarts after a drop
-        without ids, the text is yielded again from its start (the ``retry`` event says
-        ``resume=False``).
+        The turn starts at the first iteration. Leaving the ``async for`` early (``break``,
+        an exception) stops the turn at once, as ``stop()`` does: the partial reply stays in
+        history with ``finish_reason="stopped"`` and the next ``send()`` works right away.
+        The iterator is also an async context manager, and ``aclose()`` waits for the stopped
+        turn to settle. If a reply restarts after a drop without ids, the text is yielded
+        again from its start (the ``retry`` event says ``resume=False``).
 
         ```py
-        async with contextlib.aclosing(chat.tokens("Tell me a story")) as tokens:
-            async for token in tokens:
-                print(token, end="", flush=True)
+        async for token in chat.tokens("Tell me a story"):
+            print(token, end="", flush=True)
+            if token.endswith("."):
+                break            # the turn stops here; the partial reply is kept
         ```
         """
-        user, options = self._user_message(content, images, options)
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        runner = asyncio.create_task(self._converse(self._open_send(options), queue, user=user))
-        try:
-            while (item := await queue.get()) is not _END:
-                yield item
-            await runner
-        finally:
-            if not runner.done():
-                self.stop()
-                await asyncio.wait((runner,))
-            if not runner.cancelled():
-                runner.exception()  # retrieved: the error was raised above or is superseded
+
+        async def begin() -> tuple[asyncio.Queue[Any], asyncio.Task[Message]]:
+            await self._settle_abandoned()
+            user, opts = self._user_message(content, images, options)
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+            send = self._open_send(opts)
+            return queue, asyncio.create_task(self._converse(send, queue, user=user))
+
+        return TokenStream(begin, self.stop, self._abandon)
+
+    def _abandon(self, runner: asyncio.Task[Any]) -> None:
+        """A tokens() reader left before the end: stop its turn; the next one waits for it."""
+        self._abandoned_turn = runner
+        self.stop()
+        runner.add_done_callback(lambda task: None if task.cancelled() else task.exception())
+
+    async def _settle_abandoned(self) -> None:
+        """Wait for a turn stopped by an abandoned tokens() reader (it ends promptly)."""
+        runner, self._abandoned_turn = self._abandoned_turn, None
+        current = asyncio.get_running_loop()
+        if runner is not None and not runner.done() and runner.get_loop() is current:
+            await asyncio.wait((runner,))
 
     def send_sync(
         self,
@@ -408,6 +432,7 @@ class AIStream(SafeEmitter):
         *,
         images: Sequence[Image] | None = None,
         options: Mapping[str, Any] | None = None,
+        display: bool | None = None,
     ) -> Message:
         """Blocking `send`, for scripts; also safe inside a running loop (Jupyter).
 
@@ -422,11 +447,29 @@ class AIStream(SafeEmitter):
         async def once() -> Message:
             _IN_SYNC.set(True)
             try:
-                return await self.send(content, images=images, options=options)
+                return await self.send(content, images=images, options=options, display=display)
             finally:
                 await self._release_pool()  # this call's loop only: not the caller's pool
 
         return run_sync(once, on_interrupt=self.stop)
+
+    def display(self, enabled: bool = True) -> None:
+        """Show every later reply live in Jupyter (Markdown updated in place, reasoning folded,
+        tool calls, a footer with usage and time to first token); ``display(False)`` stops.
+        Outside a notebook it changes nothing, and IPython is never imported."""
+        self._display = bool(enabled)
+
+    def _show(self, display: bool | None) -> _notebook.LiveDisplay | None:
+        if not (self._display if display is None else display):
+            return None
+        return _notebook.live(self)
+
+    def _repr_markdown_(self) -> str:
+        """The transcript, for Jupyter."""
+        return _notebook.chat_markdown(self)
+
+    def _repr_html_(self) -> str:
+        return _notebook.chat_html(self)
 
     async def retry(self) -> Message | None:
         """Drop the last assistant reply (if it is last) and stream a new one.
@@ -437,6 +480,7 @@ class AIStream(SafeEmitter):
         Returns:
             The new assistant Message, or None when there is no user message to answer.
         """
+        await self._settle_abandoned()
         self._check_idle()
         if self._messages and self._messages[-1].role == "assistant":
             self._messages.pop()
@@ -463,6 +507,7 @@ class AIStream(SafeEmitter):
         reply = await chat.send_tool_results({reply.tool_calls[0].id: {"booked": True}})
         ```
         """
+        await self._settle_abandoned()
         self._check_idle()
         if not isinstance(results, Mapping):
             raise TypeError(
@@ -746,7 +791,7 @@ class AIStream(SafeEmitter):
         finally:
             self._send = None
             if queue is not None:
-                queue.put_nowait(_END)
+                queue.put_nowait(END)
 
     async def _run_tools(self, send: _Send, calls: list[ToolCall]) -> list[ToolResult] | None:
         """Run the calls' handlers (between steps); None when stop() came first."""
@@ -804,6 +849,9 @@ class AIStream(SafeEmitter):
     async def _run(self, turn: _Turn) -> Message:
         """Stream one turn to its end and settle history, usage and events."""
         self.emit(EVENT_STREAMING_START)
+        turn.telemetry = _otel.start(
+            model=self._model, provider=self._provider, server=self._server
+        )
         send = self._send
         request = self._request(self._messages, send.options if send else self._options)
         task = asyncio.create_task(self._attempts(turn, request))
@@ -818,15 +866,18 @@ class AIStream(SafeEmitter):
                 self._stop_now(turn)  # also tells the server to cancel the generation
                 await asyncio.wait((task,))
                 self._settle(turn, "stopped")
+                _end_step(turn, "stopped")
                 await self._finish_cancel_request(turn)
                 raise
             error = None if task.cancelled() else task.exception()
             if error is None:
                 reason = "stopped" if turn.stop_requested else (turn.finish_reason or "stop")
                 reply = self._settle(turn, reason)
+                _end_step(turn, reason)
                 await self._finish_cancel_request(turn)
                 await self.drain()
                 return reply
+            _end_step(turn, "error", error)
             if isinstance(error, AIStreamError):
                 self._report(error)
                 await self.drain()
@@ -843,6 +894,8 @@ class AIStream(SafeEmitter):
         state = AttemptState()
         spec = self._dialect_factory().build_request(self._endpoint, request)
         sink, on_text = self._sinks_for(turn)
+        if turn.telemetry is not None:  # only while tracing: the token path is otherwise bare
+            sink, on_text = turn.telemetry.watch(sink, on_text)
         best = 0  # most content events one attempt delivered: beating it resets the budget
         try:
             client = turn.client = self._client()
@@ -869,6 +922,8 @@ class AIStream(SafeEmitter):
                     resume = dialect.resumable and bool(state.last_event_id)
                     if not resume:
                         turn.restart()  # `best` stays: a restart must outdo every earlier try
+                    if turn.telemetry is not None:
+                        turn.telemetry.retry(budget.attempt, delay, resume, error)
                     self.emit(
                         EVENT_RETRY,
                         RetryEvent(attempt=budget.attempt, delay=delay, error=error, resume=resume),
@@ -890,20 +945,20 @@ class AIStream(SafeEmitter):
 
     def _sinks_for(
         self, turn: _Turn
-    ) -> tuple[Callable[[list[StreamEvent]], None], Callable[[str], None]]:
+    ) -> tuple[Callable[[Sequence[StreamEvent]], None], Callable[[str], None]]:
         """The per-frame handler and the per-token one (the hot path of every token)."""
         queue = turn.queue
 
         emit_one = self.emit_to
 
-        def on_text(text: str) -> None:  # fast-path text: never holds a surrogate
+        def on_text(text: str, joined: bool = False) -> None:
+            """Deliver one text delta: the reader calls it for each fast-path event (whose text
+            never holds a surrogate), `sink` for the rest (`joined` once it went through the
+            joiner). One function, not two: it is one Python call per token."""
             if turn.stop_requested:
                 return  # stop() was called by a listener of an earlier event in this chunk
-            if turn.text_joiner.pending:  # half a character came before: U+FFFD, then this
+            if turn.text_joiner.pending and not joined:  # half a character came before
                 text = turn.text_joiner.feed(text)
-            deliver(text)
-
-        def deliver(text: str) -> None:
             parts = turn.parts
             parts.append(text)
             if len(parts) == _BLOCK:  # one str per delta is ~60 bytes: keep them joined
@@ -918,7 +973,7 @@ class AIStream(SafeEmitter):
             if queue is not None:
                 queue.put_nowait(text)
 
-        def sink(events: list[StreamEvent]) -> None:
+        def sink(events: Sequence[StreamEvent]) -> None:
             for event in events:
                 if turn.stop_requested:
                     return  # stop() was called by a listener of an earlier event
@@ -933,7 +988,9 @@ class AIStream(SafeEmitter):
                         text = turn.text_joiner.feed(text)
                         if not text:
                             continue  # half a character: it waits for the other half
-                    deliver(text)
+                        on_text(text, True)
+                    else:
+                        on_text(text)
                 else:
                     self._other_event(turn, event)
 
@@ -952,11 +1009,15 @@ class AIStream(SafeEmitter):
                     f"the server started a new stream {event.stream_id!r} instead of resuming "
                     f"{turn.stream_id!r}; the reply restarts"
                 )
+                if turn.telemetry is not None:
+                    turn.telemetry.retry(turn.retries, 0.0, False, error)
                 self.emit(
                     EVENT_RETRY,
                     RetryEvent(attempt=turn.retries, delay=0.0, error=error, resume=False),
                 )
             turn.stream_id = event.stream_id
+            if turn.telemetry is not None:
+                turn.telemetry.response(response_id=event.stream_id, response_model=event.model)
         elif isinstance(event, ReasoningDelta):
             text = event.text
             if turn.reasoning_joiner.pending or has_surrogate(text):
@@ -989,15 +1050,17 @@ class AIStream(SafeEmitter):
             pass
 
     def _apply_usage(self, turn: _Turn, report: UsageReport) -> None:
-        previous = turn.usage or Usage()
-        prompt = previous.prompt_tokens if report.prompt_tokens is None else report.prompt_tokens
-        completion = (
-            previous.completion_tokens
-            if report.completion_tokens is None
-            else report.completion_tokens
+        previous = turn.usage or _NO_USAGE
+        merged = report.applied_to(
+            UsageReport(previous.prompt_tokens, previous.completion_tokens, previous.total_tokens)
         )
-        total = report.total_tokens if report.total_tokens is not None else prompt + completion
-        turn.usage = Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+        turn.usage = Usage(
+            prompt_tokens=merged.prompt_tokens or 0,
+            completion_tokens=merged.completion_tokens or 0,
+            total_tokens=merged.total_tokens or 0,
+        )
+        if turn.telemetry is not None:
+            turn.telemetry.usage(turn.usage.prompt_tokens, turn.usage.completion_tokens)
         self._usage = turn.base + turn.usage
         self.emit(EVENT_USAGE, self._usage)
 
@@ -1085,6 +1148,13 @@ class AIStream(SafeEmitter):
             pools, self._pools = self._pools, {}
             for loop, client in pools.items():
                 drop_client(loop, client)
+
+
+def _end_step(turn: _Turn, reason: str, error: BaseException | None = None) -> None:
+    """Close the model call's span and record its metrics (OpenTelemetry on only)."""
+    if turn.telemetry is not None:
+        turn.telemetry.end(reason, error)
+        turn.telemetry = None
 
 
 async def _finished(task: asyncio.Future[Any]) -> None:

@@ -1,12 +1,13 @@
-"""Bytes over the network: open one attempt's stream, decode it, map failures to aistream.errors.
+"""Bytes over the network: open one attempt's stream, read it, map failures to aistream.errors.
 
-The only client-side module that imports httpx. One call of `Transport.run` is one attempt:
-it sends the request (with ``Last-Event-ID`` when resuming), checks status and content type,
-feeds the body's chunks through the sans-I/O decoder and dialect (a chunk that is one plain
-text event through their fast path), hands each frame's events to a synchronous sink, records
-the id of the last event delivered, and enforces the two timers: `timeout` (silence on the
-connection, via httpx) and `stall_timeout` (no content event; heartbeats do not count). It
-always closes the response.
+One call of `Transport.run` is one attempt: it sends the request (with ``Last-Event-ID`` when
+resuming), checks status and content type, feeds the body's chunks to a `_wire` StreamReader
+(decoder, dialect, per-token fast path and the last delivered id, all sans-I/O), and enforces
+the two timers: `timeout` (silence on the connection, via httpx) and `stall_timeout` (no
+content event; heartbeats do not count). It always closes the response.
+
+At import it adds a filter to httpx's logger that redacts secret query values in the URLs
+httpx logs at INFO.
 """
 
 from __future__ import annotations
@@ -15,29 +16,24 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from ._redact import SENSITIVE_HEADERS, redact_bearer, redact_headers, redact_text, redact_url
 from ._retry import MAX_SERVER_DELAY, parse_retry_after
-from ._wire._dialect import HEARTBEAT_ONLY, Dialect, RequestSpec, error_message, use_json_loads
-from ._wire._events import StreamEvent, TextDelta, WireError
+from ._wire._dialect import Dialect, RequestSpec, detect_protocol, error_message
+from ._wire._events import WireError
 from ._wire._gemini import retry_delay
-from ._wire._ndjson import NDJSONDecoder
-from ._wire._sse import SSEDecoder
+from ._wire._reader import Sink, StreamReader, TextSink
 from .errors import (
-    SENSITIVE_HEADERS,
     AIStreamError,
     APIStatusError,
     ConnectionLostError,
     ProtocolError,
     StreamTimeoutError,
-    redact_bearer,
-    redact_headers,
-    redact_text,
-    redact_url,
 )
 
 log = logging.getLogger("aistream")
@@ -56,15 +52,6 @@ class _RedactURLs(logging.Filter):
 
 logging.getLogger("httpx").addFilter(_RedactURLs())
 
-try:  # an optional accelerator: ~3x faster JSON per event when installed, never required
-    import orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    pass
-else:
-    use_json_loads(orjson.loads, orjson.loads)
-
-Sink = Callable[[list[StreamEvent]], None]
-TextSink = Callable[[str], None]
 _ERROR_BODY_LIMIT = 64 * 1024
 _DRAIN_SECONDS = 0.5
 
@@ -143,13 +130,6 @@ def _body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
         return response.aiter_bytes()
     response.is_stream_consumed = True  # as aiter_raw() marks it; the client closes it after
     return aiter(stream)
-
-
-def _text_to(sink: Sink) -> TextSink:
-    def on_text(text: str) -> None:
-        sink([TextDelta(text)])
-
-    return on_text
 
 
 async def _drain(chunks: AsyncIterator[bytes]) -> None:
@@ -248,12 +228,21 @@ class Transport:
                     task = asyncio.current_task()
                     assert task is not None
                     watchdog = _StallWatchdog(asyncio.get_running_loop(), task, self.stall_timeout)
+                reader = StreamReader(
+                    dialect,
+                    sink,
+                    on_text,
+                    max_event_bytes=self.max_event_bytes,
+                    last_event_id=state.last_event_id,
+                )
                 try:
-                    await self._consume(response, dialect, sink, on_text, state, watchdog)
+                    await self._read(response, reader, watchdog)
                 except httpx.TransportError as exc:
                     if not _names_a_request(exc):  # as aiter_raw() would have done
                         exc.request = response.request
                     raise
+                finally:
+                    state.events, state.last_event_id = reader.events, reader.last_event_id
         except asyncio.CancelledError:
             if watchdog is not None and watchdog.fired:
                 task = asyncio.current_task()
@@ -309,74 +298,23 @@ class Transport:
             headers["Last-Event-ID"] = last_event_id
         return headers
 
-    async def _consume(
-        self,
-        response: httpx.Response,
-        dialect: Dialect,
-        sink: Sink,
-        on_text: TextSink | None,
-        state: AttemptState,
-        watchdog: _StallWatchdog | None,
+    async def _read(
+        self, response: httpx.Response, reader: StreamReader, watchdog: _StallWatchdog | None
     ) -> None:
-        decoder: SSEDecoder | NDJSONDecoder
-        data_only: Callable[[bytes], bytes | None] | None = None
-        if dialect.framing == "sse":
-            decoder = SSEDecoder(
-                max_event_bytes=self.max_event_bytes, last_event_id=state.last_event_id
-            )
-            data_only = decoder.data_only
-        else:
-            decoder = NDJSONDecoder(max_line_bytes=self.max_event_bytes)
-        if on_text is None:
-            on_text = _text_to(sink)
-        parse = dialect.parse
-        text_of = dialect.text_of
+        """Feed the body to `reader` until its stream finishes; a body that ends first was cut."""
+        feed = reader.feed
         now = asyncio.get_running_loop().time
-        track_ids = dialect.resumable
-        # A dialect with a cursor of its own (Responses' sequence numbers) says where a resume
-        # starts; other resumable dialects resume from the SSE id of the last event.
-        cursor: Callable[[], str | None] | None = getattr(dialect, "cursor", None)
         chunks = _body_chunks(response)
         async for chunk in chunks:
-            # The hot path: a chunk that is one plain `data:` event carrying only text goes
-            # from bytes to the text sink without frames, event objects or a decoded str.
-            if data_only is not None and (data := data_only(chunk)) is not None:
-                text = text_of(data)
-                if text is not None:
-                    state.events += 1
-                    if watchdog is not None:
-                        watchdog.last = now()
-                    if text:
-                        on_text(text)
-                    if track_ids and decoder.last_event_id:  # type: ignore[union-attr]
-                        state.last_event_id = decoder.last_event_id  # type: ignore[union-attr]
-                    continue
-            frames = decoder.feed(chunk)
-            if not frames:
-                continue
-            for frame in frames:
-                events = parse(frame)
-                if events is HEARTBEAT_ONLY:
-                    continue
-                state.events += 1
-                if watchdog is not None:
-                    watchdog.last = now()
-                if events:
-                    sink(events)
-                if track_ids:
-                    event_id = frame.id if cursor is None else cursor()  # type: ignore[union-attr]
-                    if event_id:
-                        state.last_event_id = event_id
-            if dialect.finished:
+            if feed(chunk) and watchdog is not None:
+                watchdog.last = now()
+            if reader.finished:
                 await _drain(chunks)
                 return
-        for frame in decoder.eof():
-            events = parse(frame)
-            if events and events is not HEARTBEAT_ONLY:
-                sink(events)
-        if not dialect.finished:
+        reader.eof()
+        if not reader.finished:
             raise ConnectionLostError(
-                f"the stream from {redact_url(str(response.url))} ended after {state.events} "
+                f"the stream from {redact_url(str(response.url))} ended after {reader.events} "
                 "events without its end marker; the connection was cut"
             )
 
@@ -410,15 +348,42 @@ class Transport:
                 retryable=False,
             )
         return APIStatusError(
-            message, status_code=status, body=body, code=code, retry_after=retry_after
+            message,
+            status_code=status,
+            body=body,
+            code=code,
+            retry_after=retry_after,
+            retryable=_retryable_flag(body),
         )
 
     async def _check_content_type(
         self, response: httpx.Response, dialect: Dialect, url: str
     ) -> None:
+        """The content type decides the framing: a mismatch fails at once (never retried).
+
+        An NDJSON body read as SSE has no events and looked like a cut connection; an SSE
+        body read as NDJSON is hundreds of malformed lines. Neither is worth a retry.
+        """
         ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        if not ctype or ctype == "text/event-stream" or "ndjson" in ctype:
+        if not ctype:
             return
+        ndjson = "ndjson" in ctype or ctype == "application/jsonl"
+        if ctype == "text/event-stream":
+            if dialect.framing == "sse":
+                return
+            use = detect_protocol(url)
+            raise ProtocolError(
+                f"{url} answered an SSE stream (text/event-stream), but the {dialect.name} "
+                f"protocol reads NDJSON lines; pass protocol={use!r} (or the protocol of that "
+                "server) instead"
+            )
+        if ndjson:
+            if dialect.framing == "ndjson":
+                return
+            raise ProtocolError(
+                f"{url} answered an NDJSON stream ({ctype}), as an Ollama server does, but the "
+                f"{dialect.name} protocol reads SSE; pass protocol='ollama' instead"
+            )
         if dialect.framing == "ndjson" and ctype in ("application/json", "text/plain"):
             return
         sample = (await response.aread())[:500].decode("utf-8", "replace")
@@ -427,3 +392,15 @@ class Transport:
             f"{'text/event-stream' if dialect.framing == 'sse' else 'NDJSON'}): "
             f"{self.redact(sample)!r}; check the endpoint URL and protocol="
         )
+
+
+def _retryable_flag(body: Any) -> bool | None:
+    """Our servers' ``retryable`` (top level, or in OpenAI's ``error`` object), when a bool."""
+    if isinstance(body, dict):
+        flag = body.get("retryable")
+        error = body.get("error")
+        if flag is None and isinstance(error, dict):
+            flag = error.get("retryable")
+        if isinstance(flag, bool):
+            return flag
+    return None

@@ -81,6 +81,16 @@ class Usage(BaseModel):
             total_tokens=self.total_tokens + other.total_tokens,
         )
 
+    def _repr_markdown_(self) -> str:
+        from ._notebook import usage_markdown
+
+        return usage_markdown(self)
+
+    def _repr_html_(self) -> str:
+        from ._notebook import usage_html
+
+        return usage_html(self)
+
 
 class ToolCall(BaseModel):
     """A complete tool call requested by the model; `arguments` is the JSON text.
@@ -489,6 +499,17 @@ class Message(BaseModel):
         if self.tool_calls and self.role != "assistant":
             raise ValueError("tool_calls belong to assistant messages (role='assistant')")
         return self
+
+    def _repr_markdown_(self) -> str:
+        """Jupyter's form: the role, the content as text (markup escaped), tool calls, usage."""
+        from ._notebook import message_markdown
+
+        return message_markdown(self)
+
+    def _repr_html_(self) -> str:
+        from ._notebook import message_html
+
+        return message_html(self)
 
 
 class RetryConfig(BaseModel):

@@ -8,6 +8,9 @@ Two targets, each behind its own FaultProxy per lane:
 - "openai": an OpenAI-format LoopbackServer upstream, without ids. A dropped reply restarts:
   the final reply must be exact, and every restart must be announced by a `retry` event with
   ``resume=False`` before the repeated tokens.
+- "responses": an OpenAI Responses API LoopbackServer upstream whose background streams carry
+  sequence numbers. A dropped reply resumes with ``GET …/responses/<id>?starting_after=<n>``:
+  as for native, every reply must be exact and no `token` event may repeat.
 
 A lane is one sequence of conversations with its own proxy and its own seeded RNG, so each turn
 gets the same faults on every run (where a byte offset falls among the events can still vary
@@ -47,14 +50,14 @@ from aistream._history import wire_messages, wire_tools
 from aistream._proxy import FaultProxy, Faults
 from aistream._wire._dialect import ChatMessage, ChatRequest, ToolCallPart
 from aistream.server import ReplayStore, create_app
-from tests.chaos.model import ChaosModel, HTTPFault, Upstream
+from tests.chaos.model import ChaosModel, HTTPFault, ResponsesUpstream, Upstream
 from tests.chaos.servers import running
 from tests.loopback import LoopbackServer
 
 #: The credential every client sends; it must never show up anywhere (see SecretSweep).
 API_KEY = "sk-chaos-4c1f9e7a2b8d6035e1a7c9f4b2d8e6a0"
 SEED = int(os.environ.get("AISTREAM_CHAOS_SEED", "20240917"))
-#: Turns per target (native and openai each). CI: 500; `make chaos`: 10,000.
+#: Turns per target (native, openai and responses each). CI: 500; `make chaos`: 10,000.
 TURNS = int(os.environ.get("AISTREAM_CHAOS_TURNS", "500"))
 LANES = int(os.environ.get("AISTREAM_CHAOS_LANES", "8"))  # per target
 CONVERSATION_TURNS = 3  # turns per AIStream before a fresh conversation
@@ -74,10 +77,12 @@ TURN_GUARD = 30.0  # seconds: a turn that takes longer fails the campaign instea
 SUMMARY: list[str] = []
 
 PROXY_KINDS = {"cut": 3, "reset": 3, "stall": 2, "drip": 1, "delay": 1}
+#: Targets whose drops resume (the rest restart).
+RESUMABLE = frozenset({"native", "responses"})
 HTTP_KINDS = {"status": 1, "stream-error": 1}  # the OpenAI upstream only
 #: Response bytes a fault offset is drawn within: small enough that the native reply (40+
 #: tokens) is longer than the offsets of all the faults of a turn together.
-SPAN = {"native": 3000, "openai": 5500}
+SPAN = {"native": 3000, "openai": 5500, "responses": 6000}
 
 WORDS = (
     "why",
@@ -142,7 +147,7 @@ def plan_turn(rng: random.Random, target: str) -> list[PlannedFault]:
     names, weights = list(kinds), list(kinds.values())
     count = rng.randint(1, 3)
     # Native resumes: the offsets of a turn share one reply. OpenAI restarts: each has it all.
-    span = SPAN[target] // count if target == "native" else SPAN[target]
+    span = SPAN[target] // count if target in RESUMABLE else SPAN[target]
     plan: list[PlannedFault] = []
     for k in range(count):
         kind = rng.choices(names, weights)[0]
@@ -573,7 +578,7 @@ async def run_turn(
 ) -> Usage | None:
     """One turn: arm its faults, send, then check the reply and the events exactly."""
     prompt = prompt_for(lane.rng)
-    tool_turn = lane.rng.random() < TOOL_SHARE
+    tool_turn = lane.target != "responses" and lane.rng.random() < TOOL_SHARE
     if tool_turn:  # unique per lane and turn, so each tool call id is used once in the run
         prompt = f"{prompt} then {TOOL_NAME} it (lane {lane.name} turn {turn_number})"
     plan = plan_turn(lane.rng, lane.target) if lane.faulty else []
@@ -615,12 +620,12 @@ async def run_turn(
         if kind == "retry" and value is not None:
             sweep.exception(value.error)
             sweep.text("repr", repr(value))
-    check = check_events(lane.log, expected, resumable=lane.target == "native")
+    check = check_events(lane.log, expected, resumable=lane.target in RESUMABLE)
     figures.add(check)
     problems: list[str] = []
     if check.lost or check.duplicated:
         problems.append(f"lost={check.lost} duplicated={check.duplicated}")
-    if lane.target == "native" and check.restarts_after_tokens:
+    if lane.target in RESUMABLE and check.restarts_after_tokens:
         problems.append(f"{check.restarts_after_tokens} restarts after tokens (no resume)")
     if lane.target == "openai" and check.resumes:
         problems.append(f"{check.resumes} retries claimed resume=True on a stream without ids")
@@ -674,8 +679,9 @@ async def run_lane(
         while done < turns:
             chat = AIStream(
                 lane.url,
-                protocol="native" if lane.target == "native" else "openai",
+                protocol=lane.target,  # type: ignore[arg-type]  # native, openai or responses
                 headers=headers,
+                options={"background": True} if lane.target == "responses" else None,
                 system_prompt=SYSTEM_PROMPT,
                 retry=RETRY,
                 timeout=CLIENT_TIMEOUT,
@@ -712,7 +718,7 @@ async def run_campaign(
     turns: int = TURNS,
     lanes: int = LANES,
     *,
-    targets: tuple[str, ...] = ("native", "openai"),
+    targets: tuple[str, ...] = ("native", "openai", "responses"),
     replay_store: ReplayStore | None = None,
     faults: bool = True,
 ) -> CampaignResult:
@@ -730,10 +736,14 @@ async def run_campaign(
         native_url = await stack.enter_async_context(running(app))
         loopback = await stack.enter_async_context(LoopbackServer(upstream.handler()))
         upstream.server = loopback
+        responses = ResponsesUpstream(model)
+        responses_server = await stack.enter_async_context(LoopbackServer(responses.handler()))
+        responses.server = responses_server
         stack.enter_context(sweeping_logs(sweep))
         ports = {
             "native": (int(native_url.rsplit(":", 1)[1]), "/api/chat", None),
             "openai": (int(loopback.url.rsplit(":", 1)[1]), "/v1/chat/completions", upstream),
+            "responses": (int(responses_server.url.rsplit(":", 1)[1]), "/v1/responses", None),
         }
         all_lanes: list[tuple[Lane, int]] = []
         for target in targets:
@@ -755,5 +765,5 @@ async def run_campaign(
         elapsed=time.perf_counter() - started,
         figures=figures,
         sweep=sweep,
-        authorization_seen=upstream.authorization_seen,
+        authorization_seen=upstream.authorization_seen + responses.authorization_seen,
     )

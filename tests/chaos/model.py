@@ -1,9 +1,11 @@
-"""The chaos model: deterministic replies made of awkward text, served two ways.
+"""The chaos model: deterministic replies made of awkward text, served three ways.
 
-`ChaosModel` is a `ChatBackend` for `create_app` (the native server, with ids) and the source
-of `openai_upstream`, a LoopbackServer handler that speaks OpenAI chat-completions streaming
-(no ids, so a dropped reply restarts). The reply is a function of the conversation only, so the
-test computes the fault-free reply itself and compares it exactly with what the client shows.
+`ChaosModel` is a `ChatBackend` for `create_app` (the native server, with ids), the source of
+`Upstream`, a LoopbackServer handler that speaks OpenAI chat-completions streaming (no ids, so
+a dropped reply restarts), and of `ResponsesUpstream`, an OpenAI Responses API whose
+background streams resume by ``starting_after``. The reply is a function of the conversation
+only, so the test computes the fault-free reply itself and compares it exactly with what the
+client shows.
 
 A conversation that declares tools and names one in its last user message gets the demo
 model's deterministic tool calls first (a tool step), then the reply to their results.
@@ -24,8 +26,9 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-from aistream._wire._dialect import ChatRequest
+from aistream._wire._dialect import ChatMessage, ChatRequest
 from aistream._wire._events import (
     FinishReason,
     StreamEvent,
@@ -36,6 +39,7 @@ from aistream._wire._events import (
 from aistream.server import DemoModel
 from aistream.server._formats import parse_openai
 from tests.loopback import Handler, LoopbackServer, Reply, Request
+from tests.responses_upstream import responses_events
 
 AWKWARD = (
     " é",
@@ -224,3 +228,59 @@ def _chat_request(body: dict[str, Any]) -> ChatRequest:
         system = messages[0].content
         messages = messages[1:]
     return dataclasses.replace(request, messages=messages, system_prompt=system)
+
+
+@dataclass
+class ResponsesUpstream:
+    """A loopback OpenAI Responses API serving `model`'s replies as background responses.
+
+    ``POST /v1/responses`` streams a new response (its events kept); ``GET
+    /v1/responses/<id>?stream=true&starting_after=<n>`` streams the rest of it, as the real API
+    resumes a background stream. `starting_after` counts the GETs, `authorization_seen` the
+    requests that carried a key.
+    """
+
+    model: ChaosModel
+    streams: dict[str, list[bytes]] = field(default_factory=dict)
+    posts: int = 0
+    resumes: int = 0
+    authorization_seen: int = 0
+    server: LoopbackServer | None = None
+
+    def handler(self) -> Handler:
+        async def handle(request: Request, reply: Reply) -> None:
+            await self._handle(request, reply)
+
+        return handle
+
+    async def _handle(self, request: Request, reply: Reply) -> None:
+        if self.server is not None:
+            self.server.requests.clear()
+        if request.headers.get("authorization"):
+            self.authorization_seen += 1
+        url = urlsplit(request.path)
+        if request.method == "POST":
+            self.posts += 1
+            chat = _responses_request(request.json())
+            response_id = f"resp_chaos{self.posts:06d}"
+            prompt, _ = self.model.usage(chat)
+            events = responses_events(
+                response_id, self.model.tokens(chat), background=True, usage=(prompt, 0)
+            )
+            self.streams[response_id] = events
+        else:
+            self.resumes += 1
+            events = self.streams[url.path.rsplit("/", 1)[1]]
+            after = int(parse_qs(url.query)["starting_after"][0])
+            events = events[after + 1 :]
+        await reply.start()
+        for event in events:
+            await asyncio.sleep(0)  # a reply generated while it is sent, as ChaosModel's
+            await reply.send(event)
+        await reply.end()
+
+
+def _responses_request(body: dict[str, Any]) -> ChatRequest:
+    """The conversation of a Responses body as the native server would see it."""
+    messages = tuple(ChatMessage(item["role"], item["content"]) for item in body["input"])
+    return ChatRequest(messages, system_prompt=body.get("instructions"))

@@ -71,12 +71,24 @@ def test_idless_replies_are_exact_and_every_restart_is_announced_before_repeats(
     assert_faults_took_effect(openai, [*PROXY_KINDS, "status", "stream-error"])
 
 
+def test_responses_replies_resume_by_sequence_number_and_are_exact(
+    campaign: CampaignResult,
+) -> None:
+    responses = campaign.figures["responses"]
+    assert responses.failures == [], "\n".join(responses.failures[:20])
+    assert (responses.lost, responses.duplicated) == (0, 0), responses.row()
+    assert responses.restarts_after_tokens == 0, responses.row()  # every drop after tokens resumed
+    assert responses.resumes > 0.5 * responses.retries, responses.row()
+    assert_faults_took_effect(responses, list(PROXY_KINDS))
+
+
 def test_tool_turns_with_faults_in_step_two_ran_each_tool_once_and_lost_nothing(
     campaign: CampaignResult,
 ) -> None:
     """Failures above cover the checks of each tool turn (the tool ran once, step 1 was never
     generated again, the reply is exact); here: there were such turns, with faults."""
-    for figures in campaign.figures.values():
+    for target in ("native", "openai"):  # the Responses upstream speaks no tools
+        figures = campaign.figures[target]
         assert figures.tool_turns > 0.1 * figures.turns, figures.row()
         assert figures.tool_turns_with_fault > 0.8 * figures.tool_turns, figures.row()
         assert figures.failures == [], "\n".join(figures.failures[:20])
@@ -114,4 +126,4 @@ def test_campaign_logged_no_warning_or_error(campaign: CampaignResult) -> None:
 
 def test_campaign_is_seeded(campaign: CampaignResult) -> None:
     assert campaign.seed == SEED
-    assert campaign.summary().startswith(f"chaos: {2 * TURNS} turns (seed {SEED})")
+    assert campaign.summary().startswith(f"chaos: {3 * TURNS} turns (seed {SEED})")

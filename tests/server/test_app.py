@@ -45,6 +45,7 @@ def asgi_client(app: Any) -> httpx.AsyncClient:
 
 # --- validation -------------------------------------------------------------------------------
 
+JSON = {"content-type": "application/json"}
 OK_MESSAGE = {"role": "user", "content": "hi"}
 
 
@@ -138,7 +139,7 @@ async def test_app_bad_body_gets_a_clear_json_error(
     app = create_app(max_body_bytes=200, demo_tokens_per_second=0)
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     async with asgi_client(app) as client:
-        response = await client.post("/api/chat", content=content)
+        response = await client.post("/api/chat", content=content, headers=JSON)
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
     assert response.json()["code"] == code
@@ -151,8 +152,8 @@ async def test_app_oversized_body_is_413_by_content_length_or_while_streaming() 
         yield b"x" * 6
 
     async with asgi_client(create_app(max_body_bytes=10)) as client:
-        declared = await client.post("/api/chat", content=b"x" * 11)
-        streamed = await client.post("/api/chat", content=chunked())
+        declared = await client.post("/api/chat", content=b"x" * 11, headers=JSON)
+        streamed = await client.post("/api/chat", content=chunked(), headers=JSON)
     assert declared.status_code == streamed.status_code == 413
     assert streamed.json()["code"] == "body_too_large"
 

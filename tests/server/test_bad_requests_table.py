@@ -36,6 +36,7 @@ from tests.chaos.servers import running
 GUARD = 5.0  # seconds: the bound on every wait
 HANG = 3.0  # seconds: a bad request not answered by then counts as a hang
 MiB = 1 << 20
+JSON_TYPE = b"Content-Type: application/json\r\n"
 VALID = {"messages": [{"role": "user", "content": "hello"}]}
 
 
@@ -386,7 +387,7 @@ CASES: list[Case] = [
             "POST",
             "/api/chat",
             b"100001\r\n" + b"z" * 0x100001 + b"\r\n0\r\n\r\n",
-            (("Transfer-Encoding", b"chunked"),),
+            (("Transfer-Encoding", b"chunked"), ("Content-Type", b"application/json")),
             length=False,
         ),
         413,
@@ -399,7 +400,7 @@ CASES: list[Case] = [
             "/api/chat",
             b"{}",
             length=False,
-            raw_headers=b"Content-Length: 1000000000000\r\n",
+            raw_headers=JSON_TYPE + b"Content-Length: 1000000000000\r\n",
         ),
         413,
         "larger than",
@@ -411,7 +412,7 @@ CASES: list[Case] = [
             "/api/chat",
             b"{}",
             length=False,
-            raw_headers=b"Content-Length: 99999999999999999999\r\n",
+            raw_headers=JSON_TYPE + b"Content-Length: 99999999999999999999\r\n",
         ),
         413,
         "larger than",
@@ -423,7 +424,7 @@ CASES: list[Case] = [
             "/api/chat",
             b"",
             length=False,
-            raw_headers=b"Expect: 100-continue\r\nContent-Length: 5000000\r\n",
+            raw_headers=JSON_TYPE + b"Expect: 100-continue\r\nContent-Length: 5000000\r\n",
         ),
         413,
         "larger than",

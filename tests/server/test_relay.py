@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from aistream import AIStream, RetryConfig, RetryEvent
 from aistream._wire._events import (
     Done,
     FinishReason,
@@ -64,7 +66,8 @@ class Upstream:
         if scenario.startswith("status-"):
             status = int(scenario.removeprefix("status-"))
             error = {"error": {"message": f"upstream says {status}", "type": "server_error"}}
-            return JSONResponse(error, status_code=status)
+            busy = {"Retry-After": "7"} if status in (429, 503) else None
+            return JSONResponse(error, status_code=status, headers=busy)
         parts = {
             "ok": [delta("Hel"), delta("lo"), FINISH, USAGE, DONE],
             "in-stream-error": [
@@ -128,25 +131,67 @@ async def test_relay_streams_tokens_and_passes_usage_through(relay_url: Any) -> 
 
 
 @pytest.mark.parametrize(
-    ("status", "code", "retryable"),
+    ("status", "answer", "code", "retryable", "retry_after"),
     [
-        (500, "upstream_error", True),
-        (503, "upstream_unavailable", True),
-        (429, "rate_limited", True),
-        (401, "upstream_auth", False),
-        (400, "upstream_rejected", False),
+        (500, 502, "upstream_error", True, None),
+        (503, 503, "upstream_unavailable", True, "7"),
+        (429, 429, "rate_limited", True, "7"),
+        (401, 502, "upstream_auth", False, None),
+        (400, 400, "upstream_rejected", False, None),
     ],
 )
-async def test_relay_upstream_http_error_becomes_a_native_error_event(
-    relay_url: Any, status: int, code: str, retryable: bool
+async def test_relay_upstream_http_error_before_the_first_event_is_an_http_status(
+    relay_url: Any, status: int, answer: int, code: str, retryable: bool, retry_after: str | None
 ) -> None:
     url, _ = relay_url
-    content = await ask(url, model=f"status-{status}")
-    error = native_events(content)[-1]
-    assert isinstance(error, ServerError)
-    assert (error.code, error.retryable) == (code, retryable)
-    assert f"HTTP {status}" in error.message and f"upstream says {status}" in error.message
-    assert API_KEY not in content.decode()
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            url + "/api/chat", json=chat_body("Hello", model=f"status-{status}")
+        )
+        v1 = await client.post(
+            url + "/v1/chat/completions",
+            json={
+                "model": f"status-{status}",
+                "messages": [{"role": "user", "content": "x"}],
+                "stream": True,
+            },
+        )
+    assert response.status_code == answer == v1.status_code
+    assert response.headers.get("retry-after") == retry_after == v1.headers.get("retry-after")
+    body = response.json()  # the native shape on /api/chat
+    assert (body["code"], body["retryable"]) == (code, retryable)
+    assert f"HTTP {status}" in body["error"] and f"upstream says {status}" in body["error"]
+    error = v1.json()["error"]  # OpenAI's shape on /v1/...
+    assert (error["code"], error["retryable"]) == (code, retryable)
+    assert f"upstream says {status}" in error["message"]
+    assert API_KEY not in response.text + v1.text
+
+
+async def test_relay_refused_key_fails_every_client_with_its_own_error_class(
+    relay_url: Any,
+) -> None:
+    url, _ = relay_url
+    retry = RetryConfig(max_retries=3, initial_delay=0, max_delay=0)
+    async with AIStream(url + "/api/chat", model="status-401", retry=retry) as chat:
+        retries: list[RetryEvent] = []
+        chat.on("retry", retries.append)
+        with pytest.raises(APIStatusError) as caught:
+            await chat.send("hi")
+    assert caught.value.status_code == 502 and caught.value.code == "upstream_auth"
+    assert retries == []  # retryable: false is honoured
+    oai = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.InternalServerError) as oai_caught:
+        await oai.chat.completions.create(
+            model="status-401", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+    await oai.close()
+    assert oai_caught.value.status_code == 502
+    oai = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.RateLimitError):
+        await oai.chat.completions.create(
+            model="status-429", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+    await oai.close()
 
 
 async def test_relay_in_stream_error_keeps_the_upstream_code(relay_url: Any) -> None:
@@ -168,15 +213,24 @@ async def test_relay_upstream_cut_mid_stream_is_retryable_unavailable(relay_url:
     assert (error.code, error.retryable) == ("upstream_unavailable", True)
 
 
-async def test_relay_unreachable_upstream_is_retryable_unavailable(serve_app: Any) -> None:
+async def test_relay_unreachable_upstream_is_a_502_not_worth_retrying(serve_app: Any) -> None:
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     app = create_app(upstream=f"http://127.0.0.1:{port}/v1", api_key=API_KEY, model="m")
     url = await serve_app(app)
-    error = native_events(await ask(url))[-1]
-    assert isinstance(error, ServerError)
-    assert (error.code, error.retryable) == ("upstream_unavailable", True)
+    async with httpx.AsyncClient() as client:
+        response = await client.post(url + "/api/chat", json=chat_body("Hello"))
+    assert response.status_code == 502
+    body = response.json()
+    assert (body["code"], body["retryable"]) == ("upstream_unreachable", False)
+    assert "upstream URL" in body["error"]
+
+
+@pytest.mark.parametrize("upstream", ["ftp://x", "x", "127.0.0.1:8000/v1", "http://"])
+def test_relay_refuses_an_upstream_that_is_not_an_http_url(upstream: str) -> None:
+    with pytest.raises(ValueError, match="http:// or https:// URL"):
+        create_app(upstream=upstream)
 
 
 def test_relay_rejects_a_protocol_it_does_not_speak_yet() -> None:

@@ -326,21 +326,36 @@ async def test_aistream_gets_ollama_reasoning_through_the_relay_in_openai_format
 
 @pytest.mark.parametrize("fmt", ["native", "openai", "vercel"])
 @pytest.mark.parametrize(
-    ("protocol", "status", "code"),
-    [("anthropic", 529, "upstream_unavailable"), ("ollama", 404, "upstream_rejected")],
+    ("protocol", "status", "code", "answer", "retryable"),
+    [
+        ("anthropic", 529, "upstream_unavailable", 503, True),
+        ("ollama", 404, "upstream_rejected", 502, False),
+    ],
 )
-async def test_upstream_http_errors_become_error_events_in_each_format(
-    serve_app: Any, upstream: tuple[str, Upstream], protocol: str, status: int, code: str, fmt: str
+async def test_upstream_http_errors_before_the_first_event_are_http_statuses_in_each_format(
+    serve_app: Any,
+    upstream: tuple[str, Upstream],
+    protocol: str,
+    status: int,
+    code: str,
+    answer: int,
+    retryable: bool,
+    fmt: str,
 ) -> None:
     upstream_url, _ = upstream
     url = await relay(serve_app, upstream_url, protocol, api_key=API_KEY)
-    reply = READERS[fmt](await ask(url, f"status-{status}", fmt))
-    assert reply.error is not None and f"HTTP {status}" in reply.error[0]
+    async with httpx.AsyncClient(timeout=GUARD) as client:
+        response = await client.post(
+            f"{url}/api/chat?format={fmt}", json=chat_body("Hello", model=f"status-{status}")
+        )
+    assert response.status_code == answer
+    error = response.json()  # /api/chat: the native shape whatever the format
+    message = error["error"]
+    assert f"HTTP {status}" in message
     detail = "Overloaded" if protocol == "anthropic" else "not found, try pulling it first"
-    assert detail in reply.error[0]
-    if fmt != "vercel":
-        assert reply.error[1] == code
-    assert reply.text == "" and reply.ended
+    assert detail in message
+    assert (error["code"], error["retryable"]) == (code, retryable)
+    assert API_KEY not in response.text
 
 
 async def test_what_the_upstream_dialect_cannot_express_is_logged_not_dropped_silently(

@@ -174,3 +174,16 @@ def test_upstream_options_for_ollama_map_response_format() -> None:
     assert upstream_options({"response_format": {"type": "json_object"}}, "ollama") == {
         "format": "json"
     }
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic", "ollama", "responses", "gemini"])
+def test_every_upstream_dialect_builds_a_request_from_every_known_option(protocol: str) -> None:
+    """What upstream_options keeps, the upstream's dialect can write (never a ValueError)."""
+    from aistream._wire._dialect import ChatMessage, ChatRequest
+    from aistream.server._relay import UPSTREAM_PROTOCOLS
+
+    options = upstream_options({**OPTIONS, "top_k": 3}, protocol)
+    kind = UPSTREAM_PROTOCOLS[protocol]
+    request = ChatRequest((ChatMessage("user", "hi"),), "m", None, options)
+    spec = kind.dialect().build_request(kind.endpoint("http://127.0.0.1:1/v1"), request)
+    assert b"hi" in spec.body

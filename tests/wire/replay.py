@@ -1,4 +1,4 @@
-"""Replay recorded streams through a decoder and a dialect, and sum up what they amount to.
+"""Replay recorded streams through the real reader and a dialect; sum up what they amount to.
 
 Shared by the test_dialect_*.py modules.
 """
@@ -20,8 +20,7 @@ from aistream._wire._events import (
     ToolCallDone,
     UsageReport,
 )
-from aistream._wire._ndjson import NDJSONDecoder
-from aistream._wire._sse import SSEDecoder
+from aistream._wire._reader import StreamReader
 
 #: A chunk size that means "one chunk per event (SSE) or line (NDJSON)", as servers flush.
 EVENT = -1
@@ -37,22 +36,19 @@ def chunked(raw: bytes, size: int | None) -> list[bytes]:
 
 
 def replay_through(dialect: Dialect, chunks: list[bytes]) -> tuple[list[StreamEvent], bool]:
-    """Feed `chunks` through a fresh decoder and `dialect` as the transport does (the per-token
-    fast path first, then the frames); return the events and `finished`."""
-    sse = SSEDecoder() if dialect.framing == "sse" else None
-    decoder: SSEDecoder | NDJSONDecoder = sse or NDJSONDecoder()
+    """Feed `chunks` through the transport's own `StreamReader` (the per-token fast path first,
+    then the frames); return the events, heartbeats included, and `finished`."""
     events: list[StreamEvent] = []
+    reader = StreamReader(
+        dialect,
+        events.extend,
+        lambda text: events.append(TextDelta(text)),
+        on_heartbeat=lambda: events.append(Heartbeat()),
+    )
     for chunk in chunks:
-        if sse is not None and (data := sse.data_only(chunk)) is not None:
-            text = dialect.text_of(data)
-            if text is not None:
-                events += [TextDelta(text)] if text else []
-                continue
-        for frame in decoder.feed(chunk):
-            events += dialect.parse(frame)
-    for frame in decoder.eof():
-        events += dialect.parse(frame)
-    return events, dialect.finished
+        reader.feed(chunk)
+    reader.eof()
+    return events, reader.finished
 
 
 @dataclass
@@ -79,11 +75,13 @@ def outcome(events: list[StreamEvent], finished: bool) -> Outcome:
             out.reasoning += ev.text
         elif isinstance(ev, ToolCallDone):
             out.tool_calls.append((ev.id, ev.name, ev.arguments))
-        elif isinstance(ev, UsageReport):  # a snapshot: None keeps the previous value
-            p, c, _ = out.usage or (0, 0, 0)
-            p = p if ev.prompt_tokens is None else ev.prompt_tokens
-            c = c if ev.completion_tokens is None else ev.completion_tokens
-            out.usage = (p, c, p + c if ev.total_tokens is None else ev.total_tokens)
+        elif isinstance(ev, UsageReport):  # a snapshot, merged as AIStream merges it
+            merged = ev.applied_to(UsageReport(*(out.usage or (0, 0, 0))))
+            out.usage = (
+                merged.prompt_tokens or 0,
+                merged.completion_tokens or 0,
+                merged.total_tokens or 0,
+            )
         elif isinstance(ev, FinishReason):
             out.finish = ev.reason
         elif isinstance(ev, ServerError):

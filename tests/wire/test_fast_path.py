@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import importlib.util
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aistream._transport import AttemptState, Transport
-from aistream._wire import _dialect
+from aistream._wire import _json
 from aistream._wire._dialect import ChatMessage, ChatRequest
 from aistream._wire._events import SSEEvent, StreamEvent, TextDelta, WireError
 from aistream._wire._openai import OpenAIDialect
@@ -42,19 +41,7 @@ from .test_properties import (
 HAS_ORJSON = importlib.util.find_spec("orjson") is not None
 
 
-@contextlib.contextmanager
-def json_backend(name: str) -> Iterator[None]:
-    saved = _dialect._loads, _dialect._loads_bytes
-    if name == "orjson":
-        import orjson
-
-        _dialect.use_json_loads(orjson.loads, orjson.loads)
-    else:
-        _dialect.use_json_loads(json.loads, _dialect._utf8_json_whole_chars)
-    try:
-        yield
-    finally:
-        _dialect.use_json_loads(*saved)
+json_backend = _json.parser
 
 
 BACKENDS = [
@@ -306,9 +293,9 @@ def test_the_stdlib_bytes_parser_agrees_with_json_loads(
         expected = json.loads(text)
     except ValueError:
         with pytest.raises(ValueError):
-            _dialect._utf8_json(text.encode())
+            _json._utf8_json(text.encode())
         return
-    assert _dialect._utf8_json(text.encode()) == expected
+    assert _json._utf8_json(text.encode()) == expected
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

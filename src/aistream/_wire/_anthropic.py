@@ -20,7 +20,7 @@ thinking block) is not content and is ignored without a report.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 from ._dialect import (
@@ -31,8 +31,6 @@ from ._dialect import (
     RequestSpec,
     ToolSpec,
     as_int,
-    json_body,
-    loads_object,
     parse_arguments,
 )
 from ._events import (
@@ -48,6 +46,7 @@ from ._events import (
     ToolCallDone,
     UsageReport,
 )
+from ._json import json_body, loads_object
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -198,7 +197,7 @@ class AnthropicDialect:
     def text_of(self, data: bytes) -> str | None:
         return None  # its events are named (``event:``): always parsed
 
-    def parse(self, frame: Frame) -> list[StreamEvent]:
+    def parse(self, frame: Frame) -> Sequence[StreamEvent]:
         if not isinstance(frame, SSEEvent):
             return [Skipped("anthropic expects SSE frames", frame.text[:200])]
         data = frame.data
@@ -233,7 +232,7 @@ class AnthropicDialect:
             return [_server_error(obj)]
         return [Skipped(f"unknown anthropic event type {kind!r}", data[:200])]
 
-    def _delta(self, obj: dict[str, Any], data: str) -> list[StreamEvent]:
+    def _delta(self, obj: dict[str, Any], data: str) -> Sequence[StreamEvent]:
         delta = obj.get("delta")
         if type(delta) is not dict:
             return [Skipped("anthropic content_block_delta without a delta", data[:200])]
@@ -258,7 +257,7 @@ class AnthropicDialect:
             return NOTHING  # a block already reported as unsupported at its start
         return [Skipped(f"unknown anthropic delta type {kind!r}", data[:200])]
 
-    def _block_start(self, obj: dict[str, Any], data: str) -> list[StreamEvent]:
+    def _block_start(self, obj: dict[str, Any], data: str) -> Sequence[StreamEvent]:
         block = obj.get("content_block")
         if not isinstance(block, Mapping):
             return [Skipped("anthropic content_block_start without a block", data[:200])]
@@ -281,7 +280,7 @@ class AnthropicDialect:
             return [ReasoningDelta(text)] if isinstance(text, str) and text else NOTHING
         return [Skipped(f"anthropic content block type {kind!r} is not supported", data[:200])]
 
-    def _block_stop(self, obj: dict[str, Any], data: str) -> list[StreamEvent]:
+    def _block_stop(self, obj: dict[str, Any], data: str) -> Sequence[StreamEvent]:
         block = self._blocks.pop(_index(obj), None)
         if block is None or block.kind != "tool_use":
             return NOTHING
@@ -290,7 +289,7 @@ class AnthropicDialect:
             return [Skipped("anthropic tool_use block without a name", data[:200])]
         return [ToolCallDone(block.id, block.name, arguments)]
 
-    def _message_delta(self, obj: dict[str, Any]) -> list[StreamEvent]:
+    def _message_delta(self, obj: dict[str, Any]) -> Sequence[StreamEvent]:
         events: list[StreamEvent] = []
         usage = obj.get("usage")
         if isinstance(usage, Mapping):

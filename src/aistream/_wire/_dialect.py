@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import base64
 import json
-import json.scanner
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 from urllib.parse import urlsplit
 
-from ._events import Frame, Heartbeat, StreamEvent
+from ._events import Frame, Heartbeat, StreamEvent, UsageReport
 
 #: What a dialect returns for a frame that is only a keep-alive. Compared by identity, so the
-#: transport can tell a heartbeat from content without looking inside.
-HEARTBEAT_ONLY: list[StreamEvent] = [Heartbeat()]
-NOTHING: list[StreamEvent] = []
+#: reader can tell a heartbeat from content without looking inside. Tuples: shared by every
+#: parse, so nobody may append to them.
+HEARTBEAT_ONLY: tuple[StreamEvent, ...] = (Heartbeat(),)
+NOTHING: tuple[StreamEvent, ...] = ()
 
-#: HTTP statuses that are worth retrying (see API.md §1).
+#: HTTP statuses that are worth retrying (API.md §1): the one list, which `_retry` uses too.
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 
 
@@ -149,8 +149,8 @@ class Dialect(Protocol):
         """Return the request for `request` sent to `endpoint`."""
         ...
 
-    def parse(self, frame: Frame) -> list[StreamEvent]:
-        """Return the events carried by one decoded frame (a shared empty list when none)."""
+    def parse(self, frame: Frame) -> Sequence[StreamEvent]:
+        """Return the events carried by one decoded frame (the shared NOTHING when none)."""
         ...
 
     def text_of(self, data: bytes) -> str | None:
@@ -190,84 +190,6 @@ def detect_protocol(
     return "native"
 
 
-def json_body(payload: Mapping[str, Any]) -> bytes:
-    """Serialise a request body compactly as UTF-8 JSON."""
-    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    try:
-        return text.encode()
-    except UnicodeEncodeError:  # a lone surrogate (say in a caller's message): escape it
-        return json.dumps(payload, separators=(",", ":")).encode()
-
-
-#: The C scanner inside json.loads, called directly: json.loads adds ~1 µs of Python per call
-#: (type checks, two whitespace regex matches) on a ~3 µs parse of a typical chunk.
-_scan_once: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
-    json.JSONDecoder()  # type: ignore[arg-type]  # typeshed types the C scanner's argument oddly
-)
-
-
-def _utf8_json(data: bytes) -> Any:
-    """json.loads of UTF-8 bytes (not json.loads(bytes), which guesses UTF-16/32 from the first
-    bytes: SSE is always UTF-8), via the scanner when the value fills the text exactly."""
-    text = data.decode()
-    try:
-        value, end = _scan_once(text, 0)
-    except StopIteration:  # no JSON value at 0 (leading whitespace, say): json.loads decides
-        return json.loads(text)
-    return value if end == len(text) else json.loads(text)
-
-
-def _utf8_json_whole_chars(data: bytes) -> Any:
-    """`_utf8_json`, refusing surrogate escapes (backslash, ``ud``): a fast path's text never
-    holds half a character (orjson refuses lone surrogates itself); the full path joins them."""
-    if 92 in data and (b"\\ud" in data or b"\\uD" in data):  # 92: a backslash (memchr)
-        raise ValueError("a UTF-16 surrogate escape")
-    return _utf8_json(data)
-
-
-_loads: Callable[[str], Any] = json.loads
-_loads_bytes: Callable[[bytes], Any] = _utf8_json_whole_chars
-
-
-def use_json_loads(loads: Callable[[str], Any], loads_bytes: Callable[[bytes], Any]) -> None:
-    """Parse event JSON with `loads` (str) and `loads_bytes` (UTF-8 bytes); the transport passes
-    orjson.loads for both when it is installed.
-
-    Both must raise ValueError for text that is not JSON (or bytes that are not UTF-8), as
-    json.loads does; `loads_bytes` also for a lone surrogate (orjson does).
-    """
-    global _loads, _loads_bytes
-    _loads, _loads_bytes = loads, loads_bytes
-
-
-def loads_object(data: str) -> dict[str, Any] | None:
-    """Parse `data` as a JSON object, or return None when it is not one.
-
-    What an accelerator refuses (orjson: lone surrogate escapes, integers past 64 bits, NaN,
-    deep nesting) is tried again with json.loads, so the result never depends on it.
-    """
-    try:
-        value = _loads(data)
-    except (ValueError, RecursionError):
-        if _loads is json.loads:
-            return None
-        try:
-            value = json.loads(data)
-        except (ValueError, RecursionError):
-            return None
-    return value if isinstance(value, dict) else None
-
-
-def loads_object_bytes(data: bytes) -> dict[str, Any] | None:
-    """Parse UTF-8 `data` as a JSON object for a fast path, or return None when it is not one
-    (or not UTF-8, or refused by an accelerator): the caller then takes the full path."""
-    try:
-        value = _loads_bytes(data)
-    except (ValueError, RecursionError):
-        return None
-    return value if type(value) is dict else None
-
-
 def as_int(value: Any) -> int | None:
     """An int from a wire value, or None when absent or not a non-negative integer."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -286,3 +208,71 @@ def error_message(value: Any) -> tuple[str, str | None]:
             return error_message(message)
         return (str(message) if message else json.dumps(value)), (str(code) if code else None)
     return str(value), None
+
+
+# --- helpers shared by the dialects (no dialect imports another) ------------------------------
+
+#: Error codes our server (and common proxies) use for transient failures.
+TRANSIENT_CODES = frozenset(
+    {
+        "overloaded",
+        "overloaded_error",
+        "rate_limited",
+        "rate_limit",
+        "rate_limit_exceeded",
+        "timeout",
+        "unavailable",
+        "upstream_unavailable",
+        "upstream_timeout",
+        "upstream_error",
+        "server_error",
+        "internal_error",
+        "api_error",
+    }
+)
+
+_FINISH_REASONS = {
+    "stop": "stop",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "length": "length",
+    "max_tokens": "length",
+    "tool_calls": "tool_calls",
+    "tool_use": "tool_calls",
+    "content_filter": "content_filter",
+    "stopped": "stopped",
+    "error": "error",
+}
+
+
+def normalize_finish(reason: str) -> str:
+    """Map a provider's stop reason onto stop / length / tool_calls / content_filter / error."""
+    return _FINISH_REASONS.get(reason, reason)
+
+
+def is_transient(code: str | None) -> bool:
+    """Whether an in-stream error code names a transient failure worth retrying."""
+    if not code:
+        return False
+    code = code.lower()
+    return code in TRANSIENT_CODES or (code.isdigit() and int(code) in RETRYABLE_STATUS)
+
+
+def usage_report(obj: Mapping[str, Any]) -> UsageReport:
+    """A UsageReport from camelCase or snake_case usage fields."""
+    prompt = obj.get("promptTokens", obj.get("prompt_tokens"))
+    completion = obj.get("completionTokens", obj.get("completion_tokens"))
+    total = obj.get("totalTokens", obj.get("total_tokens"))
+    return UsageReport(as_int(prompt), as_int(completion), as_int(total))
+
+
+def function_tools(tools: tuple[ToolSpec, ...]) -> list[dict[str, Any]]:
+    """Tools as chat completions (and Ollama) define them: ``{"type": "function", "function"}``."""
+    out = []
+    for t in tools:
+        function: dict[str, Any] = {"name": t.name}
+        if t.description:
+            function["description"] = t.description
+        function["parameters"] = dict(t.parameters)
+        out.append({"type": "function", "function": function})
+    return out

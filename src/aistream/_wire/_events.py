@@ -8,7 +8,7 @@ plain slotted one (measured on Python 3.11), and two are built for every token.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 
 class WireError(Exception):
@@ -35,9 +35,14 @@ class SSEEvent:
 
 @dataclass(slots=True)
 class NDJSONLine:
-    """One non-empty line of a newline-delimited JSON stream, decoded as UTF-8 (not yet parsed)."""
+    """One non-empty line of a newline-delimited JSON stream, decoded as UTF-8 (not yet parsed).
+
+    `id` is always None (NDJSON has no event ids): it lets one bookkeeping path read both
+    kinds of frame.
+    """
 
     text: str
+    id: ClassVar[None] = None
 
 
 Frame = SSEEvent | NDJSONLine
@@ -91,6 +96,31 @@ class UsageReport:
     completion_tokens: int | None = None
     total_tokens: int | None = None
 
+    def applied_to(self, previous: UsageReport | None) -> UsageReport:
+        """The turn's usage once this snapshot arrives after `previous`: the one merge rule of
+        the client and of every server output format.
+
+        A field this report leaves None keeps its previous value. The total is the reported
+        one, else the sum once both parts are known, else the previous total.
+        """
+        if previous is None:
+            previous = _NO_REPORT
+        prompt = previous.prompt_tokens if self.prompt_tokens is None else self.prompt_tokens
+        completion = (
+            previous.completion_tokens if self.completion_tokens is None else self.completion_tokens
+        )
+        total = self.total_tokens
+        if total is None:
+            total = (
+                previous.total_tokens
+                if prompt is None or completion is None
+                else prompt + completion
+            )
+        return UsageReport(prompt, completion, total)
+
+
+_NO_REPORT = UsageReport()
+
 
 @dataclass(slots=True)
 class FinishReason:
@@ -109,7 +139,9 @@ class ServerError:
     """The server reported an error inside the stream.
 
     `retryable` says whether it is transient (overloaded, rate limited, upstream unavailable);
-    `retry_after` is a delay in seconds the server asked for (Gemini's ``RetryInfo``), if any.
+    `retry_after` is a delay in seconds the server asked for (Gemini's ``RetryInfo``, a relayed
+    ``Retry-After``), if any. `status` is set by a relay for a failure known before any
+    content: the HTTP status the server answers instead of starting a stream.
     """
 
     message: str
@@ -117,6 +149,7 @@ class ServerError:
     retryable: bool = False
     body: Any = None
     retry_after: float | None = None
+    status: int | None = None
 
 
 @dataclass(slots=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -31,8 +31,6 @@ from ._dialect import (
     RequestSpec,
     ToolSpec,
     as_int,
-    json_body,
-    loads_object,
     parse_arguments,
     tool_name_of,
     tool_names,
@@ -51,6 +49,7 @@ from ._events import (
     ToolCallDone,
     UsageReport,
 )
+from ._json import json_body, loads_object
 
 #: Statuses of a Google error worth retrying.
 TRANSIENT_STATUS = frozenset({"RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED"})
@@ -186,7 +185,7 @@ class GeminiDialect:
     def text_of(self, data: bytes) -> str | None:
         return None  # every chunk repeats usage: always parsed
 
-    def parse(self, frame: Frame) -> list[StreamEvent]:
+    def parse(self, frame: Frame) -> Sequence[StreamEvent]:
         if not isinstance(frame, SSEEvent):
             return [Skipped("gemini expects SSE frames", frame.text[:200])]
         data = frame.data

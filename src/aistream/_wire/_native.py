@@ -12,19 +12,18 @@ fields at top level), `metadata`, `reasoning`, `tool-call`, `error` (``{"error",
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 from ._dialect import (
     NOTHING,
-    RETRYABLE_STATUS,
     ChatMessage,
     ChatRequest,
     RequestSpec,
-    as_int,
     error_message,
-    json_body,
-    loads_object,
+    is_transient,
+    normalize_finish,
+    usage_report,
 )
 from ._events import (
     Done,
@@ -39,61 +38,8 @@ from ._events import (
     StreamStarted,
     TextDelta,
     ToolCallDone,
-    UsageReport,
 )
-
-#: Error codes our server (and common proxies) use for transient failures.
-TRANSIENT_CODES = frozenset(
-    {
-        "overloaded",
-        "overloaded_error",
-        "rate_limited",
-        "rate_limit",
-        "rate_limit_exceeded",
-        "timeout",
-        "unavailable",
-        "upstream_unavailable",
-        "upstream_timeout",
-        "upstream_error",
-        "server_error",
-        "internal_error",
-        "api_error",
-    }
-)
-
-_FINISH = {
-    "stop": "stop",
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "length": "length",
-    "max_tokens": "length",
-    "tool_calls": "tool_calls",
-    "tool_use": "tool_calls",
-    "content_filter": "content_filter",
-    "stopped": "stopped",
-    "error": "error",
-}
-
-
-def normalize_finish(reason: str) -> str:
-    """Map a provider's stop reason onto stop / length / tool_calls / content_filter / error."""
-    return _FINISH.get(reason, reason)
-
-
-def is_transient(code: str | None) -> bool:
-    """Whether an in-stream error code names a transient failure worth retrying."""
-    if not code:
-        return False
-    code = code.lower()
-    return code in TRANSIENT_CODES or (code.isdigit() and int(code) in RETRYABLE_STATUS)
-
-
-def usage_report(obj: Mapping[str, Any]) -> UsageReport:
-    """A UsageReport from camelCase or snake_case usage fields."""
-    prompt = obj.get("promptTokens", obj.get("prompt_tokens"))
-    completion = obj.get("completionTokens", obj.get("completion_tokens"))
-    total = obj.get("totalTokens", obj.get("total_tokens"))
-    return UsageReport(as_int(prompt), as_int(completion), as_int(total))
+from ._json import json_body, loads_object
 
 
 class NativeDialect:
@@ -131,7 +77,7 @@ class NativeDialect:
     def text_of(self, data: bytes) -> str | None:
         return None  # its events carry ids and token indices: always parsed
 
-    def parse(self, frame: Frame) -> list[StreamEvent]:
+    def parse(self, frame: Frame) -> Sequence[StreamEvent]:
         if not isinstance(frame, SSEEvent):
             return [Skipped("native expects SSE frames", frame.text[:200])]
         data = frame.data
@@ -173,7 +119,7 @@ class NativeDialect:
             return [_tool_call(obj, data)]
         return [Skipped(f"unknown native event type {kind!r}", data[:200])]
 
-    def _parse_message(self, obj: dict[str, Any], data: str) -> list[StreamEvent]:
+    def _parse_message(self, obj: dict[str, Any], data: str) -> Sequence[StreamEvent]:
         token = obj.get("token")
         if isinstance(token, str):
             if not token:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ._events import NDJSONLine, WireError
 
 __all__ = ["NDJSONDecoder"]
@@ -18,6 +20,9 @@ class NDJSONDecoder:
     """
 
     __slots__ = ("_buf", "_error", "_max")
+
+    #: Always "": NDJSON has no event ids (the same name as SSEDecoder's, for the reader).
+    last_event_id: ClassVar[str] = ""
 
     def __init__(self, *, max_line_bytes: int = 1 << 20) -> None:
         self._max = max_line_bytes

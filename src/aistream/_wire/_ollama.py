@@ -25,7 +25,7 @@ Ollama's OpenAI-compatible ``/v1/chat/completions``, which ``auto`` detects as o
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 from ._dialect import (
@@ -34,8 +34,7 @@ from ._dialect import (
     ChatRequest,
     RequestSpec,
     as_int,
-    json_body,
-    loads_object,
+    function_tools,
     parse_arguments,
     tool_name_of,
     tool_names,
@@ -53,7 +52,7 @@ from ._events import (
     ToolCallDone,
     UsageReport,
 )
-from ._openai import function_tools
+from ._json import json_body, loads_object
 
 _TRANSIENT = re.compile(r"overload|busy|unavailable|timeout|timed out|try again", re.IGNORECASE)
 
@@ -163,7 +162,7 @@ class OllamaDialect:
     def text_of(self, data: bytes) -> str | None:
         return None  # NDJSON framing: never asked
 
-    def parse(self, frame: Frame) -> list[StreamEvent]:
+    def parse(self, frame: Frame) -> Sequence[StreamEvent]:
         if not isinstance(frame, NDJSONLine):
             return [Skipped("ollama expects NDJSON lines", frame.data[:200])]
         text = frame.text

@@ -20,7 +20,7 @@ no usage (Azure's ``prompt_filter_results``) is `Metadata`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 from ._dialect import (
@@ -28,11 +28,11 @@ from ._dialect import (
     ChatMessage,
     ChatRequest,
     RequestSpec,
-    ToolSpec,
     error_message,
-    json_body,
-    loads_object,
-    loads_object_bytes,
+    function_tools,
+    is_transient,
+    normalize_finish,
+    usage_report,
 )
 from ._events import (
     Done,
@@ -47,7 +47,7 @@ from ._events import (
     TextDelta,
     ToolCallDone,
 )
-from ._native import is_transient, normalize_finish, usage_report
+from ._json import json_body, loads_object, loads_object_bytes
 
 #: Delta fields read here, or known to carry nothing for the reply (reported only if unknown).
 _KNOWN_DELTA = frozenset(
@@ -99,7 +99,7 @@ class OpenAIDialect:
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         return RequestSpec("POST", endpoint, headers, json_body(payload))
 
-    def parse(self, frame: Frame) -> list[StreamEvent]:
+    def parse(self, frame: Frame) -> Sequence[StreamEvent]:
         if not isinstance(frame, SSEEvent):
             return [Skipped("openai expects SSE frames", frame.text[:200])]
         data = frame.data
@@ -138,7 +138,9 @@ class OpenAIDialect:
             return None
         return _plain_text(obj, choices)
 
-    def _parse_full(self, obj: dict[str, Any], choices: list[Any], data: str) -> list[StreamEvent]:
+    def _parse_full(
+        self, obj: dict[str, Any], choices: list[Any], data: str
+    ) -> Sequence[StreamEvent]:
         events: list[StreamEvent] = []
         for choice in choices:
             if type(choice) is not dict:
@@ -218,7 +220,7 @@ class OpenAIDialect:
             elif type(arguments) is dict:  # a whole object instead of JSON text
                 slot.parts.append(json_body(arguments).decode())
 
-    def _complete_tool_calls(self) -> list[StreamEvent]:
+    def _complete_tool_calls(self) -> Sequence[StreamEvent]:
         done: list[StreamEvent] = []
         for _, call in sorted(self._calls.items()):
             arguments = "".join(call.parts) or "{}"
@@ -233,18 +235,6 @@ class OpenAIDialect:
         if reason not in self._reported:
             self._reported.add(reason)
             events.append(Skipped(reason + " (reported once per stream)", data[:200]))
-
-
-def function_tools(tools: tuple[ToolSpec, ...]) -> list[dict[str, Any]]:
-    """Tools as chat completions (and Ollama) define them: ``{"type": "function", "function"}``."""
-    out = []
-    for t in tools:
-        function: dict[str, Any] = {"name": t.name}
-        if t.description:
-            function["description"] = t.description
-        function["parameters"] = dict(t.parameters)
-        out.append({"type": "function", "function": function})
-    return out
 
 
 def _message(m: ChatMessage) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Dialect lookup by protocol name. Stdlib only.
+"""Dialect lookup by protocol name, and the header each protocol carries its key in. Stdlib only.
 
 ``auto`` never picks ollama: Ollama's ``/api/chat`` is also the native protocol's path, and
 `detect_protocol` keeps that path for native. Ollama is chosen with ``protocol="ollama"``.
@@ -38,3 +38,17 @@ def dialect_factory(protocol: str, endpoint: str) -> Callable[[], Dialect]:
     except KeyError:
         known = ", ".join(sorted([*DIALECTS, "auto"]))
         raise ValueError(f"unknown protocol {protocol!r}; use one of: {known}") from None
+
+
+def auth_headers(protocol: str, api_key: str) -> dict[str, str]:
+    """The header that carries `api_key` for `protocol` (a resolved name, not "auto").
+
+    ``x-api-key`` for anthropic, ``x-goog-api-key`` for gemini, else ``Authorization: Bearer``
+    (native, openai, responses; Ollama needs none, but a proxy in front of it may). Any other
+    header a provider wants (``anthropic-version``) is the dialect's to send.
+    """
+    if protocol == "anthropic":
+        return {"x-api-key": api_key}
+    if protocol == "gemini":
+        return {"x-goog-api-key": api_key}
+    return {"Authorization": f"Bearer {api_key}"}

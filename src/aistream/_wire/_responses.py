@@ -25,7 +25,7 @@ known events that carry nothing for the reply are read silently.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -36,8 +36,6 @@ from ._dialect import (
     RequestSpec,
     ToolSpec,
     as_int,
-    json_body,
-    loads_object,
 )
 from ._events import (
     Done,
@@ -53,6 +51,7 @@ from ._events import (
     ToolCallDone,
     UsageReport,
 )
+from ._json import json_body, loads_object
 
 #: In-stream error codes worth retrying (API.md §10: server_error is transient, the rest fail).
 TRANSIENT_ERRORS = frozenset({"server_error", "rate_limit_exceeded"})
@@ -168,7 +167,7 @@ class ResponsesDialect:
     def text_of(self, data: bytes) -> str | None:
         return None  # every event carries a sequence number to record: always parsed
 
-    def parse(self, frame: Frame) -> list[StreamEvent]:
+    def parse(self, frame: Frame) -> Sequence[StreamEvent]:
         if not isinstance(frame, SSEEvent):
             return [Skipped("responses expects SSE frames", frame.text[:200])]
         data = frame.data
@@ -203,7 +202,7 @@ class ResponsesDialect:
             return [_error_event(obj)]
         return [Skipped(f"unknown responses event type {kind!r}", data[:200])]
 
-    def _created(self, response: Any) -> list[StreamEvent]:
+    def _created(self, response: Any) -> Sequence[StreamEvent]:
         if not isinstance(response, Mapping):
             return NOTHING
         response_id = response.get("id")
@@ -213,7 +212,7 @@ class ResponsesDialect:
         model = response.get("model")
         return [StreamStarted(self._response_id, model if isinstance(model, str) else None)]
 
-    def _item_done(self, item: Any, data: str) -> list[StreamEvent]:
+    def _item_done(self, item: Any, data: str) -> Sequence[StreamEvent]:
         if not isinstance(item, Mapping) or item.get("type") != "function_call":
             return NOTHING  # messages and reasoning came as deltas
         name, arguments = item.get("name"), item.get("arguments")
@@ -224,7 +223,7 @@ class ResponsesDialect:
         arguments = arguments if isinstance(arguments, str) and arguments else "{}"
         return [ToolCallDone(str(call_id or f"call_{self._calls}"), name, arguments)]
 
-    def _end(self, response: Any) -> list[StreamEvent]:
+    def _end(self, response: Any) -> Sequence[StreamEvent]:
         self._finished = True
         events: list[StreamEvent] = []
         if isinstance(response, Mapping):

@@ -23,6 +23,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 from ._app import ChatBackend, create_app
 from ._demo import DemoModel
+from ._guard import Principal
+from ._limits import Limits
 from ._relay import UpstreamRelay
 from ._replay import MemoryReplayStore, Replay, ReplayFull, ReplayStore
 from ._response import EventStreamResponse
@@ -31,7 +33,9 @@ __all__ = [
     "ChatBackend",
     "DemoModel",
     "EventStreamResponse",
+    "Limits",
     "MemoryReplayStore",
+    "Principal",
     "Replay",
     "ReplayFull",
     "ReplayStore",

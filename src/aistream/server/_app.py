@@ -19,11 +19,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import Any, Final, Protocol
 
 from starlette.applications import Starlette
@@ -34,6 +43,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .. import _otel
 from .._wire._dialect import ChatRequest
 from .._wire._events import FinishReason, ServerError, StreamEvent
 from .._wire._sse import encode_sse
@@ -43,6 +53,7 @@ from ._formats import (
     BadRequest,
     choose_format,
     decode_body,
+    error_response,
     openai_completion,
     openai_error,
     parse_chat_request,
@@ -50,6 +61,9 @@ from ._formats import (
     parse_openai,
     requested_format,
 )
+from ._guard import Authenticate, Guard, Principal, key_authenticator, principal_of
+from ._limits import Limits, RateLimiter
+from ._peek import early_failure
 from ._relay import UpstreamRelay
 from ._replay import (
     MemoryReplayStore,
@@ -65,7 +79,13 @@ from ._replicas import (
     request_from_context,
     store_error_frame,
 )
-from ._response import EventStreamResponse, FrameStreamResponse, NativeEncoder, new_stream_id
+from ._response import (
+    EventStreamResponse,
+    FrameStreamResponse,
+    NativeEncoder,
+    new_stream_id,
+    stream_tag,
+)
 from ._responses_out import RequestError, ResponsesEncoder, parse_responses, response_object
 
 __all__ = ["BadRequest", "ChatBackend", "ChatService", "create_app", "parse_chat_request"]
@@ -73,7 +93,12 @@ __all__ = ["BadRequest", "ChatBackend", "ChatService", "create_app", "parse_chat
 log = logging.getLogger("aistream.server")
 
 Sleep = Callable[[float], Awaitable[object]]
+#: The trace context of the request being handled (OpenTelemetry on only): a generation's task
+#: copies it, so its span is a child of the caller's.
+_TRACE_PARENT: contextvars.ContextVar[Any] = contextvars.ContextVar("aistream_trace_parent")
 _CANCEL_WAIT: Final = 5.0  # seconds DELETE waits for a cancelled generation to wind down
+#: Seconds a relayed reply waits for the upstream's first event before its stream starts.
+_RELAY_FIRST_EVENT_WAIT: Final = 10.0
 _RESPONSES_EXAMPLE: Final = '{"model": "m", "input": "Hello!", "stream": true}'
 
 
@@ -90,9 +115,21 @@ class ChatBackend(Protocol):
 
 
 def _error(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    retryable: bool = False,
 ) -> JSONResponse:
-    return JSONResponse({"error": message, "code": code}, status_code=status, headers=headers)
+    body = {"error": message, "code": code, "retryable": retryable}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 def _parse_event_id(value: str) -> tuple[str, int]:
@@ -146,6 +183,8 @@ class ChatService:
         max_body_bytes: Largest request body accepted (413 beyond).
         sleep, clock: Injected time (tests).
         id_factory: Makes stream ids.
+        first_event_wait: Seconds a new reply waits for its first event before the response
+            starts, so a failure known by then gets an HTTP status (None: do not wait).
         producer_lease: With a shared store: seconds after which another replica takes over
             a stream whose producer stopped renewing its lease.
     """
@@ -163,9 +202,11 @@ class ChatService:
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         id_factory: Callable[[], str] = new_stream_id,
+        first_event_wait: float | None = None,
         producer_lease: float = 5.0,
     ) -> None:
         self.backend = backend
+        self.first_event_wait = first_event_wait
         self.store = store
         self.producer_lease = producer_lease
         self.shared: SharedReplayStore | None = None
@@ -191,13 +232,14 @@ class ChatService:
 
     async def post_chat(self, request: Request) -> Response:
         """POST /api/chat: a new reply, or with Last-Event-ID a resume of one (native only)."""
+        _TRACE_PARENT.set(_otel.extract_context(request.headers))
         try:
             asked = requested_format(request.query_params, request.headers)
             resume = request.headers.get("last-event-id")
             if resume:
                 self._check_resumable(asked)
                 stream_id, seq = _parse_event_id(resume)
-                return await self._resume(stream_id, seq)
+                return await self._resume(stream_id, seq, principal_of(request))
             body = decode_body(await self._read_body(request))
             fmt = choose_format(request.query_params, request.headers, body, "native")
             chat = parse_native(body)
@@ -205,7 +247,7 @@ class ChatService:
             return exc.response()
         options = body.get("stream_options")
         include_usage = not (isinstance(options, dict) and options.get("include_usage") is False)
-        return await self._serve(chat, fmt, include_usage)
+        return await self._serve(chat, fmt, include_usage, principal_of(request))
 
     async def post_completions(self, request: Request) -> Response:
         """POST /v1/chat/completions: an OpenAI-compatible endpoint (OpenAI's body and errors).
@@ -213,25 +255,28 @@ class ChatService:
         Streams OpenAI chunks when the body says ``"stream": true``, else answers one
         ``chat.completion`` object; a format asked for by query or header always streams.
         """
+        _TRACE_PARENT.set(_otel.extract_context(request.headers))
         try:
             asked = requested_format(request.query_params, request.headers)
             if request.headers.get("last-event-id"):
                 self._check_resumable(asked or "openai")
                 stream_id, seq = _parse_event_id(request.headers["last-event-id"])
-                return await self._resume(stream_id, seq)
+                return await self._resume(stream_id, seq, principal_of(request))
             chat, options = parse_openai(await self._read_body(request))
         except BadRequest as exc:
             return exc.openai_response()
         if not options.stream and asked is None:
             try:
                 model = self.backend.model_for(chat) or chat.model
-                events = self.backend.stream(chat)
+                events = self._stream(chat, model)
             except Exception as exc:
                 log.exception("aistream.server: the backend refused a completion")
                 events = _failing(exc)
                 model = chat.model
             return await openai_completion(events, f"chatcmpl-{self._new_id()}", model)
-        return await self._serve(chat, asked or "openai", options.include_usage)
+        return await self._serve(
+            chat, asked or "openai", options.include_usage, principal_of(request), True
+        )
 
     async def post_responses(self, request: Request) -> Response:
         """POST /v1/responses: the OpenAI Responses API (its body, stream and errors).
@@ -239,6 +284,7 @@ class ChatService:
         Streams the Responses events when the body says ``"stream": true``, else answers the
         whole Response object (API.md §7).
         """
+        _TRACE_PARENT.set(_otel.extract_context(request.headers))
         try:
             body = decode_body(await self._read_body(request), _RESPONSES_EXAMPLE)
             chat, options = parse_responses(body)
@@ -247,11 +293,13 @@ class ChatService:
         except RequestError as exc:
             return BadRequest(400, exc.code, str(exc), exc.param).openai_response()
         if options.stream:
-            return await self._serve(chat, "responses", True)
+            return await self._serve(
+                chat, "responses", True, principal_of(request), openai_errors=True
+            )
         encoder = ResponsesEncoder(self._new_id())
         try:
             encoder.model = self.backend.model_for(chat) or chat.model
-            events = self.backend.stream(chat)
+            events = self._stream(chat, encoder.model)
         except Exception as exc:
             log.exception("aistream.server: the backend refused a response")
             events = _failing(exc)
@@ -284,7 +332,7 @@ class ChatService:
                         "invalid_last_event_id",
                         f"Last-Event-ID {header[:100]!r} is not an id of stream {stream_id!r}",
                     )
-            return await self._resume(stream_id, after)
+            return await self._resume(stream_id, after, principal_of(request))
         except BadRequest as exc:
             return exc.response()
 
@@ -309,9 +357,14 @@ class ChatService:
     async def delete_chat(self, request: Request) -> Response:
         """DELETE /api/chat/{id}: cancel the generation now (204), 404 if unknown."""
         stream_id = request.path_params["stream_id"]
+        try:
+            if not await self._owns(principal_of(request), stream_id):
+                return self._unknown(stream_id)
+        except StoreUnavailable as exc:
+            return _store_down(exc)
         live = self.live.get(stream_id)
         if live is not None and live.task is not None:
-            log.info("aistream.server: stream %s cancelled by DELETE", stream_id)
+            log.info("aistream.server: stream %s cancelled by DELETE", stream_tag(stream_id))
             live.task.cancel()
             await asyncio.wait((live.task,), timeout=_CANCEL_WAIT)
             return Response(status_code=204)
@@ -352,6 +405,16 @@ class ChatService:
     # --- streams ----------------------------------------------------------------------------
 
     async def _read_body(self, request: Request) -> bytes:
+        """The body, bounded; 415 unless it is JSON (a form post must not start a generation)."""
+        content_type = request.headers.get("content-type")
+        if not _is_json(content_type or ""):
+            shown = "none" if content_type is None else repr(content_type[:100])
+            raise BadRequest(
+                415,
+                "unsupported_media_type",
+                f"the body's Content-Type is {shown}; send JSON with "
+                "'Content-Type: application/json'",
+            )
         limit = self.max_body_bytes
         too_large = BadRequest(
             413,
@@ -374,57 +437,120 @@ class ChatService:
             ) from None
         return bytes(body)
 
-    async def _serve(self, chat: ChatRequest, fmt: Format, include_usage: bool) -> Response:
-        """A new reply in `fmt`: native through the replay store, the others straight."""
+    async def _serve(
+        self,
+        chat: ChatRequest,
+        fmt: Format,
+        include_usage: bool,
+        principal: Principal,
+        openai_errors: bool = False,
+    ) -> Response:
+        """A new reply in `fmt`: native through the replay store, the others straight.
+
+        A failure the backend reports before its first event (a relay whose upstream refused
+        the key, or is busy) is answered with its HTTP status instead of a stream, in OpenAI's
+        error shape with `openai_errors` (the ``/v1/...`` endpoints), else the native one.
+        """
+        events: AsyncIterator[StreamEvent]
+        try:
+            model = self.backend.model_for(chat) or chat.model
+            events = self._stream(chat, model)
+        except Exception as exc:
+            log.exception("aistream.server: the backend refused a new reply")
+            events = _failing(exc)
+            model = chat.model
+        failure, events = await early_failure(events, self.first_event_wait)
+        if failure is not None:
+            log.warning("aistream.server: answered HTTP %s: %s", failure.status, failure.message)
+            return error_response(failure, openai=openai_errors)
         if fmt == "native":
             try:
-                stream_id = await self._start(chat)
+                stream_id = await self._start(chat, events, principal.id)
             except StoreUnavailable as exc:
+                await _aclose(events)
                 return _store_down(exc)
             except ReplayFull as exc:
+                await _aclose(events)
                 log.warning("aistream.server: refusing a new stream: %s", exc)
                 return _error(
                     503,
                     "server_busy",
                     f"the server is at its limit of resumable streams ({exc}); retry shortly",
                     {"Retry-After": "1"},
+                    retryable=True,
                 )
             return self._respond(stream_id, -1, attached=True)
         encoder = make_encoder(fmt, self._new_id(), include_usage=include_usage)
-        events: AsyncIterator[StreamEvent]
-        try:
-            encoder.model = self.backend.model_for(chat) or chat.model
-            events = self.backend.stream(chat)
-        except Exception as exc:
-            log.exception("aistream.server: the backend refused stream %s", encoder.stream_id)
-            events = _failing(exc)
+        encoder.model = model
         return EventStreamResponse(events, encoder=encoder, **self._stream_options)
 
-    async def _start(self, request: ChatRequest) -> str:
+    def _stream(self, chat: ChatRequest, model: str | None) -> AsyncIterator[StreamEvent]:
+        """The backend's events for `chat`; with OpenTelemetry on, recorded as a ``chat`` span
+        (a child of the request's trace context) and the GenAI client metrics."""
+        events = self.backend.stream(chat)
+        if not _otel.available():
+            return events
+        backend = self.backend
+        relay = isinstance(backend, UpstreamRelay)
+        provider = (
+            _otel.provider_name(backend.protocol)
+            if isinstance(backend, UpstreamRelay)
+            else "aistream"
+        )
+        step = _otel.start(
+            model=model or chat.model,
+            provider=provider,
+            parent=_TRACE_PARENT.get(None),
+            kind="CLIENT" if relay else "INTERNAL",  # an upstream call, or in-process
+        )
+        return events if step is None else step.watch_events(events)
+
+    async def _start(
+        self,
+        request: ChatRequest,
+        events: AsyncIterator[StreamEvent] | None = None,
+        owner: str = "",
+    ) -> str:
+        """Start the generation of a native reply (`events`: the backend's, already asked for)."""
         encoder = NativeEncoder(self._new_id())  # validates the id before anything is stored
         stream_id = encoder.stream_id
         if self.shared is not None:
-            await self.store.create(stream_id, context=request_context(request))
+            await self.store.create(stream_id, owner, request_context(request))
         else:
-            await self.store.create(stream_id)
+            await self.store.create(stream_id, owner)
         live = self.live[stream_id] = _Live(stream_id)
         task = asyncio.create_task(
-            self._generate(live, encoder, request), name=f"aistream-{stream_id}"
+            self._generate(live, encoder, request, reply=events), name=f"aistream-{stream_id}"
         )
-        task.add_done_callback(lambda _: self._never_ran(live))
+        task.add_done_callback(lambda _: self._never_ran(live, events))
         live.task = task
         live.followers = 1  # the response to this POST, attached from the start
         return stream_id
 
-    def _never_ran(self, live: _Live) -> None:
+    def _never_ran(self, live: _Live, events: AsyncIterator[StreamEvent] | None = None) -> None:
         """Books for a generation cancelled before its first step (its finally never ran)."""
         if self.live.get(live.stream_id) is live:
-            cleanup = asyncio.ensure_future(self._finished(live))
+            cleanup = asyncio.ensure_future(self._never_ran_cleanup(live, events))
             self._cleanups.add(cleanup)
             cleanup.add_done_callback(self._cleanups.discard)
 
-    async def _resume(self, stream_id: str, after: int) -> Response:
+    async def _never_ran_cleanup(
+        self, live: _Live, events: AsyncIterator[StreamEvent] | None
+    ) -> None:
         try:
+            if events is not None:
+                await _aclose(events)
+        finally:
+            await self._finished(live)
+
+    async def _owns(self, principal: Principal, stream_id: str) -> bool:
+        """Whether `stream_id` exists and belongs to `principal` (else it is 404 to them)."""
+        return await self.store.owner(stream_id) == principal.id
+
+    async def _resume(self, stream_id: str, after: int, principal: Principal) -> Response:
+        try:
+            if not await self._owns(principal, stream_id):
+                return self._unknown(stream_id)
             replay = await self.store.read(stream_id, sys.maxsize)
         except StoreUnavailable as exc:
             return _store_down(exc)
@@ -461,11 +587,14 @@ class ChatService:
         encoder: NativeEncoder,
         request: ChatRequest,
         events: AsyncIterator[StreamEvent] | None = None,
+        *,
+        reply: AsyncIterator[StreamEvent] | None = None,
     ) -> None:
         """Run the backend and write its events, encoded once, into the replay store.
 
         `events`: the rest of a reply taken over from a dead producer (its `start` and what it
-        sent are stored already; `encoder` continues their numbering).
+        sent are stored already; `encoder` continues their numbering). `reply`: the backend's
+        reply to `request`, already asked for (`_serve` awaited its first event).
         """
         store, stream_id = self.store, live.stream_id
 
@@ -477,7 +606,9 @@ class ChatService:
             if events is None:
                 encoder.model = self.backend.model_for(request)
                 await put(encoder.start())
-                events = self.backend.stream(request)
+                events = reply
+            if events is None:
+                events = self._stream(request, encoder.model)
             async for event in events:
                 frame = encoder.encode(event)
                 if frame is not None:
@@ -495,16 +626,17 @@ class ChatService:
             # the shared store is gone (its followers were told) or another replica took over
             log.warning("aistream.server: a generation stopped: the store is unavailable")
         except Exception as exc:
-            log.exception("aistream.server: the generation of stream %s failed", stream_id)
+            log.exception(
+                "aistream.server: the generation of stream %s failed", stream_tag(stream_id)
+            )
             if not encoder.finished:
                 message = f"the server failed while generating the reply ({type(exc).__name__})"
                 with contextlib.suppress(StoreUnavailable):
                     await put(encoder.error(message, "internal_error", False))
         finally:
-            aclose = getattr(events, "aclose", None)
             try:
-                if aclose is not None:
-                    await aclose()
+                if events is not None or reply is not None:
+                    await _aclose(events or reply)  # type: ignore[arg-type]
             finally:
                 await self._finished(live)
 
@@ -725,7 +857,7 @@ class ChatService:
         if live.followers == 0 and live.task is not None and not live.task.done():
             log.info(
                 "aistream.server: nobody resumed stream %s within %g s (resume_grace); cancelling",
-                live.stream_id,
+                stream_tag(live.stream_id),
                 self.resume_grace,
             )
             live.grace = None
@@ -811,6 +943,12 @@ class HeaderLimit:
         await self.app(scope, receive, send)
 
 
+async def _aclose(events: AsyncIterator[StreamEvent]) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
 async def _failing(exc: Exception) -> AsyncIterator[StreamEvent]:
     """The events of a backend that raised before its first event: the raise, re-raised."""
     raise exc
@@ -883,6 +1021,12 @@ def create_app(
     sleep: Sleep = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
     id_factory: Callable[[], str] = new_stream_id,
+    authenticate: Authenticate | None = None,
+    api_keys: Iterable[str] | None = None,
+    allow_anonymous: bool = False,
+    allow_origins: Sequence[str] | None = None,
+    allowed_hosts: Sequence[str] | None = None,
+    limits: Limits | None = None,
 ) -> Starlette:
     """A Starlette app that streams replies in the native protocol (API.md §2, §3) and more.
 
@@ -925,9 +1069,24 @@ def create_app(
             producer stopped renewing its lease (it died).
         replay_store: Same as `store` with a ReplayStore (the older name).
         sleep, clock, id_factory: Injected time and ids (tests).
+        authenticate: Gets each request (Starlette ``Request``), returns its caller's
+            ``Principal`` or None (sync or async); None or a raise is a 401. Every route but
+            ``/healthz`` calls it, mounted in FastAPI too.
+        api_keys: The short form: callers send ``Authorization: Bearer <key>``; each key is
+            its own principal (id derived from the key's hash, never the key).
+        allow_anonymous: Serve callers from anywhere without authentication. Without it, an
+            app with an upstream and no authentication answers loopback callers only (403),
+            since it spends the operator's key.
+        allow_origins: Origins granted CORS (``["https://app.example.com"]``, or ``["*"]``);
+            None: no CORS header is ever granted.
+        allowed_hosts: Host names the app answers to (``*.example.com`` patterns; ports are
+            not compared); others get 400. None: any host.
+        limits: Per-principal and global bounds (`Limits`); None: `Limits()` (request size
+            bounds only).
 
     Raises:
-        ValueError: An unsupported upstream protocol, or bad bounds.
+        ValueError: An unsupported upstream protocol, an upstream that is not an http(s) URL,
+            or bad bounds.
 
     ```py
     app = create_app()                                                     # demo model
@@ -948,6 +1107,11 @@ def create_app(
             backend = DemoModel(
                 tokens_per_second=demo_tokens_per_second, model=model or "demo", sleep=sleep
             )
+    if authenticate is not None and api_keys is not None:
+        raise ValueError("pass authenticate= or api_keys=, not both (api_keys is its short form)")
+    if api_keys is not None:
+        authenticate = key_authenticator(api_keys)
+    limits = limits or Limits()
     if resume_grace < 0 or max_body_bytes < 1:
         raise ValueError("resume_grace must be >= 0 and max_body_bytes >= 1")
     if store is not None and replay_store is not None:
@@ -978,6 +1142,9 @@ def create_app(
         clock=clock,
         id_factory=id_factory,
         producer_lease=producer_lease,
+        # A relay learns of a refused key or a busy upstream before its first event: wait
+        # for it so it is answered with a status. The demo and your own backend start at once.
+        first_event_wait=_RELAY_FIRST_EVENT_WAIT if isinstance(backend, UpstreamRelay) else None,
     )
     routes = [
         Route("/api/chat", service.post_chat, methods=["POST"]),
@@ -993,7 +1160,21 @@ def create_app(
         routes=routes,
         lifespan=service.lifespan,
         exception_handlers={HTTPException: _http_error},
-        middleware=[Middleware(HeaderLimit, max_bytes=max_header_bytes)],
+        middleware=[
+            Middleware(HeaderLimit, max_bytes=max_header_bytes),
+            Middleware(
+                Guard,
+                authenticate=authenticate,
+                local_only=isinstance(backend, UpstreamRelay) and not allow_anonymous,
+                allowed_hosts=allowed_hosts,
+                allow_origins=allow_origins,
+                rate=(
+                    None
+                    if limits.requests_per_minute is None
+                    else RateLimiter(limits.requests_per_minute, clock)
+                ),
+            ),
+        ],
     )
     app.state.aistream = service
     return app

@@ -12,8 +12,11 @@ needs (sequence numbers, open parts, the finish reason and usage held for the en
   reads; no ids, no resume.
 
 Each has the same surface (`Encoder`): `start()` first, `token()` for the hot path of text,
-`encode()` for any event, and `done()` / `error()` as the terminal frames. What a format
-cannot express is logged once per stream (logger ``aistream.server``), never dropped silently.
+`encode()` for any event, and `done()` / `error()` as the terminal frames. `encode()` is written
+once, on their base `_Encoding` (`_responses_out.ResponsesEncoder`'s too): a `match` over the
+event model that calls the format's hooks (`_reasoning`, `_tool_call`, `_usage`, `_metadata`).
+What a format cannot express is logged once per stream (logger ``aistream.server``), never
+dropped silently.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final, Literal, Protocol
 
@@ -163,39 +167,48 @@ def _check_id(stream_id: str) -> None:
 
 
 class UsageTotals:
-    """The turn's usage from snapshots: a field a report leaves None keeps its value.
+    """The turn's usage from its snapshots, merged by `UsageReport.applied_to`."""
 
-    The total is the reported one, else the sum once both parts are known.
-    """
-
-    __slots__ = ("completion", "prompt", "seen", "total")
+    __slots__ = ("report",)
 
     def __init__(self) -> None:
-        self.prompt: int | None = None
-        self.completion: int | None = None
-        self.total: int | None = None
-        self.seen = False
+        self.report: UsageReport | None = None
+
+    @property
+    def seen(self) -> bool:
+        return self.report is not None
+
+    @property
+    def prompt(self) -> int | None:
+        return None if self.report is None else self.report.prompt_tokens
+
+    @property
+    def completion(self) -> int | None:
+        return None if self.report is None else self.report.completion_tokens
+
+    @property
+    def total(self) -> int | None:
+        return None if self.report is None else self.report.total_tokens
 
     def add(self, report: UsageReport) -> None:
-        if report.prompt_tokens is not None:
-            self.prompt = report.prompt_tokens
-        if report.completion_tokens is not None:
-            self.completion = report.completion_tokens
-        if report.total_tokens is not None:
-            self.total = report.total_tokens
-        elif self.prompt is not None and self.completion is not None:
-            self.total = self.prompt + self.completion
-        self.seen = True
+        self.report = report.applied_to(self.report)
 
     def as_dict(self, prompt: str, completion: str, total: str) -> dict[str, int]:
         """The known fields under the given names."""
-        out: dict[str, int] = {}
-        for name, value in ((prompt, self.prompt), (completion, self.completion)):
-            if value is not None:
-                out[name] = value
-        if self.total is not None:
-            out[total] = self.total
-        return out
+        return _usage_dict(self.report or UsageReport(), prompt, completion, total)
+
+
+def _usage_dict(report: UsageReport, prompt: str, completion: str, total: str) -> dict[str, int]:
+    """The known fields of `report` under the given names."""
+    out: dict[str, int] = {}
+    for name, value in (
+        (prompt, report.prompt_tokens),
+        (completion, report.completion_tokens),
+        (total, report.total_tokens),
+    ):
+        if value is not None:
+            out[name] = value
+    return out
 
 
 class _Reports:
@@ -218,10 +231,84 @@ class _Reports:
             )
 
 
+class _Encoding(ABC):
+    """The one `encode()` of the three encoders: a `match` over the event model that hands each
+    kind to a per-format hook. `token()`, `done()` and `error()` are each format's own
+    (`token()` is the hot path, laid out per format ahead of time)."""
+
+    __slots__ = ("finish_reason", "finished", "model", "seq", "stream_id")
+
+    stream_id: str
+    model: str | None
+    seq: int
+    finished: bool
+    finish_reason: str | None
+
+    @abstractmethod
+    def token(self, text: str) -> bytes:
+        """The frame(s) for a non-empty text delta."""
+
+    @abstractmethod
+    def done(self, finish_reason: str | None = None) -> bytes:
+        """The terminal frame(s) of a reply that ended normally."""
+
+    @abstractmethod
+    def error(self, message: str, code: str, retryable: bool) -> bytes:
+        """The terminal frame(s) of a reply that failed."""
+
+    @abstractmethod
+    def _reasoning(self, text: str) -> bytes:
+        """The frame(s) for a non-empty reasoning delta."""
+
+    @abstractmethod
+    def _tool_call(self, call: ToolCallDone) -> bytes:
+        """The frame(s) for a complete tool call."""
+
+    @abstractmethod
+    def _usage(self, report: UsageReport) -> bytes | None:
+        """The frame for a usage snapshot, or None when the format holds it for the end."""
+
+    @abstractmethod
+    def _metadata(self, data: dict[str, Any]) -> bytes | None:
+        """The frame for a `Metadata` event, or None when the format cannot express it."""
+
+    def encode(self, event: ServerEvent) -> bytes | None:
+        """The frame(s) for one event, or None when the event writes nothing by itself.
+
+        Raises:
+            TypeError: `event` is not a str or an event of `_wire._events`.
+        """
+        if type(event) is TextDelta:  # the common event, ahead of the match: ~0.1 µs less
+            text = event.text
+            # clients ignore empty tokens: do not spend an index (or a chunk) on one
+            return self.token(text) if text else None
+        match event:
+            case str():  # not `str(text)`: that pattern costs ~0.5 µs
+                return self.token(event) if event else None
+            case ReasoningDelta(text=text):
+                return self._reasoning(text) if text else None
+            case ToolCallDone():
+                return self._tool_call(event)
+            case UsageReport():
+                return self._usage(event)
+            case FinishReason(reason=reason):
+                self.finish_reason = reason  # held for the end
+                return None
+            case Done():
+                return self.done()
+            case ServerError(message=message, code=code, retryable=retryable):
+                return self.error(message, code or "error", retryable)
+            case Metadata(data=data):
+                return self._metadata(data)
+            case Heartbeat() | Skipped() | StreamStarted():
+                return None  # heartbeats are the response's job; `start` is written by start()
+        raise TypeError(f"cannot stream a {type(event).__name__}: {_EVENTS}")
+
+
 # --- native ----------------------------------------------------------------------------------
 
 
-class NativeEncoder:
+class NativeEncoder(_Encoding):
     """Turns events into native-protocol SSE frames numbered ``<stream-id>:<seq>`` (API.md §2).
 
     `seq` counts every event from 0 (`start`); `index` counts tokens from 0. A `FinishReason` is
@@ -238,7 +325,7 @@ class NativeEncoder:
     resumable: ClassVar[bool] = True
     headers: ClassVar[Mapping[str, str]] = {}
 
-    __slots__ = ("_token_parts", "finish_reason", "finished", "index", "model", "seq", "stream_id")
+    __slots__ = ("_token_parts", "index")
 
     def __init__(self, stream_id: str, model: str | None = None) -> None:
         _check_id(stream_id)
@@ -284,55 +371,24 @@ class NativeEncoder:
         self.finished = True
         return self._frame("error", {"error": message, "code": code, "retryable": retryable})
 
-    def encode(self, event: ServerEvent) -> bytes | None:
-        """The frame for one event, or None when the event writes nothing by itself.
+    def _reasoning(self, text: str) -> bytes:
+        return self._frame("reasoning", {"text": text})
 
-        Raises:
-            TypeError: `event` is not a str or an event of `_wire._events`.
-        """
-        kind = type(event)
-        if kind is TextDelta or kind is str:
-            text: str = event.text if kind is TextDelta else event  # type: ignore[union-attr,assignment]
-            # clients ignore empty tokens: do not spend an index on one
-            return self.token(text) if text else None
-        if kind is UsageReport:
-            return self._frame("usage", {"usage": native_usage(event)})  # type: ignore[arg-type]
-        if kind is FinishReason:
-            self.finish_reason = event.reason  # type: ignore[union-attr]
-            return None
-        if kind is Done:
-            return self.done()
-        if kind is ServerError:
-            err: ServerError = event  # type: ignore[assignment]
-            return self.error(err.message, err.code or "error", err.retryable)
-        if kind is Metadata:
-            return self._frame("metadata", event.data)  # type: ignore[union-attr]
-        if kind is ReasoningDelta:
-            text = event.text  # type: ignore[union-attr]
-            return self._frame("reasoning", {"text": text}) if text else None
-        if kind is ToolCallDone:
-            call: ToolCallDone = event  # type: ignore[assignment]
-            return self._frame(
-                "tool-call", {"id": call.id, "name": call.name, "arguments": call.arguments}
-            )
-        if kind is Heartbeat or kind is Skipped or kind is StreamStarted:
-            return None  # heartbeats are the response's job; `start` is written by start()
-        raise TypeError(f"cannot stream a {kind.__name__}: {_EVENTS}")
+    def _tool_call(self, call: ToolCallDone) -> bytes:
+        return self._frame(
+            "tool-call", {"id": call.id, "name": call.name, "arguments": call.arguments}
+        )
+
+    def _usage(self, report: UsageReport) -> bytes:
+        return self._frame("usage", {"usage": native_usage(report)})
+
+    def _metadata(self, data: dict[str, Any]) -> bytes:
+        return self._frame("metadata", data)
 
 
 def native_usage(report: UsageReport) -> dict[str, int]:
     """The nested native usage object: camelCase, the total filled in when both parts are known."""
-    out: dict[str, int] = {}
-    if report.prompt_tokens is not None:
-        out["promptTokens"] = report.prompt_tokens
-    if report.completion_tokens is not None:
-        out["completionTokens"] = report.completion_tokens
-    total = report.total_tokens
-    if total is None and report.prompt_tokens is not None and report.completion_tokens is not None:
-        total = report.prompt_tokens + report.completion_tokens
-    if total is not None:
-        out["totalTokens"] = total
-    return out
+    return _usage_dict(report.applied_to(None), "promptTokens", "completionTokens", "totalTokens")
 
 
 # --- openai ----------------------------------------------------------------------------------
@@ -346,7 +402,7 @@ _OPENAI_ERROR_TYPES: Final = {
 }
 
 
-class OpenAIEncoder:
+class OpenAIEncoder(_Encoding):
     """Turns events into OpenAI ``chat.completion.chunk`` SSE frames (WIRE.md b3).
 
     - `start()`: the first chunk, ``delta: {"role": "assistant", "content": ""}``;
@@ -375,12 +431,7 @@ class OpenAIEncoder:
         "_prefix",
         "_reports",
         "created",
-        "finish_reason",
-        "finished",
         "include_usage",
-        "model",
-        "seq",
-        "stream_id",
         "usage",
     )
 
@@ -469,46 +520,24 @@ class OpenAIEncoder:
         error = {"error": {"message": message, "type": kind, "code": code, "retryable": retryable}}
         return f"{self._usage_chunk()}data: {_dumps(error)}\n\n".encode()
 
-    def encode(self, event: ServerEvent) -> bytes | None:
-        """The chunk for one event, or None (usage and finish reason are held for the end).
+    def _reasoning(self, text: str) -> bytes:
+        return self._chunk({"reasoning_content": text}).encode()
 
-        Raises:
-            TypeError: `event` is not a str or an event of `_wire._events`.
-        """
-        kind = type(event)
-        if kind is TextDelta or kind is str:
-            text: str = event.text if kind is TextDelta else event  # type: ignore[union-attr,assignment]
-            return self.token(text) if text else None
-        if kind is ReasoningDelta:
-            text = event.text  # type: ignore[union-attr]
-            return self._chunk({"reasoning_content": text}).encode() if text else None
-        if kind is ToolCallDone:
-            call: ToolCallDone = event  # type: ignore[assignment]
-            entry = {
-                "index": self._calls,
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": call.arguments},
-            }
-            self._calls += 1
-            return self._chunk({"tool_calls": [entry]}).encode()
-        if kind is UsageReport:
-            self.usage.add(event)  # type: ignore[arg-type]
-            return None
-        if kind is FinishReason:
-            self.finish_reason = event.reason  # type: ignore[union-attr]
-            return None
-        if kind is Done:
-            return self.done()
-        if kind is ServerError:
-            err: ServerError = event  # type: ignore[assignment]
-            return self.error(err.message, err.code or "error", err.retryable)
-        if kind is Metadata:
-            self._reports.once(self.stream_id, "openai", "metadata events")
-            return None
-        if kind is Heartbeat or kind is Skipped or kind is StreamStarted:
-            return None
-        raise TypeError(f"cannot stream a {kind.__name__}: {_EVENTS}")
+    def _tool_call(self, call: ToolCallDone) -> bytes:
+        entry = {
+            "index": self._calls,
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments},
+        }
+        self._calls += 1
+        return self._chunk({"tool_calls": [entry]}).encode()
+
+    def _usage(self, report: UsageReport) -> None:
+        self.usage.add(report)  # held for the usage chunk at the end
+
+    def _metadata(self, data: dict[str, Any]) -> None:
+        self._reports.once(self.stream_id, "openai", "metadata events")
 
 
 # --- vercel ----------------------------------------------------------------------------------
@@ -524,7 +553,7 @@ _VERCEL_FINISH: Final = {
 _TEXT, _REASONING = 1, 2
 
 
-class VercelEncoder:
+class VercelEncoder(_Encoding):
     """Turns events into the Vercel AI SDK UI message stream v1 (WIRE.md b6; ``useChat``).
 
     Parts, each ``data: <json>``: ``start`` (``messageId``; ``messageMetadata.model`` when
@@ -557,11 +586,6 @@ class VercelEncoder:
         "_open_id",
         "_parts",
         "_reports",
-        "finish_reason",
-        "finished",
-        "model",
-        "seq",
-        "stream_id",
         "usage",
     )
 
@@ -647,42 +671,16 @@ class VercelEncoder:
         out += self._part({"type": "error", "errorText": message})
         return (out + self._finish("error", False)).encode()
 
-    def encode(self, event: ServerEvent) -> bytes | None:
-        """The part(s) for one event, or None (usage and finish reason are held for the end).
+    def _reasoning(self, text: str) -> bytes:
+        opening = "" if self._open == _REASONING else self._begin(_REASONING)
+        self.seq += 1
+        return f"{opening}{self._delta_head}{_json_string(text)}}}\n\n".encode()
 
-        Raises:
-            TypeError: `event` is not a str or an event of `_wire._events`.
-        """
-        kind = type(event)
-        if kind is TextDelta or kind is str:
-            text: str = event.text if kind is TextDelta else event  # type: ignore[union-attr,assignment]
-            return self.token(text) if text else None
-        if kind is ReasoningDelta:
-            text = event.text  # type: ignore[union-attr]
-            if not text:
-                return None
-            opening = "" if self._open == _REASONING else self._begin(_REASONING)
-            self.seq += 1
-            return f"{opening}{self._delta_head}{_json_string(text)}}}\n\n".encode()
-        if kind is ToolCallDone:
-            return self._tool_call(event)  # type: ignore[arg-type]
-        if kind is UsageReport:
-            self.usage.add(event)  # type: ignore[arg-type]
-            return None
-        if kind is FinishReason:
-            self.finish_reason = event.reason  # type: ignore[union-attr]
-            return None
-        if kind is Done:
-            return self.done()
-        if kind is ServerError:
-            err: ServerError = event  # type: ignore[assignment]
-            return self.error(err.message, err.code or "error", err.retryable)
-        if kind is Metadata:
-            data = event.data  # type: ignore[union-attr]
-            return self._part({"type": "message-metadata", "messageMetadata": data}).encode()
-        if kind is Heartbeat or kind is Skipped or kind is StreamStarted:
-            return None
-        raise TypeError(f"cannot stream a {kind.__name__}: {_EVENTS}")
+    def _usage(self, report: UsageReport) -> None:
+        self.usage.add(report)  # held for the finish part
+
+    def _metadata(self, data: dict[str, Any]) -> bytes:
+        return self._part({"type": "message-metadata", "messageMetadata": data}).encode()
 
     def _tool_call(self, call: ToolCallDone) -> bytes:
         out = self._close()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -64,6 +65,7 @@ __all__ = [
     "OpenAIOptions",
     "choose_format",
     "decode_body",
+    "error_response",
     "is_ui_body",
     "openai_completion",
     "openai_error",
@@ -109,8 +111,9 @@ class BadRequest(Exception):
         self.status, self.code, self.message, self.param = status, code, message, param
 
     def response(self) -> JSONResponse:
-        """The native error body: ``{"error": message, "code": code}``."""
-        return JSONResponse({"error": self.message, "code": self.code}, status_code=self.status)
+        """The native error body: ``{"error": message, "code": code, "retryable": false}``."""
+        body = {"error": self.message, "code": self.code, "retryable": False}
+        return JSONResponse(body, status_code=self.status)
 
     def openai_response(self) -> JSONResponse:
         """OpenAI's error body; validation errors are 400, as OpenAI answers them."""
@@ -120,6 +123,7 @@ class BadRequest(Exception):
             "type": "invalid_request_error",
             "param": self.param,
             "code": self.code,
+            "retryable": False,
         }
         return JSONResponse({"error": error}, status_code=status)
 
@@ -595,8 +599,7 @@ async def openai_completion(
             elif kind is FinishReason:
                 finish = event.reason  # type: ignore[union-attr]
             elif kind is ServerError:
-                err: ServerError = event  # type: ignore[assignment]
-                return _openai_error(err.message, err.code or "error", err.retryable)
+                return error_response(event, openai=True)  # type: ignore[arg-type]
             elif kind is Done:
                 break
     except Exception as exc:
@@ -638,9 +641,33 @@ def openai_error(message: str, code: str, retryable: bool) -> JSONResponse:
 
 
 def _openai_error(message: str, code: str, retryable: bool) -> JSONResponse:
-    status = _ERROR_STATUS.get(code) or (502 if retryable else 400)
+    return error_response(ServerError(message, code, retryable), openai=True)
+
+
+def error_response(err: ServerError, *, openai: bool) -> JSONResponse:
+    """The HTTP answer for an error that ends a reply before it started (API.md §10).
+
+    The status is the error's own (a relay sets it: 502 for its key and configuration, the
+    upstream's 429 / 503 with ``Retry-After``), else one by code. The body is the native
+    ``{"error", "code", "retryable"}``, or with `openai` OpenAI's
+    ``{"error": {"message", "type", "param", "code", "retryable"}}``.
+    """
+    code = err.code or "error"
+    status = err.status or _ERROR_STATUS.get(code) or (502 if err.retryable else 400)
+    headers = None
+    if err.retry_after is not None:
+        headers = {"Retry-After": str(max(0, math.ceil(err.retry_after)))}
+    if not openai:
+        body: dict[str, Any] = {"error": err.message, "code": code, "retryable": err.retryable}
+        return JSONResponse(body, status_code=status, headers=headers)
     kind = "server_error" if status >= 500 else "invalid_request_error"
     if status == 429:
         kind = "rate_limit_error"
-    error = {"message": message, "type": kind, "param": None, "code": code}
-    return JSONResponse({"error": error}, status_code=status)
+    error = {
+        "message": err.message,
+        "type": kind,
+        "param": None,
+        "code": code,
+        "retryable": err.retryable,
+    }
+    return JSONResponse({"error": error}, status_code=status, headers=headers)

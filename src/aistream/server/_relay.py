@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from .._pool import new_client
+from .._redact import redact_url
 from .._transport import AttemptState, Transport
 from .._wire._anthropic import AnthropicDialect
 from .._wire._dialect import ChatRequest, Dialect, error_message
@@ -29,6 +30,7 @@ from .._wire._events import ServerError, Skipped, StreamEvent
 from .._wire._gemini import GeminiDialect
 from .._wire._ollama import OllamaDialect
 from .._wire._openai import OpenAIDialect
+from .._wire._registry import auth_headers
 from .._wire._responses import ResponsesDialect
 from ..errors import (
     AIStreamError,
@@ -46,7 +48,8 @@ log = logging.getLogger("aistream.server")
 
 @dataclass(frozen=True, slots=True)
 class UpstreamProtocol:
-    """How to reach one kind of upstream: its endpoint path, the parser, the auth.
+    """How to reach one kind of upstream: its endpoint path and the parser (the key's header is
+    `_wire._registry.auth_headers`'s, shared with the client).
 
     `path` is appended to a base URL unless the URL already ends with it; `base_suffix` is the
     part of `path` a base URL may already carry (``/v1`` of ``/v1/messages``).
@@ -54,7 +57,6 @@ class UpstreamProtocol:
 
     path: str
     dialect: Callable[[], Dialect]
-    auth_headers: Callable[[str], Mapping[str, str]]
     base_suffix: str = ""
 
     def endpoint(self, upstream: str) -> str:
@@ -74,26 +76,14 @@ class UpstreamProtocol:
         return urlunsplit((scheme, netloc, path, query, fragment))
 
 
-def _bearer(api_key: str) -> Mapping[str, str]:
-    return {"Authorization": f"Bearer {api_key}"}
-
-
-def _x_api_key(api_key: str) -> Mapping[str, str]:
-    return {"x-api-key": api_key}
-
-
-def _x_goog_api_key(api_key: str) -> Mapping[str, str]:
-    return {"x-goog-api-key": api_key}
-
-
 #: Upstream kinds the relay speaks, each with the dialect the client uses for it.
 UPSTREAM_PROTOCOLS: dict[str, UpstreamProtocol] = {
-    "openai": UpstreamProtocol("/chat/completions", OpenAIDialect, _bearer),
-    "anthropic": UpstreamProtocol("/v1/messages", AnthropicDialect, _x_api_key, "/v1"),
-    "ollama": UpstreamProtocol("/api/chat", OllamaDialect, _bearer, "/api"),
-    "responses": UpstreamProtocol("/responses", ResponsesDialect, _bearer),
+    "openai": UpstreamProtocol("/chat/completions", OpenAIDialect),
+    "anthropic": UpstreamProtocol("/v1/messages", AnthropicDialect, "/v1"),
+    "ollama": UpstreamProtocol("/api/chat", OllamaDialect, "/api"),
+    "responses": UpstreamProtocol("/responses", ResponsesDialect),
     # the path names the model (…/models/<model>:streamGenerateContent): GeminiDialect adds it
-    "gemini": UpstreamProtocol("", GeminiDialect, _x_goog_api_key),
+    "gemini": UpstreamProtocol("", GeminiDialect),
 }
 
 _END = object()
@@ -119,7 +109,7 @@ class UpstreamRelay:
         headers: Extra headers for the upstream.
 
     Raises:
-        ValueError: The protocol is not supported.
+        ValueError: The protocol is not supported, or `upstream` is not an http(s) URL.
 
     ```py
     relay = UpstreamRelay("https://api.openai.com/v1", api_key=key, model="gpt-4o-mini")
@@ -140,6 +130,13 @@ class UpstreamRelay:
         stall_timeout: float | None = 120.0,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        parts = urlsplit(upstream) if isinstance(upstream, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            shown = redact_url(str(upstream))[:200]
+            raise ValueError(
+                f"the upstream must be an http:// or https:// URL such as "
+                f"'https://api.openai.com/v1'; got {shown!r}"
+            )
         try:
             kind = UPSTREAM_PROTOCOLS[protocol]
         except KeyError:
@@ -151,7 +148,7 @@ class UpstreamRelay:
         self.model = model
         self.protocol = protocol
         self._kind = kind
-        merged = {**(headers or {}), **(kind.auth_headers(api_key) if api_key else {})}
+        merged = {**(headers or {}), **(auth_headers(protocol, api_key) if api_key else {})}
         self._transport = Transport(
             headers=merged, timeout=timeout, stall_timeout=stall_timeout, max_event_bytes=1 << 20
         )
@@ -183,6 +180,7 @@ class UpstreamRelay:
             return
         queue: asyncio.Queue[Any] = asyncio.Queue()
         task = asyncio.create_task(self._attempt(spec, dialect, queue.put_nowait))
+        yielded = False
         try:
             while True:
                 item = await queue.get()
@@ -190,8 +188,9 @@ class UpstreamRelay:
                     return
                 if isinstance(item, AIStreamError):
                     log.warning("aistream.server: upstream failed: %s", item)
-                    yield upstream_error(item)
+                    yield upstream_error(item, before_content=not yielded)
                     return
+                yielded = yielded or bool(item)
                 for event in item:
                     if type(event) is Skipped:
                         log.warning(
@@ -232,13 +231,47 @@ class UpstreamRelay:
             await client.aclose()
 
 
-def upstream_error(error: AIStreamError) -> ServerError:
+def upstream_error(error: AIStreamError, *, before_content: bool = False) -> ServerError:
     """The native error for an upstream failure: a code by status or kind, and retryable.
+
+    With `before_content` (nothing was relayed yet) it also carries the HTTP status the app
+    answers instead of starting a stream (API.md §10): 502 and not retryable for the
+    operator's key and configuration (refused key, unreachable or wrong upstream URL, an
+    upstream that does not speak the protocol), the upstream's own 429 / 503 with its
+    ``Retry-After``, 400 for a request the upstream refused, 502 / 504 (retryable) for other
+    upstream failures.
 
     ```py
     upstream_error(APIStatusError("...", status_code=429)).code    # "rate_limited"
     ```
     """
+    event = _upstream_error(error)
+    if before_content:
+        event.status = _status_before_content(error)
+        if event.status in (429, 503) and isinstance(error, APIStatusError):
+            event.retry_after = error.retry_after
+    return event
+
+
+def _status_before_content(error: AIStreamError) -> int:
+    """The HTTP status a relay answers for an upstream failure known before any content."""
+    if isinstance(error, APIStatusError):
+        status = error.status_code
+        if status == 429:
+            return 429
+        if status in (503, 529):
+            return 503
+        if status in (400, 413, 422):  # the upstream refused this request, not the relay
+            return 400
+        if status in (408, 504):
+            return 504
+        return 502
+    if isinstance(error, StreamTimeoutError):
+        return 504
+    return 502
+
+
+def _upstream_error(error: AIStreamError) -> ServerError:
     if isinstance(error, APIStatusError):
         status = error.status_code
         detail = _detail(error.body)
@@ -249,6 +282,8 @@ def upstream_error(error: AIStreamError) -> ServerError:
             return ServerError(message, "rate_limited", True, error.body)
         if status in (401, 403):
             return ServerError(message + " (check the relay's api_key)", "upstream_auth", False)
+        if status == 404:
+            message += " (check the relay's upstream URL and model)"
         if status == 408:
             return ServerError(message, "upstream_timeout", True, error.body)
         if status in (502, 503, 504, 529):
@@ -259,6 +294,13 @@ def upstream_error(error: AIStreamError) -> ServerError:
     if isinstance(error, StreamTimeoutError):
         return ServerError("the upstream model server stopped sending", "upstream_timeout", True)
     if isinstance(error, ConnectionLostError):
+        if isinstance(error.__cause__, httpx.ConnectError):
+            return ServerError(
+                "the relay could not connect to its upstream model server (check the relay's "
+                "upstream URL)",
+                "upstream_unreachable",
+                False,
+            )
         return ServerError(
             "the connection to the upstream model server failed or was cut",
             "upstream_unavailable",
@@ -266,7 +308,8 @@ def upstream_error(error: AIStreamError) -> ServerError:
         )
     if isinstance(error, ProtocolError):
         return ServerError(
-            "the upstream model server sent a stream the relay cannot read",
+            "the upstream model server sent a stream the relay cannot read (check the relay's "
+            "upstream URL and protocol)",
             "upstream_protocol_error",
             False,
         )

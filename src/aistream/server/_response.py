@@ -13,6 +13,7 @@ through one lock, so a heartbeat never lands inside an event.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 import time
@@ -42,7 +43,14 @@ from .._wire._events import (
 from .._wire._sse import encode_sse
 from ._encoders import Encoder, NativeEncoder, ServerEvent, make_encoder
 
-__all__ = ["SSE_HEADERS", "EventStreamResponse", "NativeEncoder", "ServerEvent", "new_stream_id"]
+__all__ = [
+    "SSE_HEADERS",
+    "EventStreamResponse",
+    "NativeEncoder",
+    "ServerEvent",
+    "new_stream_id",
+    "stream_tag",
+]
 
 log = logging.getLogger("aistream.server")
 
@@ -65,6 +73,16 @@ _END_BODY: Final[Message] = {"type": "http.response.body", "body": b"", "more_bo
 def new_stream_id() -> str:
     """A fresh, URL-safe, unguessable stream id (16 characters)."""
     return secrets.token_urlsafe(12)
+
+
+def stream_tag(stream_id: str) -> str:
+    """What logs say for a stream: a short hash, not the id.
+
+    A stream id is a capability (whoever holds it may resume or cancel, with the owner's
+    credentials), so no log record at INFO or above carries one; the tag still lets the
+    records of one stream be matched up.
+    """
+    return "#" + hashlib.sha256(stream_id.encode()).hexdigest()[:10]
 
 
 class SendLock:
@@ -464,7 +482,9 @@ class EventStreamResponse(_EventStream):
         except Exception as exc:
             if self._aborting:
                 return
-            log.exception("aistream.server: the event source of stream %s failed", self.stream_id)
+            log.exception(
+                "aistream.server: the event source of stream %s failed", stream_tag(self.stream_id)
+            )
             async with self._lock:
                 if not encoder.finished and not self._closed:
                     await self._send_event(encoder.error(_describe(exc), "internal_error", False))

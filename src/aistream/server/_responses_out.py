@@ -17,16 +17,8 @@ from typing import Any, ClassVar, Final
 
 from .._wire._dialect import ChatMessage, ChatRequest, ImagePart, ToolCallPart
 from .._wire._events import (
-    Done,
-    FinishReason,
-    Heartbeat,
-    Metadata,
-    ReasoningDelta,
     ServerError,
-    Skipped,
     StreamEvent,
-    StreamStarted,
-    TextDelta,
     ToolCallDone,
     UsageReport,
 )
@@ -37,7 +29,7 @@ from ._content import (
     image_from_url,
     openai_tools,
 )
-from ._encoders import _EVENTS, ServerEvent, UsageTotals, _check_id, _dumps, _Reports
+from ._encoders import UsageTotals, _check_id, _dumps, _Encoding, _Reports
 from ._options import InvalidOption, request_options
 
 __all__ = ["ResponsesEncoder", "ResponsesOptions", "parse_responses", "response_object"]
@@ -55,7 +47,7 @@ _INCOMPLETE: Final = {
 _ERROR_CODES: Final = {"rate_limited": "rate_limit_exceeded"}
 
 
-class ResponsesEncoder:
+class ResponsesEncoder(_Encoding):
     """Turns events into the Responses stream (PROVIDERS.md §1.3), one SSE event per frame.
 
     - `start()`: ``response.created`` and ``response.in_progress`` (status ``in_progress``);
@@ -84,13 +76,8 @@ class ResponsesEncoder:
         "_open",
         "_reports",
         "created",
-        "finish_reason",
-        "finished",
-        "model",
         "output",
-        "seq",
         "status",
-        "stream_id",
         "usage",
     )
 
@@ -300,38 +287,11 @@ class ResponsesEncoder:
         self.status = "failed"
         return (out + self._event("response.failed", {"response": self.response()})).encode()
 
-    def encode(self, event: ServerEvent) -> bytes | None:
-        """The frames for one event, or None (usage and the finish reason wait for the end).
+    def _usage(self, report: UsageReport) -> None:
+        self.usage.add(report)  # held for response.completed
 
-        Raises:
-            TypeError: `event` is not a str or an event of `_wire._events`.
-        """
-        kind = type(event)
-        if kind is TextDelta or kind is str:
-            text: str = event.text if kind is TextDelta else event  # type: ignore[union-attr,assignment]
-            return self.token(text) if text else None
-        if kind is ReasoningDelta:
-            text = event.text  # type: ignore[union-attr]
-            return self._reasoning(text) if text else None
-        if kind is ToolCallDone:
-            return self._tool_call(event)  # type: ignore[arg-type]
-        if kind is UsageReport:
-            self.usage.add(event)  # type: ignore[arg-type]
-            return None
-        if kind is FinishReason:
-            self.finish_reason = event.reason  # type: ignore[union-attr]
-            return None
-        if kind is Done:
-            return self.done()
-        if kind is ServerError:
-            err: ServerError = event  # type: ignore[assignment]
-            return self.error(err.message, err.code or "error", err.retryable)
-        if kind is Metadata:
-            self._reports.once(self.stream_id, "responses", "metadata events")
-            return None
-        if kind is Heartbeat or kind is Skipped or kind is StreamStarted:
-            return None
-        raise TypeError(f"cannot stream a {kind.__name__}: {_EVENTS}")
+    def _metadata(self, data: dict[str, Any]) -> None:
+        self._reports.once(self.stream_id, "responses", "metadata events")
 
 
 # --- the request ----------------------------------------------------------------------------
