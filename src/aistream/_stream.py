@@ -524,10 +524,14 @@ class AIStream(TypedEmitter):
                 f"{', '.join(ids) or 'none'}"
             )
         given = {call_id: parse_result(value) for call_id, value in results.items()}
+        # Calls of declared tools without a handler need a result; a call of an unknown tool
+        # gets an error result the model sees, as in the automatic loop.
         missing = [
             c
             for c in waiting
-            if c.id not in given and getattr(self._tools.get(c.name), "handler", None) is None
+            if c.id not in given
+            and not self._handles(c)
+            and (c.name in self._tools or not self._tools)
         ]
         if missing:
             raise ValueError(
