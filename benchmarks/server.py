@@ -57,9 +57,7 @@ def serve(loop: str) -> None:
     from starlette.responses import JSONResponse, Response, StreamingResponse
     from starlette.routing import Mount, Route
 
-    from aistream._wire._dialect import ChatRequest
-    from aistream._wire._events import StreamEvent, TextDelta
-    from aistream.server import EventStreamResponse, create_app
+    from aistream.server import ChatRequest, EventStreamResponse, StreamEvent, TextDelta, create_app
 
     dumps = json.dumps
 

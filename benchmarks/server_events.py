@@ -67,7 +67,7 @@ def serve() -> None:
     from aistream._wire._dialect import ChatRequest
     from aistream._wire._events import StreamEvent, TextDelta
     from aistream.server import EventStreamResponse, create_app
-    from aistream.server._response import NativeEncoder
+    from aistream.server._encoders import NativeEncoder
 
     def frames(n: int) -> list[bytes]:
         enc = NativeEncoder(STREAM_ID, "bench")

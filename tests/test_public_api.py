@@ -139,3 +139,31 @@ def test_only_transport_stream_and_pool_import_httpx() -> None:
         modules = {m.split(".")[0] for level, m in _imports(path) if level == 0}
         if "httpx" in modules or "httpcore" in modules:
             assert path.name in allowed, path.name
+
+
+def test_aistream_server_exports_what_a_chat_backend_takes_and_yields() -> None:
+    import typing
+
+    import aistream.server as server
+    from aistream._wire import _dialect, _events
+
+    hints = typing.get_type_hints(server.ChatBackend.stream)
+    assert hints["request"] is server.ChatRequest
+    (yielded,) = typing.get_args(hints["return"])
+    assert yielded == server.StreamEvent
+    for name in ("ChatRequest", "ChatMessage", "ToolSpec", "ToolCallPart", "ImagePart"):
+        assert getattr(server, name) is getattr(_dialect, name), name
+    for name in (
+        "TextDelta",
+        "ReasoningDelta",
+        "ToolCallDone",
+        "UsageReport",
+        "FinishReason",
+        "Metadata",
+        "ServerError",
+        "Done",
+        "StreamEvent",
+    ):
+        assert getattr(server, name) is getattr(_events, name), name
+    # re-exported, not moved: the wire's classes keep their module (pickles stay client-side)
+    assert server.TextDelta.__module__ == "aistream._wire._events"

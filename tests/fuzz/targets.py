@@ -32,7 +32,7 @@ from aistream._wire._ndjson import NDJSONDecoder
 from aistream._wire._ollama import OllamaDialect
 from aistream._wire._openai import OpenAIDialect
 from aistream._wire._sse import SSEDecoder, encode_sse
-from aistream.server._response import NativeEncoder
+from aistream.server._encoders import NativeEncoder
 
 LIMITS = (1, 7, 16, 64, 256, 4096, 1 << 20)
 DIALECTS = (NativeDialect, OpenAIDialect, AnthropicDialect, OllamaDialect)

@@ -213,7 +213,7 @@ def generation_tasks() -> list[asyncio.Task[Any]]:
         task
         for task in asyncio.all_tasks()
         if task.get_name().startswith("aistream-")
-        or getattr(task.get_coro(), "__qualname__", "").startswith("ChatService.")
+        or getattr(task.get_coro(), "__qualname__", "").startswith("Generations.")
     ]
 
 

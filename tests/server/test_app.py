@@ -433,7 +433,7 @@ async def test_app_backend_failure_becomes_an_internal_error_event(serve_app: An
 async def test_app_generation_cancelled_before_its_first_step_is_still_closed() -> None:
     app = create_app(demo_tokens_per_second=0, **QUIET)
     service = service_of(app)
-    stream_id = await service._start(chat_request("x"))
+    stream_id = await service.generations.start(chat_request("x"))
     task = service.live[stream_id].task
     assert task is not None
     task.cancel()  # before the event loop ever ran it: its finally cannot run
@@ -447,7 +447,7 @@ async def test_app_generation_cancelled_before_its_first_step_is_still_closed() 
 def test_app_rejects_an_id_factory_that_makes_unsafe_ids() -> None:
     app = create_app(id_factory=lambda: "bad\nid")
     with pytest.raises(ValueError, match="control characters"):
-        asyncio.run(service_of(app)._start(chat_request("x")))
+        asyncio.run(service_of(app).generations.start(chat_request("x")))
 
 
 async def test_app_zero_grace_cancels_on_disconnect_but_never_before_the_client_attached(

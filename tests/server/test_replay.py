@@ -9,7 +9,7 @@ import pytest
 
 from aistream._wire._events import TextDelta, UsageReport
 from aistream.server import MemoryReplayStore, Replay, ReplayFull
-from aistream.server._response import NativeEncoder
+from aistream.server._encoders import NativeEncoder
 
 from .conftest import FakeClock
 

@@ -28,7 +28,8 @@ from aistream._wire._events import (
 )
 from aistream._wire._sse import encode_sse
 from aistream.server import EventStreamResponse
-from aistream.server._response import NativeEncoder, SendLock
+from aistream.server._encoders import NativeEncoder
+from aistream.server._response import SendLock
 
 from .conftest import FakeClock, FakePeer, guard, http_scope, native_events
 

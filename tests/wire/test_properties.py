@@ -38,7 +38,7 @@ from aistream._wire._ndjson import NDJSONDecoder
 from aistream._wire._ollama import OllamaDialect
 from aistream._wire._openai import OpenAIDialect
 from aistream._wire._sse import SSEDecoder, encode_sse
-from aistream.server._response import NativeEncoder
+from aistream.server._encoders import NativeEncoder
 
 MiB = 1 << 20
 DIALECTS: dict[str, Callable[[], Dialect]] = {

@@ -10,6 +10,12 @@ from aistream.server import create_app, EventStreamResponse
 app = create_app()                                                   # built-in demo model
 app = create_app(upstream="https://api.openai.com/v1", api_key=key)  # relay an upstream
 ```
+
+A `ChatBackend` of your own (``create_app(backend=...)``) takes a `ChatRequest` (its
+`ChatMessage`s, with `ToolCallPart`s, `ImagePart`s and `ToolSpec`s) and yields the events
+exported here (`TextDelta`, `ReasoningDelta`, `ToolCallDone`, `UsageReport`, `FinishReason`,
+`Metadata`, `ServerError`, `Done`; or plain str tokens), the same ones `EventStreamResponse`
+takes. They are the wire layer's own classes, re-exported (their ``__module__`` is left alone).
 """
 
 from __future__ import annotations
@@ -21,8 +27,21 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         "aistream.server needs the server extra: pip install 'aistream[server]'"
     ) from exc
 
-from ._app import ChatBackend, create_app
+from .._wire._dialect import ChatMessage, ChatRequest, ImagePart, ToolCallPart, ToolSpec
+from .._wire._events import (
+    Done,
+    FinishReason,
+    Metadata,
+    ReasoningDelta,
+    ServerError,
+    StreamEvent,
+    TextDelta,
+    ToolCallDone,
+    UsageReport,
+)
+from ._app import create_app
 from ._demo import DemoModel
+from ._generations import ChatBackend
 from ._guard import Principal
 from ._limits import Limits
 from ._relay import UpstreamRelay
@@ -30,6 +49,34 @@ from ._replay import MemoryReplayStore, Replay, ReplayFull, ReplayStore
 from ._response import EventStreamResponse
 
 __all__ = [
+    "ChatBackend",
+    "ChatMessage",
+    "ChatRequest",
+    "DemoModel",
+    "Done",
+    "EventStreamResponse",
+    "FinishReason",
+    "ImagePart",
+    "Limits",
+    "MemoryReplayStore",
+    "Metadata",
+    "Principal",
+    "ReasoningDelta",
+    "Replay",
+    "ReplayFull",
+    "ReplayStore",
+    "ServerError",
+    "StreamEvent",
+    "TextDelta",
+    "ToolCallDone",
+    "ToolCallPart",
+    "ToolSpec",
+    "UpstreamRelay",
+    "UsageReport",
+    "create_app",
+]
+
+for _name in (
     "ChatBackend",
     "DemoModel",
     "EventStreamResponse",
@@ -41,8 +88,6 @@ __all__ = [
     "ReplayStore",
     "UpstreamRelay",
     "create_app",
-]
-
-for _name in __all__:
+):
     globals()[_name].__module__ = "aistream.server"
 del _name

@@ -1,18 +1,18 @@
 """ASGI app: `create_app()` — POST /api/chat, /v1/chat/completions, resume, cancel, health.
 
-Imports starlette, `_response`, `_encoders`, `_formats`, `_replay`, `_demo`, `_relay` and
-`_wire`. Every piece of state (replay store, backend, running generations, grace timers)
-belongs to one `ChatService`, made per `create_app()` call and cleaned up by the app's
-lifespan; nothing lives in a module global.
+Imports starlette, `_response`, `_encoders`, `_formats`, `_completion`, `_generations`,
+`_replay`, `_demo`, `_relay` and `_wire`. Every piece of state (replay store, backend, running
+generations) belongs to one `ChatService`, made per `create_app()` call and cleaned up by the
+app's lifespan; nothing lives in a module global. `ChatService` is the HTTP side: it reads and
+checks requests and answers them; the native generations it starts (tasks that outlive their
+clients, followers, grace timers, replicas) are `_generations.Generations`'.
 
-A native generation runs as a task owned by the service and writes its frames into the replay
-store. Each HTTP response only follows the store (replay what the client missed, then live),
-so a client that goes away does not stop the generation: it runs on for `resume_grace` seconds
-and is cancelled if nobody came back. DELETE cancels it at once.
-
-The openai and vercel formats carry no event ids, so nothing can resume them: their replies
-stream straight from the backend through their encoder (no replay store), and a client that
-goes away cancels its generation at once. `_formats` says which format a request gets.
+A native reply is resumable: its generation writes into the replay store and each response
+follows the store, so a client that goes away does not stop it (`resume_grace`); DELETE
+cancels it at once. The openai, vercel and responses formats carry no event ids, so nothing can
+resume them: their replies stream straight from the backend through their encoder (no replay
+store), and a client that goes away cancels its generation at once. `_formats` says which
+format a request gets.
 """
 
 from __future__ import annotations
@@ -20,20 +20,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import json
 import logging
 import sys
 import time
 from collections.abc import (
-    AsyncGenerator,
     AsyncIterator,
-    Awaitable,
     Callable,
     Iterable,
     Mapping,
     Sequence,
 )
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -45,22 +42,20 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import _otel
 from .._wire._dialect import ChatRequest
-from .._wire._events import FinishReason, ServerError, StreamEvent
-from .._wire._sse import encode_sse
+from .._wire._events import StreamEvent
+from ._completion import error_response, openai_completion, openai_error
 from ._demo import DemoModel
 from ._encoders import Format, make_encoder
 from ._formats import (
     BadRequest,
     choose_format,
     decode_body,
-    error_response,
-    openai_completion,
-    openai_error,
     parse_chat_request,
     parse_native,
     parse_openai,
     requested_format,
 )
+from ._generations import ChatBackend, Generations, Sleep, aclose_events
 from ._guard import Authenticate, Guard, Principal, key_authenticator, principal_of
 from ._limits import Limits, RateLimiter
 from ._peek import early_failure
@@ -69,22 +64,12 @@ from ._replay import (
     MemoryReplayStore,
     ReplayFull,
     ReplayStore,
-    SharedReplayStore,
     StoreUnavailable,
-)
-from ._replicas import (
-    Continuable,
-    progress,
-    request_context,
-    request_from_context,
-    store_error_frame,
 )
 from ._response import (
     EventStreamResponse,
     FrameStreamResponse,
-    NativeEncoder,
     new_stream_id,
-    stream_tag,
 )
 from ._responses_out import RequestError, ResponsesEncoder, parse_responses, response_object
 
@@ -92,26 +77,12 @@ __all__ = ["BadRequest", "ChatBackend", "ChatService", "create_app", "parse_chat
 
 log = logging.getLogger("aistream.server")
 
-Sleep = Callable[[float], Awaitable[object]]
 #: The trace context of the request being handled (OpenTelemetry on only): a generation's task
 #: copies it, so its span is a child of the caller's.
 _TRACE_PARENT: contextvars.ContextVar[Any] = contextvars.ContextVar("aistream_trace_parent")
-_CANCEL_WAIT: Final = 5.0  # seconds DELETE waits for a cancelled generation to wind down
 #: Seconds a relayed reply waits for the upstream's first event before its stream starts.
 _RELAY_FIRST_EVENT_WAIT: Final = 10.0
 _RESPONSES_EXAMPLE: Final = '{"model": "m", "input": "Hello!", "stream": true}'
-
-
-class ChatBackend(Protocol):
-    """What generates replies: the demo model, the upstream relay, or your own code."""
-
-    def model_for(self, request: ChatRequest) -> str | None:
-        """The model name announced in the `start` event."""
-        ...
-
-    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        """The reply as events (TextDelta, UsageReport, FinishReason, ServerError, ...)."""
-        ...
 
 
 def _error(
@@ -142,33 +113,6 @@ def _parse_event_id(value: str) -> tuple[str, int]:
             "send it exactly as received, or leave it out to start a new reply",
         )
     return stream_id, int(seq)
-
-
-class _Live:
-    """One running generation and who follows it."""
-
-    __slots__ = ("changed", "followers", "grace", "stream_id", "task")
-
-    def __init__(self, stream_id: str) -> None:
-        self.stream_id = stream_id
-        self.task: asyncio.Task[None] | None = None
-        self.followers = 0
-        self.grace: asyncio.Task[None] | None = None
-        self.changed = asyncio.Event()
-
-    def notify(self) -> None:
-        changed, self.changed = self.changed, asyncio.Event()
-        changed.set()
-
-
-class _Cursor:
-    """Where a follower stands: the last seq it was sent, and whether it has had the end."""
-
-    __slots__ = ("after", "done")
-
-    def __init__(self, after: int) -> None:
-        self.after = after
-        self.done = False
 
 
 class ChatService:
@@ -208,13 +152,16 @@ class ChatService:
         self.backend = backend
         self.first_event_wait = first_event_wait
         self.store = store
-        self.producer_lease = producer_lease
-        self.shared: SharedReplayStore | None = None
-        if getattr(store, "shared", False):
-            shared: SharedReplayStore = store  # type: ignore[assignment]
-            shared.listener = self
-            self.shared = shared
-        self.resume_grace = resume_grace
+        self.generations = Generations(
+            backend,
+            store,
+            stream=self._stream,
+            resume_grace=resume_grace,
+            producer_lease=producer_lease,
+            sleep=sleep,
+            id_factory=id_factory,
+        )
+        self.shared = self.generations.shared
         self.replay_ttl = replay_ttl
         self.max_body_bytes = max_body_bytes
         self._stream_options: dict[str, Any] = {
@@ -223,10 +170,12 @@ class ChatService:
             "sleep": sleep,
             "clock": clock,
         }
-        self._sleep = sleep
         self._new_id = id_factory
-        self.live: dict[str, _Live] = {}
-        self._cleanups: set[asyncio.Task[None]] = set()
+
+    @property
+    def live(self) -> Mapping[str, object]:
+        """The native generations running here, by stream id (`Generations.live`)."""
+        return self.generations.live
 
     # --- routes -----------------------------------------------------------------------------
 
@@ -362,20 +311,11 @@ class ChatService:
                 return self._unknown(stream_id)
         except StoreUnavailable as exc:
             return _store_down(exc)
-        live = self.live.get(stream_id)
-        if live is not None and live.task is not None:
-            log.info("aistream.server: stream %s cancelled by DELETE", stream_tag(stream_id))
-            live.task.cancel()
-            await asyncio.wait((live.task,), timeout=_CANCEL_WAIT)
-            return Response(status_code=204)
         try:
-            if self.shared is not None:
-                return await self._cancel_elsewhere(stream_id)
-            if await self.store.read(stream_id, sys.maxsize) is not None:
-                return Response(status_code=204)
+            known = await self.generations.stop(stream_id)
         except StoreUnavailable as exc:
             return _store_down(exc)
-        return self._unknown(stream_id)
+        return Response(status_code=204) if known else self._unknown(stream_id)
 
     async def healthz(self, request: Request) -> Response:
         """GET /healthz: liveness, how many generations run here, and the shared store's state."""
@@ -388,19 +328,6 @@ class ChatService:
                 return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
             body["store"] = "ok"
         return JSONResponse(body)
-
-    # --- StoreListener: what a shared store tells this replica ---------------------------------
-
-    def stored(self, stream_id: str) -> None:
-        live = self.live.get(stream_id)
-        if live is not None:
-            live.notify()
-
-    def cancel(self, stream_id: str) -> None:
-        live = self.live.get(stream_id)
-        if live is not None and live.task is not None and not live.task.done():
-            log.info("aistream.server: a stream was cancelled through the store")
-            live.task.cancel()
 
     # --- streams ----------------------------------------------------------------------------
 
@@ -465,12 +392,12 @@ class ChatService:
             return error_response(failure, openai=openai_errors)
         if fmt == "native":
             try:
-                stream_id = await self._start(chat, events, principal.id)
+                stream_id = await self.generations.start(chat, events, principal.id)
             except StoreUnavailable as exc:
-                await _aclose(events)
+                await aclose_events(events)
                 return _store_down(exc)
             except ReplayFull as exc:
-                await _aclose(events)
+                await aclose_events(events)
                 log.warning("aistream.server: refusing a new stream: %s", exc)
                 return _error(
                     503,
@@ -505,44 +432,6 @@ class ChatService:
         )
         return events if step is None else step.watch_events(events)
 
-    async def _start(
-        self,
-        request: ChatRequest,
-        events: AsyncIterator[StreamEvent] | None = None,
-        owner: str = "",
-    ) -> str:
-        """Start the generation of a native reply (`events`: the backend's, already asked for)."""
-        encoder = NativeEncoder(self._new_id())  # validates the id before anything is stored
-        stream_id = encoder.stream_id
-        if self.shared is not None:
-            await self.store.create(stream_id, owner, request_context(request))
-        else:
-            await self.store.create(stream_id, owner)
-        live = self.live[stream_id] = _Live(stream_id)
-        task = asyncio.create_task(
-            self._generate(live, encoder, request, reply=events), name=f"aistream-{stream_id}"
-        )
-        task.add_done_callback(lambda _: self._never_ran(live, events))
-        live.task = task
-        live.followers = 1  # the response to this POST, attached from the start
-        return stream_id
-
-    def _never_ran(self, live: _Live, events: AsyncIterator[StreamEvent] | None = None) -> None:
-        """Books for a generation cancelled before its first step (its finally never ran)."""
-        if self.live.get(live.stream_id) is live:
-            cleanup = asyncio.ensure_future(self._never_ran_cleanup(live, events))
-            self._cleanups.add(cleanup)
-            cleanup.add_done_callback(self._cleanups.discard)
-
-    async def _never_ran_cleanup(
-        self, live: _Live, events: AsyncIterator[StreamEvent] | None
-    ) -> None:
-        try:
-            if events is not None:
-                await _aclose(events)
-        finally:
-            await self._finished(live)
-
     async def _owns(self, principal: Principal, stream_id: str) -> bool:
         """Whether `stream_id` exists and belongs to `principal` (else it is 404 to them)."""
         return await self.store.owner(stream_id) == principal.id
@@ -554,7 +443,7 @@ class ChatService:
             replay = await self.store.read(stream_id, sys.maxsize)
         except StoreUnavailable as exc:
             return _store_down(exc)
-        if replay is None and stream_id not in self.live:
+        if replay is None and stream_id not in self.generations.live:
             return self._unknown(stream_id)
         if replay is not None and after >= replay.next_seq:
             raise BadRequest(
@@ -566,10 +455,7 @@ class ChatService:
         return self._respond(stream_id, after)
 
     def _respond(self, stream_id: str, after: int, attached: bool = False) -> Response:
-        if self.shared is not None:
-            frames = self._follow_shared(stream_id, after, attached)
-        else:
-            frames = self._follow(stream_id, after, attached)
+        frames = self.generations.follow(stream_id, after, attached)
         return FrameStreamResponse(frames, **self._stream_options)
 
     def _unknown(self, stream_id: str) -> JSONResponse:
@@ -581,300 +467,10 @@ class ChatService:
             "a new reply",
         )
 
-    async def _generate(
-        self,
-        live: _Live,
-        encoder: NativeEncoder,
-        request: ChatRequest,
-        events: AsyncIterator[StreamEvent] | None = None,
-        *,
-        reply: AsyncIterator[StreamEvent] | None = None,
-    ) -> None:
-        """Run the backend and write its events, encoded once, into the replay store.
-
-        `events`: the rest of a reply taken over from a dead producer (its `start` and what it
-        sent are stored already; `encoder` continues their numbering). `reply`: the backend's
-        reply to `request`, already asked for (`_serve` awaited its first event).
-        """
-        store, stream_id = self.store, live.stream_id
-
-        async def put(frame: bytes) -> None:
-            await store.append(stream_id, frame)
-            live.notify()
-
-        try:
-            if events is None:
-                encoder.model = self.backend.model_for(request)
-                await put(encoder.start())
-                events = reply
-            if events is None:
-                events = self._stream(request, encoder.model)
-            async for event in events:
-                frame = encoder.encode(event)
-                if frame is not None:
-                    await put(frame)
-                if encoder.finished:
-                    break
-            if not encoder.finished:
-                await put(encoder.done())
-        except asyncio.CancelledError:
-            if not encoder.finished:
-                with contextlib.suppress(StoreUnavailable):
-                    await put(encoder.done("stopped"))
-            raise
-        except StoreUnavailable:
-            # the shared store is gone (its followers were told) or another replica took over
-            log.warning("aistream.server: a generation stopped: the store is unavailable")
-        except Exception as exc:
-            log.exception(
-                "aistream.server: the generation of stream %s failed", stream_tag(stream_id)
-            )
-            if not encoder.finished:
-                message = f"the server failed while generating the reply ({type(exc).__name__})"
-                with contextlib.suppress(StoreUnavailable):
-                    await put(encoder.error(message, "internal_error", False))
-        finally:
-            try:
-                if events is not None or reply is not None:
-                    await _aclose(events or reply)  # type: ignore[arg-type]
-            finally:
-                await self._finished(live)
-
-    async def _finished(self, live: _Live) -> None:
-        """Close the books on a generation, whichever way it ended."""
-        stream_id = live.stream_id
-        self.live.pop(stream_id, None)
-        if live.grace is not None:
-            live.grace.cancel()
-        try:
-            await self.store.finish(stream_id)
-        except StoreUnavailable:
-            log.warning("aistream.server: could not mark a stream finished in the store")
-        finally:
-            live.notify()
-
-    async def _follow(
-        self, stream_id: str, after: int, attached: bool
-    ) -> AsyncGenerator[bytes, None]:
-        """The frames after `after`: what the store holds, then live ones as they are written.
-
-        `attached`: this follower was counted when the stream started (the POST's response).
-        """
-        live = self.live.get(stream_id)
-        if live is not None and not attached:
-            live.followers += 1
-            if live.grace is not None:
-                live.grace.cancel()
-                live.grace = None
-        await self.store.hold(stream_id)
-        try:
-            while True:
-                changed = live.changed if live is not None else None
-                # Whether the generation had ended *before* this read: a send blocked by a slow
-                # client may outlast the generation, and the next read then holds the rest.
-                ended = live is None or live.task is None or live.task.done()
-                replay = await self.store.read(stream_id, after)
-                if replay is None:
-                    return
-                if replay.data:
-                    after = replay.next_seq - 1
-                    yield replay.data
-                if replay.finished:
-                    return
-                if changed is None or ended:
-                    yield _unavailable(stream_id)
-                    return
-                await changed.wait()
-        finally:
-            await self.store.release(stream_id)
-            if live is not None:
-                live.followers -= 1
-                if live.followers == 0 and stream_id in self.live:
-                    self._start_grace(live)
-
-    async def _follow_shared(
-        self, stream_id: str, after: int, attached: bool
-    ) -> AsyncGenerator[bytes, None]:
-        """`_follow` for a shared store: from here while this replica produces the stream,
-        from the store (blocking reads) while another one does, taking it over if it dies."""
-        cursor = _Cursor(after)
-        await self.store.hold(stream_id)
-        try:
-            while not cursor.done:
-                live = self.live.get(stream_id)
-                if live is not None:
-                    source = self._from_here(live, cursor, attached)
-                    attached = False
-                else:
-                    source = self._from_elsewhere(stream_id, cursor)
-                async with contextlib.aclosing(source):
-                    async for chunk in source:
-                        yield chunk
-        finally:
-            await self.store.release(stream_id)
-
-    async def _from_here(
-        self, live: _Live, cursor: _Cursor, attached: bool
-    ) -> AsyncGenerator[bytes, None]:
-        """Follow a generation of this replica; return undone if it stops being ours."""
-        stream_id = live.stream_id
-        if not attached:
-            live.followers += 1
-            if live.grace is not None:
-                live.grace.cancel()
-                live.grace = None
-        try:
-            while True:
-                changed = live.changed
-                ended = live.task is None or live.task.done()
-                try:
-                    replay = await self.store.read(stream_id, cursor.after)
-                except StoreUnavailable as exc:
-                    cursor.done = True
-                    yield store_error_frame(str(exc))
-                    return
-                if replay is None:
-                    return  # dropped here (another replica took it over): follow the store
-                if replay.data:
-                    cursor.after = replay.next_seq - 1
-                    yield replay.data
-                if replay.finished:
-                    cursor.done = True
-                    return
-                if ended:
-                    return
-                await changed.wait()
-        finally:
-            live.followers -= 1
-            if live.followers == 0 and stream_id in self.live:
-                self._start_grace(live)
-
-    async def _from_elsewhere(self, stream_id: str, cursor: _Cursor) -> AsyncGenerator[bytes, None]:
-        """Follow a stream another replica produces; take it over when its lease expires.
-
-        Returns undone when this replica produces it now.
-        """
-        store = self.shared
-        assert store is not None
-        probe = min(1.0, self.producer_lease / 2)
-        try:
-            while stream_id not in self.live:
-                replay = await store.wait(stream_id, cursor.after, probe)
-                if replay.data:
-                    cursor.after = replay.next_seq - 1
-                    yield replay.data
-                if replay.finished:
-                    cursor.done = True
-                    return
-                if replay.data or await store.producer_alive(stream_id):
-                    continue
-                if await self._take_over(stream_id):
-                    continue
-                if await store.read(stream_id, cursor.after) is None:
-                    cursor.done = True  # expired meanwhile
-                    return
-        except StoreUnavailable as exc:
-            cursor.done = True
-            yield store_error_frame(str(exc))
-
-    async def _take_over(self, stream_id: str, cancel: bool = False) -> bool:
-        """Produce a stream whose producer died, if this replica wins its lease.
-
-        It continues the reply when the backend can do so exactly (`Continuable`), else it
-        ends it with `producer_lost` after all that was stored; `cancel` ends it as stopped.
-        """
-        store = self.shared
-        assert store is not None
-        taken = await store.take_over(stream_id)
-        if taken is None:
-            return False
-        state = progress(taken.frames)
-        encoder = NativeEncoder(stream_id, state.model)
-        encoder.seq, encoder.index = state.events, state.tokens
-        live = self.live[stream_id] = _Live(stream_id)
-        request = request_from_context(taken.context)
-        events: AsyncIterator[StreamEvent] | None = None
-        if state.ended:
-            encoder.finished = True
-            events = _no_events()
-        elif cancel:
-            events = _no_events(FinishReason("stopped"))
-        elif state.plain and request is not None and isinstance(self.backend, Continuable):
-            events = self.backend.continuation(request, state.text)
-        if events is None:
-            log.warning(
-                "aistream.server: a stream's producer was lost after %d events and the reply "
-                "cannot be continued exactly; ending it with producer_lost",
-                state.events,
-            )
-            events = _no_events(
-                ServerError(
-                    f"the server producing this reply was lost after {state.tokens} tokens and "
-                    "the reply cannot be continued exactly; send the message again",
-                    "producer_lost",
-                    True,
-                )
-            )
-        task = asyncio.create_task(
-            self._generate(live, encoder, request or ChatRequest(()), events),
-            name=f"aistream-{stream_id}",
-        )
-        task.add_done_callback(lambda _: self._never_ran(live))
-        live.task = task
-        if not cancel:
-            self._start_grace(live)  # nobody attached yet: the reader that took it comes next
-        else:
-            await asyncio.wait((task,), timeout=_CANCEL_WAIT)
-        return True
-
-    async def _cancel_elsewhere(self, stream_id: str) -> Response:
-        """DELETE of a stream this replica does not produce: tell its producer, wait for the
-        end (or end it here if its producer is dead). Answers 204, or 404 if unknown."""
-        store = self.shared
-        assert store is not None
-        found = await store.request_cancel(stream_id)
-        if found == "unknown":
-            return self._unknown(stream_id)
-        replay = await store.read(stream_id, sys.maxsize)
-        after = -1 if replay is None else replay.next_seq - 1
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _CANCEL_WAIT
-        while found == "live" and loop.time() < deadline:
-            replay = await store.wait(stream_id, after, min(0.5, self.producer_lease / 2))
-            after = replay.next_seq - 1
-            if replay.finished or stream_id in self.live:
-                break
-            if not replay.data and not await store.producer_alive(stream_id):
-                await self._take_over(stream_id, cancel=True)
-        return Response(status_code=204)
-
-    def _start_grace(self, live: _Live) -> None:
-        if live.grace is None or live.grace.done():
-            live.grace = asyncio.create_task(self._expire(live))
-
-    async def _expire(self, live: _Live) -> None:
-        await self._sleep(self.resume_grace)
-        if live.followers == 0 and live.task is not None and not live.task.done():
-            log.info(
-                "aistream.server: nobody resumed stream %s within %g s (resume_grace); cancelling",
-                stream_tag(live.stream_id),
-                self.resume_grace,
-            )
-            live.grace = None
-            live.task.cancel()
-
     async def aclose(self) -> None:
-        """Cancel every running generation and wait for them (the app's shutdown)."""
-        tasks: list[asyncio.Task[None]] = []
-        for live in list(self.live.values()):
-            for task in (live.grace, live.task):
-                if task is not None:
-                    task.cancel()
-                    tasks.append(task)
-        if tasks:
-            await asyncio.wait(tasks)
-        if self._cleanups:
-            await asyncio.wait(self._cleanups)
+        """Cancel every running generation and wait for them; close the backend and the store
+        (the app's shutdown)."""
+        await self.generations.aclose()
         close = getattr(self.backend, "aclose", None)
         if close is not None:
             await close()
@@ -943,12 +539,6 @@ class HeaderLimit:
         await self.app(scope, receive, send)
 
 
-async def _aclose(events: AsyncIterator[StreamEvent]) -> None:
-    aclose = getattr(events, "aclose", None)
-    if aclose is not None:
-        await aclose()
-
-
 async def _failing(exc: Exception) -> AsyncIterator[StreamEvent]:
     """The events of a backend that raised before its first event: the raise, re-raised."""
     raise exc
@@ -963,22 +553,6 @@ def _store_down(exc: StoreUnavailable) -> JSONResponse:
         status_code=503,
         headers={"Retry-After": "2"},
     )
-
-
-async def _no_events(*events: StreamEvent) -> AsyncIterator[StreamEvent]:
-    """The given events (a takeover's last words)."""
-    for event in events:
-        yield event
-
-
-def _unavailable(stream_id: str) -> bytes:
-    """A terminal error without an id: the log is incomplete and nobody here is writing it."""
-    payload = {
-        "error": f"stream {stream_id!r} is not being generated by this server any more",
-        "code": "stream_unavailable",
-        "retryable": False,
-    }
-    return encode_sse(json.dumps(payload), event="error")
 
 
 def _store_from_url(url: str, **options: Any) -> ReplayStore:

@@ -3,7 +3,7 @@
 Owns `EventStreamResponse` (a Starlette response fed by an async iterator of events or by a
 producer that uses its writer methods) and `FrameStreamResponse` (frames already encoded, the
 app's replay path). The bytes come from an encoder of `_encoders` (native by default; openai
-and vercel on request); `NativeEncoder` is re-exported here. Imports starlette and `_wire`.
+and vercel on request). Imports starlette, `_encoders` and `_wire`.
 
 One ASGI call runs three tasks: the body (writes events), a disconnect listener (``receive``),
 and a watchdog that sends ``: ping`` heartbeats and enforces the send timeout. Every write goes
@@ -41,16 +41,9 @@ from .._wire._events import (
     UsageReport,
 )
 from .._wire._sse import encode_sse
-from ._encoders import Encoder, NativeEncoder, ServerEvent, make_encoder
+from ._encoders import Encoder, ServerEvent, make_encoder
 
-__all__ = [
-    "SSE_HEADERS",
-    "EventStreamResponse",
-    "NativeEncoder",
-    "ServerEvent",
-    "new_stream_id",
-    "stream_tag",
-]
+__all__ = ["SSE_HEADERS", "EventStreamResponse", "ServerEvent", "new_stream_id", "stream_tag"]
 
 log = logging.getLogger("aistream.server")
 
