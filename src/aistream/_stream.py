@@ -232,6 +232,7 @@ class AIStream(TypedEmitter):
             max_event_bytes=max_event_bytes,
             sleep=sleep,
             rng=rng,
+            max_steps=max_steps,
         )
         if not isinstance(protocol, str):
             raise TypeError(f"protocol must be a str such as 'openai', not {protocol!r}")
@@ -255,12 +256,6 @@ class AIStream(TypedEmitter):
         self._pools: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
         self._sleep = sleep
         self._rng = rng
-        if isinstance(max_steps, bool) or not isinstance(max_steps, int):
-            raise TypeError(
-                f"max_steps must be an int (model calls per send), not {type(max_steps).__name__}"
-            )
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be at least 1; got {max_steps}")
         self._tools = coerce_tools(tools)
         self._tool_specs = wire_tools(self._tools.values())
         self._max_steps = max_steps
