@@ -18,7 +18,7 @@ from . import clients as c
 from ._server import LoopbackServer, pin_client, raise_fd_limit
 from .report import Report, machine_line
 
-MODES = ("unpaced", "paced", "turn", "server", "concurrency")
+MODES = ("unpaced", "paced", "turn", "server", "concurrency", "decode")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -128,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
             loops=["asyncio", "uvloop"] if full and c.HAS_UVLOOP else ["asyncio"],
         )
         done("server")
+    if "decode" in args.modes:
+        from . import decode
+
+        decode.run(report, n=10_000, rounds=9 if full else 5)
+        done("decode")
     elapsed = time.perf_counter() - start
     print(report.summary())
     print(

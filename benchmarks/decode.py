@@ -1,15 +1,16 @@
-"""Per-event SSE decode cost: aistream's SSEDecoder vs httpx-sse 0.4.3, and a correctness table.
+"""Decode mode: per-event SSE decode cost of aistream's SSEDecoder vs httpx-sse, and a
+correctness table (no network).
 
-Run: ``python benchmarks/decode.py``. httpx-sse is driven exactly as ``EventSource.iter_sse`` does
-per chunk (httpx ``TextDecoder`` + ``TextChunker`` as in ``iter_text``, then ``SSELineDecoder``,
-``line.rstrip("\\n")`` and ``SSEDecoder.decode``), minus the network.
+Run: ``make bench BENCH_ARGS="--only decode"``. httpx-sse is driven exactly as
+``EventSource.iter_sse`` does per chunk (httpx ``TextDecoder`` + ``TextChunker`` as in
+``iter_text``, then ``SSELineDecoder``, ``line.rstrip("\\n")`` and ``SSEDecoder.decode``), minus
+the network.
 """
 
 from __future__ import annotations
 
 import gc
 import json
-import statistics
 import time
 from collections.abc import Callable, Sequence
 
@@ -21,8 +22,8 @@ from httpx_sse._models import ServerSentEvent
 from aistream._wire._events import SSEEvent
 from aistream._wire._sse import SSEDecoder
 
-N_EVENTS = 10_000
-ROUNDS = 9
+from .report import Report, Table, paired_ratio, spread
+
 Frame = tuple[str, str, str | None, int | None]  # event, data, id, retry
 CHUNK = (
     'data: {{"id":"chatcmpl-ABfw031mOJeYCSHe4yI2ZjOA6kMJL","object":"chat.completion.chunk",'
@@ -81,21 +82,24 @@ def frames(events: Sequence[SSEEvent | ServerSentEvent]) -> list[Frame]:
 
 
 def timed(
-    impl: Callable[[list[bytes], bool], Sequence[object]], chunks: list[bytes], parse: bool
+    impl: Callable[[list[bytes], bool], Sequence[object]],
+    chunks: list[bytes],
+    parse: bool,
+    n: int,
 ) -> float:
-    """µs per event for one run, garbage collector off (as timeit does)."""
+    """µs per event for one run of `n` events, garbage collector off (as timeit does)."""
     gc.collect()
     gc.disable()
     try:
         start = time.perf_counter_ns()
         impl(chunks, parse)
-        return (time.perf_counter_ns() - start) / N_EVENTS / 1000
+        return (time.perf_counter_ns() - start) / n / 1000
     finally:
         gc.enable()
 
 
-def bench() -> None:
-    per_event = openai_stream(N_EVENTS)
+def bench(report: Report, n: int, rounds: int) -> None:
+    per_event = openai_stream(n)
     inputs = {"1 event/chunk": per_event, "4 KiB chunks": rechunk(per_event, 4096)}
     impls: dict[str, Callable[[list[bytes], bool], Sequence[object]]] = {
         "aistream": ours,
@@ -103,21 +107,29 @@ def bench() -> None:
     }
     expected = frames(ours(per_event))
     assert frames(httpx_sse(per_event)) == frames(ours(inputs["4 KiB chunks"])) == expected
-    size = len(per_event[0])
-    print(f"{N_EVENTS} OpenAI chunk events ({size} bytes each), {ROUNDS} rounds alternating")
-    print("µs/event: median (min–max)")
+    table = Table(
+        f"SSE decode, {n:,} OpenAI chunk events ({len(per_event[0])} bytes each), {rounds} "
+        "rounds alternating",
+        ["case", "aistream µs/event", "httpx-sse µs/event", "ratio aistream/httpx-sse"],
+    )
     for parse in (False, True):
         for label, chunks in inputs.items():
             times: dict[str, list[float]] = {name: [] for name in impls}
-            for _ in range(ROUNDS):
+            for _ in range(rounds):
                 for name, impl in impls.items():  # alternate implementations within each round
-                    times[name].append(timed(impl, chunks, parse))
-            medians = {name: statistics.median(t) for name, t in times.items()}
-            case = f"{label}{' + json.loads' if parse else ''}"
-            for name, t in times.items():
-                print(f"  {case:27} {name:9} {medians[name]:6.2f}  ({min(t):.2f}–{max(t):.2f})")
-            ratio = medians["aistream"] / medians["httpx-sse"]
-            print(f"  {case:27} ratio aistream/httpx-sse = {ratio:.2f}")
+                    times[name].append(timed(impl, chunks, parse, n))
+            ratio = paired_ratio(times["aistream"], times["httpx-sse"])
+            table.rows.append(
+                [
+                    f"{label}{' + json.loads' if parse else ''}",
+                    spread(times["aistream"], 2),
+                    spread(times["httpx-sse"], 2),
+                    f"{ratio:.2f}",
+                ]
+            )
+            report.data[f"decode/{label}/{'json' if parse else 'raw'}"] = times
+    table.notes.append("median (min–max) over rounds; the ratio is paired per round")
+    report.add(table)
 
 
 CASES: list[tuple[str, bytes, str]] = [
@@ -132,14 +144,19 @@ CASES: list[tuple[str, bytes, str]] = [
 ]
 
 
-def correctness() -> None:
-    print("\ncorrectness: (event, data, id, retry) per event; bytes fed one at a time")
+def correctness(report: Report) -> None:
+    table = Table(
+        "SSE decode correctness: (event, data, id, retry) per event, bytes fed one at a time",
+        ["case", "decoder", "frames"],
+    )
     for name, raw, charset in CASES:
         chunks = [raw[i : i + 1] for i in range(len(raw))]
-        print(f"  {name}\n    aistream : {frames(ours(chunks))}")
-        print(f"    httpx-sse: {frames(httpx_sse(chunks, charset=charset))}")
+        table.rows.append([name, "aistream", str(frames(ours(chunks)))])
+        table.rows.append(["", "httpx-sse", str(frames(httpx_sse(chunks, charset=charset)))])
+    report.add(table)
 
 
-if __name__ == "__main__":
-    bench()
-    correctness()
+def run(report: Report, *, n: int, rounds: int) -> None:
+    """The decode mode: the cost table, then the correctness table."""
+    bench(report, n, rounds)
+    correctness(report)

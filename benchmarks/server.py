@@ -5,8 +5,7 @@ process reads each stream with httpx ``aiter_bytes()``. Server CPU is ``getrusag
 process read through ``GET /cpu`` before and after each stream, so it includes uvicorn's own
 work: what a deployment pays per event. Every variant sends the same native events (``start``,
 N ``token`` events, ``done``, ids ``<stream-id>:<seq>``); the ratio is the median over rounds of
-variant / Starlette StreamingResponse of the same round. (benchmarks/server_events.py is the
-standalone ancestor of this mode.)
+variant / Starlette StreamingResponse of the same round.
 
 - starlette StreamingResponse: a generator that encodes each native event itself (json.dumps
   and an f-string), what users write without a helper: the baseline of target 4.
@@ -14,6 +13,12 @@ standalone ancestor of this mode.)
 - sse-starlette EventSourceResponse: dicts, the JSON encoded in the generator.
 - EventStreamResponse fed TextDelta events, and fed plain str tokens.
 - create_app: a backend yielding the tokens, through the replay store.
+- EventStreamResponse with ``format="openai"`` (``chat.completion.chunk`` objects) and
+  ``format="vercel"`` (UI message stream ``text-delta`` parts): the same events through the
+  other encoders; create_app with ``?format=openai`` (straight from the backend, no replay
+  store, since that format cannot resume). These frames differ from the native ones, so their
+  ratios compare costs, not bytes. (They came from the retired standalone
+  ``benchmarks/server_events.py``.)
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 
@@ -44,6 +49,9 @@ VARIANTS = {
     OURS: "ours",
     "EventStreamResponse (str)": "ours-str",
     "create_app (replay store)": "app",
+    "EventStreamResponse, openai format": "ours-openai",
+    "EventStreamResponse, vercel format": "ours-vercel",
+    "create_app, openai format": "app-openai",
 }
 TARGET_RATIO = 1.2
 
@@ -125,6 +133,18 @@ def serve(loop: str) -> None:
 
         return EventStreamResponse(gen(), stream_id=STREAM_ID, model="bench")
 
+    def formatted(fmt: str) -> Callable[[Request], Awaitable[Response]]:
+        async def route(request: Request) -> Response:
+            n = int(request.query_params["n"])
+
+            async def gen() -> AsyncIterator[TextDelta]:
+                for i in range(n):
+                    yield TextDelta(WORDS[i % 10])
+
+            return EventStreamResponse(gen(), stream_id=STREAM_ID, model="bench", format=fmt)
+
+        return route
+
     class Tokens:
         """A backend for create_app: the first message's content is the number of tokens."""
 
@@ -146,6 +166,8 @@ def serve(loop: str) -> None:
             Route("/sse-starlette", sse_starlette),
             Route("/ours", ours),
             Route("/ours-str", ours_str),
+            Route("/ours-openai", formatted("openai")),
+            Route("/ours-vercel", formatted("vercel")),
             Route("/cpu", cpu),
             Mount("/app", create_app(backend=Tokens(), replay_ttl=5)),
         ]
@@ -174,9 +196,10 @@ def serve(loop: str) -> None:
 async def read(client: httpx.AsyncClient, base: str, route: str, n: int) -> float:
     """Stream one variant; return the server CPU seconds it took."""
     cpu0 = (await client.get(f"{base}/cpu")).json()["cpu"]
-    if route == "app":
+    if route in ("app", "app-openai"):
         body = {"messages": [{"role": "user", "content": str(n)}]}
-        request = client.build_request("POST", f"{base}/app/api/chat", json=body)
+        query = "?format=openai" if route == "app-openai" else ""
+        request = client.build_request("POST", f"{base}/app/api/chat{query}", json=body)
     else:
         request = client.build_request("GET", f"{base}/{route}", params={"n": n})
     response = await client.send(request, stream=True)
@@ -186,7 +209,8 @@ async def read(client: httpx.AsyncClient, base: str, route: str, n: int) -> floa
             tail = (tail + chunk)[-64:]
     finally:
         await response.aclose()
-    assert b"finishReason" in tail, f"{route}: the stream did not end with done: {tail!r}"
+    end = b"[DONE]" if "openai" in route or "vercel" in route else b"finishReason"
+    assert end in tail, f"{route}: the stream did not end with its end marker: {tail!r}"
     cpu1 = (await client.get(f"{base}/cpu")).json()["cpu"]
     return float(cpu1 - cpu0)
 

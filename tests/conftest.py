@@ -7,7 +7,6 @@ there (redis-server, chromium, ...) is a defect of the setup, not a reason to pa
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
@@ -15,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.loopback import Handler, LoopbackServer, Reply, Request
+from tests.helpers import RecordingSleep
+from tests.loopback import Handler, LoopbackServer
 from tests.redisserver import MISSING, RedisServer, redis_binary
 
 _CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
@@ -70,71 +70,9 @@ async def serve() -> AsyncIterator[Callable[[Handler], Any]]:
         await server.__aexit__(None, None, None)
 
 
-class RecordingSleep:
-    """An injected sleep: records each delay and returns at once."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
-        await asyncio.sleep(0)
-
-
 @pytest.fixture
 def fake_sleep() -> RecordingSleep:
     return RecordingSleep()
-
-
-def event_ids(events: list[bytes]) -> list[str | None]:
-    """The `id:` of each encoded event (None when it has none)."""
-    out: list[str | None] = []
-    for ev in events:
-        found = None
-        for line in ev.decode().split("\n"):
-            if line.startswith("id: "):
-                found = line[4:]
-        out.append(found)
-    return out
-
-
-def stream_handler(
-    events: list[bytes],
-    *,
-    cut_after: dict[int, int] | None = None,
-    resumable: bool = True,
-    hold_after: int | None = None,
-    release: asyncio.Event | None = None,
-) -> Handler:
-    """Serve `events`; request n is cut after `cut_after[n]` events; resumes from Last-Event-ID.
-
-    With `hold_after`, the first request pauses after that many events until `release` is set.
-    """
-    ids = event_ids(events)
-    count = {"n": 0}
-
-    async def handler(request: Request, reply: Reply) -> None:
-        n = count["n"]
-        count["n"] += 1
-        if request.method == "DELETE":
-            await reply.body(204, b"")
-            return
-        start = 0
-        last = request.headers.get("last-event-id")
-        if resumable and last and last in ids:
-            start = ids.index(last) + 1
-        await reply.start()
-        limit = (cut_after or {}).get(n)
-        for sent, ev in enumerate(events[start:]):
-            if limit is not None and sent == limit:
-                reply.cut()
-                return
-            if hold_after is not None and n == 0 and sent == hold_after and release is not None:
-                await release.wait()
-            await reply.send(ev)
-        await reply.end()
-
-    return handler
 
 
 @pytest.fixture
@@ -165,13 +103,6 @@ def threaded_server() -> Iterator[Callable[[Handler], str]]:
     for loop, _, thread in started:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
-
-
-def sse(data: Any, event: str | None = None, id: str | None = None) -> bytes:
-    """Encode one SSE event for a hand-written stream."""
-    head = (f"event: {event}\n" if event else "") + (f"id: {id}\n" if id else "")
-    body = data if isinstance(data, str) else json.dumps(data)
-    return f"{head}data: {body}\n\n".encode()
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from aistream import (
     StreamTimeoutError,
     Usage,
 )
-from tests.conftest import RecordingSleep, event_ids, sse, stream_handler
+from tests.helpers import RecordingSleep, event_ids, sse, stream_handler
 from tests.loopback import Reply, Request, native_events, openai_events
 
 TOKENS = ["Hello", ",", " world", "!", " How", " are", " you", " today", "?"]
@@ -597,7 +597,7 @@ async def test_aclose_before_a_tokens_turn_starts_sends_nothing(serve: Any) -> N
     await asyncio.sleep(0)  # the turn exists; its runner has not started
     await chat.aclose()
     assert await asyncio.wait_for(first, 5) is None  # the iterator ends, empty
-    assert not server.requests and not chat._pools
+    assert not server.requests and not chat._clients._pools
 
 
 async def test_aclose_mid_turn_still_asks_the_server_to_cancel(serve: Any) -> None:
@@ -993,4 +993,24 @@ async def test_restarts_that_make_no_progress_use_up_the_budget(
     with pytest.raises(ConnectionLostError, match="gave up after 3 retries"):
         await asyncio.wait_for(chat.send("hi"), 10)
     assert len(server.requests) == 4  # the first attempt and 3 retries: no later one did better
+    await chat.aclose()
+
+
+async def test_a_turn_names_its_phase_from_start_to_settled(serve: Any) -> None:
+    release = asyncio.Event()
+    server = await serve(stream_handler(native_events(TOKENS), hold_after=2, release=release))
+    chat = AIStream(server.url + "/api/chat")
+    got_one = asyncio.Event()
+    chat.on("token", lambda token: got_one.set())
+    task = asyncio.create_task(chat.send("hi"))
+    await asyncio.sleep(0)
+    turn = chat._turn
+    assert turn is not None and turn.phase == "starting"
+    await asyncio.wait_for(got_one.wait(), 5)
+    assert turn.phase == "attempting" and "attempting" in repr(turn)
+    chat.stop()
+    assert turn.phase == "stopping"
+    release.set()
+    assert (await asyncio.wait_for(task, 5)).finish_reason == "stopped"
+    assert turn.phase == "settled"
     await chat.aclose()

@@ -22,7 +22,9 @@ import httpx
 import pytest
 
 import aistream
-from aistream._cli import _colour_enabled, _token_indices, build_parser, main
+from aistream._cli import build_parser, main
+from aistream._console import colour_enabled
+from aistream._tour import _token_indices
 from aistream._wire._anthropic import ANTHROPIC_VERSION
 from aistream.server._relay import UPSTREAM_PROTOCOLS
 from aistream.types import ProtocolName
@@ -230,8 +232,8 @@ def test_colour_only_on_a_tty_without_no_color(
     monkeypatch.setenv("TERM", "xterm")
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
-    assert _colour_enabled(_Tty()) is expected  # type: ignore[arg-type]
-    assert _colour_enabled(sys.stderr) is False or sys.stderr.isatty()
+    assert colour_enabled(_Tty()) is expected  # type: ignore[arg-type]
+    assert colour_enabled(sys.stderr) is False or sys.stderr.isatty()
 
 
 def test_token_indices_count_only_whole_events_of_a_cut_chunked_response() -> None:

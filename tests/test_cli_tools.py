@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from aistream._cli import add_numbers, current_time
+from aistream._tour import add_numbers, current_time
 from tests.test_cli import run
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from aistream import AIStream, ProtocolError, RetryConfig
-from tests.conftest import RecordingSleep
+from tests.helpers import RecordingSleep
 from tests.loopback import Handler, Reply, Request, native_events
 
 OLLAMA_LINES = [

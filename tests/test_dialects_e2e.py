@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from aistream import AIStream, APIStatusError, RetryConfig, RetryEvent, ToolCall, Usage
-from tests.conftest import RecordingSleep
+from tests.helpers import RecordingSleep
 from tests.loopback import Handler, Reply, Request
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

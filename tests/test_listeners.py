@@ -14,7 +14,7 @@ from mypy import api as mypy_api
 
 from aistream import AIStream
 from aistream._listeners import EVENT_NAMES, closest_event
-from tests.conftest import stream_handler
+from tests.helpers import stream_handler
 from tests.loopback import Handler, native_events
 
 ROOT = Path(__file__).resolve().parents[1]

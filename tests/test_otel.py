@@ -26,7 +26,7 @@ from opentelemetry.util._once import Once
 from aistream import AIStream, APIStatusError
 from aistream._proxy import FaultProxy
 from aistream.server import create_app
-from tests.server.conftest import running
+from tests.servers import running
 
 
 class Telemetry:

@@ -22,7 +22,7 @@ import trustme
 
 from aistream import AIStream, ConnectionLostError, RetryConfig
 from aistream._pool import AsyncioBackend, AsyncioTransport, new_client
-from tests.conftest import stream_handler
+from tests.helpers import stream_handler
 from tests.loopback import LoopbackServer, Reply, Request, openai_events
 
 TOKENS = ["Hello", ",", " TLS", " world", "!"]
@@ -198,8 +198,8 @@ async def test_conversations_in_one_loop_share_a_pool_until_the_last_one_closes(
     await asyncio.wait_for(first.send("hi"), 10)
     await asyncio.wait_for(second.send("hi"), 10)  # the first one's warm connection
     assert server.connections == 1
-    pool = first._client()
-    assert second._client() is pool
+    pool = first._clients.client()
+    assert second._clients.client() is pool
     await first.aclose()
     assert not pool.is_closed  # the second conversation still uses it
     await asyncio.wait_for(second.send("again"), 10)
@@ -207,7 +207,7 @@ async def test_conversations_in_one_loop_share_a_pool_until_the_last_one_closes(
     assert pool.is_closed
     third = AIStream(url, protocol="openai")  # a new pool for whoever comes next
     await asyncio.wait_for(third.send("hi"), 10)
-    assert third._client() is not pool
+    assert third._clients.client() is not pool
     await third.aclose()
 
 
@@ -262,9 +262,9 @@ def test_send_sync_inside_a_running_loop_keeps_that_loops_pool(threaded_server: 
     async def notebook_cell() -> None:
         chat = AIStream(url, protocol="openai")
         await asyncio.wait_for(chat.send("hi"), 10)
-        pool = chat._client()
+        pool = chat._clients.client()
         assert chat.send_sync("again").content == "".join(TOKENS)  # a worker thread's loop
-        assert chat._client() is pool and not pool.is_closed
+        assert chat._clients.client() is pool and not pool.is_closed
         await chat.aclose()
         assert pool.is_closed  # its only user let go of it
 

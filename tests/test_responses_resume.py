@@ -10,7 +10,7 @@ import pytest
 
 from aistream import AIStream, RetryConfig, RetryEvent, Usage
 from aistream._proxy import FaultProxy, Faults
-from tests.conftest import RecordingSleep
+from tests.helpers import RecordingSleep
 from tests.loopback import LoopbackServer, Reply, Request
 from tests.responses_upstream import BackgroundResponses, responses_events
 

@@ -8,13 +8,22 @@ from datetime import UTC, datetime
 import pytest
 
 from aistream import (
+    AIStreamError,
     APIStatusError,
     ConnectionLostError,
     ProtocolError,
     RetryConfig,
     StreamTimeoutError,
 )
-from aistream._retry import RetryBudget, is_retryable, parse_retry_after, wait_schedule
+from aistream._retry import (
+    GiveUp,
+    Retry,
+    RetryBudget,
+    decide,
+    is_retryable,
+    parse_retry_after,
+    wait_schedule,
+)
 
 
 def take(config: RetryConfig, n: int) -> list[float]:
@@ -87,3 +96,74 @@ def test_classification_of_other_errors() -> None:
     assert not is_retryable(ProtocolError("garbage"))
     assert is_retryable(APIStatusError("overloaded", status_code=200, retryable=True))
     assert not is_retryable(APIStatusError("bad", status_code=200, retryable=False))
+
+
+# --- the decision after a failed attempt (_retry.decide), as a table ----------------------------
+
+DROP = ConnectionLostError("the stream dropped")
+IN_STREAM = APIStatusError("overloaded", status_code=200, code="overloaded", retryable=True)
+IN_STREAM_FATAL = APIStatusError("bad input", status_code=200, retryable=False)
+GONE = APIStatusError("404 Not Found", status_code=404)
+LIMITED = APIStatusError("429 Too Many Requests", status_code=429, retry_after=7.0)
+BAD = ProtocolError("unreadable")
+
+# Each row: the failure; the attempt (resumable, resumed_from, reached, events); the budget
+# before it (retries used, best events); then what decide() says: ("retry", delay, attempt,
+# resume, error) or ("give up", error class, "gave up" in the message, the cause).
+R, G, Lost, Status = "retry", "give up", ConnectionLostError, APIStatusError
+DECISIONS = [
+    ("first drop, no ids", DROP, (False, "", "", 0), (0, 0), (R, 1.0, 1, False, DROP)),
+    ("drop after ids: resume", DROP, (True, "", "s:4", 4), (0, 0), (R, 1.0, 1, True, DROP)),
+    ("a later id is progress", DROP, (True, "s:4", "s:6", 2), (2, 4), (R, 1.0, 1, True, DROP)),
+    ("more events: progress", DROP, (False, "", "", 5), (2, 4), (R, 1.0, 1, False, DROP)),
+    ("no progress, spent", DROP, (True, "s:4", "s:4", 0), (2, 4), (G, Lost, True, DROP)),
+    ("fewer events than best", DROP, (False, "", "", 3), (2, 5), (G, Lost, True, DROP)),
+    ("second retry", DROP, (False, "", "", 0), (1, 0), (R, 2.0, 2, False, DROP)),
+    ("in-stream: restart", IN_STREAM, (True, "", "s:4", 4), (0, 0), (R, 1.0, 1, False, IN_STREAM)),
+    ("in-stream, fatal", IN_STREAM_FATAL, (True, "", "s:4", 4), (0, 0), (G, Status, False, None)),
+    ("404 on a resume", GONE, (True, "s:4", "s:4", 0), (0, 4), (R, 1.0, 1, False, Lost)),
+    ("404 on a fresh stream", GONE, (True, "", "", 0), (0, 0), (G, Status, False, None)),
+    ("server's delay wins", LIMITED, (False, "", "", 0), (0, 0), (R, 7.0, 1, False, LIMITED)),
+    ("not retryable", BAD, (False, "", "", 0), (0, 0), (G, ProtocolError, False, None)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("failure", "attempt", "before", "expected"),
+    [pytest.param(*row[1:], id=row[0]) for row in DECISIONS],
+)
+def test_decide(
+    failure: Exception,
+    attempt: tuple[bool, str, str, int],
+    before: tuple[int, int],
+    expected: tuple[object, ...],
+) -> None:
+    assert isinstance(failure, AIStreamError)
+    budget = RetryBudget(RetryConfig(max_retries=2, initial_delay=1.0, jitter=False))
+    for _ in range(before[0]):
+        budget.next_delay(DROP)
+    budget.best = before[1]
+    resumable, resumed_from, reached, events = attempt
+    decision = decide(
+        failure,
+        budget,
+        resumable=resumable,
+        resumed_from=resumed_from,
+        reached=reached,
+        events=events,
+    )
+    if expected[0] == "retry":
+        _, delay, number, resume, error = expected
+        assert isinstance(decision, Retry)
+        assert (decision.delay, decision.attempt, decision.resume) == (delay, number, resume)
+        if isinstance(error, type):  # a rewritten error: it names the failure as its cause
+            assert type(decision.error) is error and decision.error.__cause__ is failure
+        else:
+            assert decision.error is error
+    else:
+        _, kind, gave_up, cause = expected
+        assert isinstance(decision, GiveUp)
+        assert type(decision.error) is kind
+        assert ("gave up after 2 retries" in str(decision.error)) is gave_up
+        assert decision.cause is cause
+        assert gave_up or decision.error is failure  # otherwise the failure, unchanged

@@ -14,7 +14,7 @@ import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
 
 from aistream import AIStream, APIStatusError, Message, RetryConfig, RetryEvent
-from tests.conftest import RecordingSleep
+from tests.helpers import RecordingSleep
 from tests.loopback import Handler, Reply, Request
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from aistream import AIStream
-from tests.conftest import stream_handler
+from tests.helpers import stream_handler
 from tests.loopback import Handler, native_events
 
 TOKENS = ["Hello", ",", " world", "!", " More", " text", "."]

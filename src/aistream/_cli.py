@@ -1,10 +1,11 @@
 """The ``aistream`` command line: chat, serve and demo. Imports the public API, uvicorn lazily.
 
-Besides the public names of `aistream` and `aistream.server` it uses a few private pieces:
-`_proxy` (stdlib only), with which the demo drops a connection on purpose; from the wire,
-`detect_protocol` (the key variable follows the protocol ``auto`` resolves to), `auth_headers`
-(the header each protocol carries its key in) and `SSEDecoder` (the demo reads the recorded
-responses with it); and the relay's `UPSTREAM_PROTOCOLS`, the choices of ``serve --protocol``.
+Its rooms: this module (the parser, `main`, chat, serve and the embedded server), `_console`
+(terminal output) and `_tour` (the scripted ``aistream demo``). Besides the public names of
+`aistream` and `aistream.server` it uses a few private pieces: from the wire, `detect_protocol`
+(the key variable follows the protocol ``auto`` resolves to) and `auth_headers` (the header
+each protocol carries its key in); and the relay's `UPSTREAM_PROTOCOLS`, the choices of
+``serve --protocol``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
@@ -24,28 +24,16 @@ import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from functools import partial
 from typing import Any, TextIO, TypeVar, get_args
-from urllib.parse import urlsplit
-
-import h11
 
 import aistream
-from aistream import (
-    AIStream,
-    AIStreamError,
-    Message,
-    RetryConfig,
-    RetryEvent,
-    ToolCall,
-    ToolResult,
-    Usage,
-)
+from aistream import AIStream, AIStreamError, Message, RetryConfig
 from aistream._redact import redact_url
 from aistream.types import ProtocolName
 
-from ._proxy import FaultProxy
+from ._console import Console, retry_line, show_tools, usage_line
+from ._tour import SAMPLE_TOOLS, run_tour
 from ._wire._dialect import detect_protocol
 from ._wire._registry import auth_headers
-from ._wire._sse import SSEDecoder
 
 __all__ = ["build_parser", "embedded_server", "main"]
 
@@ -56,110 +44,6 @@ PROTOCOLS: tuple[str, ...] = ("auto", *(p for p in get_args(ProtocolName) if p !
 _EXTRA_PACKAGES = frozenset({"uvicorn", "starlette", "anyio"})
 _START_TIMEOUT = 15.0  # seconds for the embedded server to come up
 _STOP_TIMEOUT = 10.0
-
-
-# --- output ---------------------------------------------------------------------------------
-
-
-def _colour_enabled(stream: TextIO) -> bool:
-    """ANSI colour only on a terminal, and never with NO_COLOR set or TERM=dumb."""
-    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
-        return False
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty())
-
-
-class _Console:
-    """Replies go to `out` as they stream; status and errors to `err`; colour only on a tty."""
-
-    def __init__(self, out: TextIO, err: TextIO) -> None:
-        self.out, self.err = out, err
-        self._colour = {id(out): _colour_enabled(out), id(err): _colour_enabled(err)}
-        self._mid_line = False  # `out` holds text without its newline yet
-
-    def _paint(self, stream: TextIO, code: str, text: str) -> str:
-        return f"\x1b[{code}m{text}\x1b[0m" if code and text and self._colour[id(stream)] else text
-
-    def write(self, text: str) -> None:
-        """Stream `text` (a token) to `out` at once."""
-        if text:
-            self.out.write(text)
-            self.out.flush()
-            self._mid_line = not text.endswith("\n")
-
-    def end_line(self) -> None:
-        """Finish the line a reply left open."""
-        if self._mid_line:
-            self.write("\n")
-
-    def line(self, text: str = "", code: str = "") -> None:
-        """A whole line on `out`."""
-        self.end_line()
-        print(self._paint(self.out, code, text), file=self.out, flush=True)
-
-    def status(self, text: str) -> None:
-        """A dim status line on `err`."""
-        self.end_line()
-        print(self._paint(self.err, "2", text), file=self.err, flush=True)
-
-    def error(self, text: str) -> None:
-        """One red line on `err`."""
-        self.end_line()
-        print(self._paint(self.err, "31", " ".join(text.split())), file=self.err, flush=True)
-
-
-def _usage_line(turn: Usage | None, total: Usage) -> str:
-    if turn is None:
-        return f"[usage: conversation {total.total_tokens} tokens]"
-    return (
-        f"[usage: {turn.prompt_tokens} prompt + {turn.completion_tokens} completion = "
-        f"{turn.total_tokens} tokens; conversation {total.total_tokens}]"
-    )
-
-
-def _retry_line(event: RetryEvent) -> str:
-    how = "resuming where it broke" if event.resume else "the reply restarts from the beginning"
-    return (
-        f"[retry {event.attempt} in {event.delay:.2f} s, resume={event.resume} ({how}): "
-        f"{event.error}]"
-    )
-
-
-def _tool_call_line(call: ToolCall) -> str:
-    return f"[tool call {call.name} {call.arguments[:200]}]"
-
-
-def _tool_result_line(result: ToolResult) -> str:
-    what = "failed" if result.is_error else "returned"
-    return f"[tool {result.name} {what}: {' '.join(result.content.split())[:200]}]"
-
-
-def add_numbers(a: float, b: float) -> float:
-    """Add two numbers.
-
-    Args:
-        a: The first number.
-        b: The second number.
-    """
-    return a + b
-
-
-def current_time(city: str) -> str:
-    """The current UTC time (the city is only echoed back).
-
-    Args:
-        city: The city asked about.
-    """
-    return f"{time.strftime('%H:%M', time.gmtime())} UTC (asked for {city})"
-
-
-#: The sample tools of ``aistream chat --tools`` and the demo: name one to see a tool loop.
-SAMPLE_TOOLS = (add_numbers, current_time)
-
-
-def _show_tools(chat: AIStream, console: _Console) -> None:
-    chat.on("tool-call", lambda call: console.status(_tool_call_line(call)))
-    chat.on("tool-result", lambda result: console.status(_tool_result_line(result)))
 
 
 # --- the server extra and the embedded server ------------------------------------------------
@@ -306,7 +190,7 @@ def _run_turn(chat: AIStream, start: Callable[[], Coroutine[Any, Any, _T]]) -> _
     return asyncio.run(turn())
 
 
-def _chat_loop(chat: AIStream, console: _Console, stdin: TextIO, interactive: bool) -> int:
+def _chat_loop(chat: AIStream, console: Console, stdin: TextIO, interactive: bool) -> int:
     while True:
         try:
             line = input("> ") if interactive else stdin.readline()
@@ -344,10 +228,10 @@ def _chat_loop(chat: AIStream, console: _Console, stdin: TextIO, interactive: bo
             console.status("[stopped: the partial reply stays in the conversation]")
         elif reply.finish_reason not in (None, "stop"):
             console.status(f"[finish_reason: {reply.finish_reason}]")
-        console.status(_usage_line(reply.usage, chat.usage))
+        console.status(usage_line(reply.usage, chat.usage))
 
 
-def _cmd_chat(args: argparse.Namespace, console: _Console) -> int:
+def _cmd_chat(args: argparse.Namespace, console: Console) -> int:
     interactive = sys.stdin.isatty()
     tools = args.tools if args.tools is not None else not args.endpoint
     with contextlib.ExitStack() as stack:
@@ -377,19 +261,15 @@ def _cmd_chat(args: argparse.Namespace, console: _Console) -> int:
             console.error(f"error: {exc}")
             return 2
         chat.on("token", console.write)
-        chat.on("retry", lambda event: console.status(_retry_line(event)))
-        _show_tools(chat, console)
+        chat.on("retry", lambda event: console.status(retry_line(event)))
+        show_tools(chat, console)
         if interactive:
             with contextlib.suppress(ImportError):
                 import readline  # noqa: F401  (line editing and history for input())
             console.status(
                 f"aistream chat with {where}\n"
                 "Ctrl-C stops a reply, Ctrl-D exits; /retry, /reset, /exit"
-                + (
-                    "\ntools: add_numbers, current_time (name one to see a tool loop)"
-                    if tools
-                    else ""
-                )
+                + ("\ntools: add_numbers, current_time (name one to see a loop)" if tools else "")
             )
         return _chat_loop(chat, console, sys.stdin, interactive)
 
@@ -439,7 +319,7 @@ def _mask_stream_ids(record: logging.LogRecord) -> bool:
     return True
 
 
-def _cmd_serve(args: argparse.Namespace, console: _Console) -> int:
+def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
     _require_server_extra()
     import uvicorn
 
@@ -511,272 +391,12 @@ def _cmd_serve(args: argparse.Namespace, console: _Console) -> int:
 
 # --- demo -----------------------------------------------------------------------------------
 
-DEMO_PROMPTS = (
-    "Hello! What can you do?",
-    "How does a dropped stream resume?",
-    "Tell me a long story.",
-)
-DEMO_STOP_AFTER = 5  # tokens of the third reply before chat.stop()
-DEMO_TOOL_PROMPT = "Please add_numbers for me, then say what you found."
 
-
-class _Checks:
-    """Prints each verification as it is made and counts the failures."""
-
-    def __init__(self, console: _Console) -> None:
-        self.console, self.passed, self.failed = console, 0, 0
-
-    def __call__(self, ok: bool, text: str) -> bool:
-        if ok:
-            self.passed += 1
-            self.console.line(f"  [ok] {text}", "32")
-        else:
-            self.failed += 1
-            self.console.line(f"  [FAIL] {text}", "1;31")
-        return ok
-
-
-def _response_body(raw: bytes) -> bytes:
-    """The body of a recorded HTTP/1.1 response, as far as it arrived.
-
-    h11 (uvicorn's and httpcore's HTTP/1.1 parser) undoes the chunked framing; it reads a
-    response only after a request, hence the stand-in request.
-    """
-    conn = h11.Connection(h11.CLIENT)
-    conn.send(h11.Request(method="POST", target="/", headers=[("Host", "demo")]))
-    conn.receive_data(raw)
-    body = bytearray()
-    with contextlib.suppress(h11.RemoteProtocolError):
-        while isinstance(event := conn.next_event(), h11.Response | h11.Data):
-            if isinstance(event, h11.Data):
-                body += event.data
-    return bytes(body)
-
-
-def _token_indices(raw: bytes) -> list[int]:
-    """Indices of the native `token` events that arrived whole in a recorded HTTP response."""
-    indices: list[int] = []
-    # feed() returns whole events only: one cut short at the end is not among them
-    for event in SSEDecoder().feed(_response_body(raw)):
-        if event.event != "token":
-            continue
-        with contextlib.suppress(ValueError):
-            payload = json.loads(event.data)
-            if isinstance(payload, dict) and isinstance(payload.get("index"), int):
-                indices.append(payload["index"])
-    return indices
-
-
-def _span(indices: list[int]) -> str:
-    if not indices:
-        return "none"
-    return f"{indices[0]}-{indices[-1]}" if len(indices) > 1 else str(indices[0])
-
-
-def _cut_point(response: bytes) -> int:
-    """About 40% into the body of a recorded response: mid-stream, past the headers."""
-    head_end = response.find(b"\r\n\r\n") + 4
-    if head_end < 4:
-        return len(response) // 2
-    return head_end + (len(response) - head_end) * 2 // 5
-
-
-async def _demo(base_url: str, console: _Console) -> int:
-    server = urlsplit(base_url)
-    retry = RetryConfig(max_retries=3, initial_delay=0.05, max_delay=0.5)
-    check = _Checks(console)
-    async with FaultProxy(server.hostname or "127.0.0.1", server.port or 80, record=True) as proxy:
-        endpoint = f"http://127.0.0.1:{proxy.port}/api/chat"
-
-        def new_chat() -> AIStream:
-            # "Connection: close": one connection per request, so the proxy's connection
-            # index counts requests and the cut lands on the request we choose.
-            headers = {"Connection": "close"}
-            return AIStream(endpoint, protocol="native", retry=retry, headers=headers, timeout=10)
-
-        # The fault-free run of the same conversation, to compare against.
-        reference: list[list[str]] = []
-        first_connection: list[int] = []  # of each reference turn
-        async with new_chat() as ref:
-            for prompt in DEMO_PROMPTS:
-                first_connection.append(len(proxy.connections))
-                reference.append([token async for token in ref.tokens(prompt)])
-        ref_turn_2 = proxy.connections[first_connection[1]]
-        cut_at = _cut_point(bytes(ref_turn_2.response))
-        ref_size = ref_turn_2.bytes_down
-
-        console.line("aistream demo", "1")
-        console.line(f"  the built-in demo model at {base_url}/api/chat, reached through a")
-        console.line(f"  fault-injecting proxy at 127.0.0.1:{proxy.port}; no key, no network")
-
-        current: list[str] = []
-        retries: list[RetryEvent] = []
-
-        def on_token(token: str) -> None:
-            current.append(token)
-            console.write(token)
-
-        def on_retry(event: RetryEvent) -> None:
-            retries.append(event)
-            console.status(_retry_line(event))
-
-        async with new_chat() as chat:
-            chat.on("token", on_token)
-            chat.on("retry", on_retry)
-
-            # 1. Streaming.
-            console.line()
-            console.line("1. Streaming: each token is printed the moment it arrives", "1;36")
-            console.line(f"you> {DEMO_PROMPTS[0]}", "1")
-            reply = await chat.send(DEMO_PROMPTS[0])
-            console.status(_usage_line(reply.usage, chat.usage))
-            check(
-                current == reference[0],
-                f"{len(current)} tokens arrived in order, as in the fault-free run",
-            )
-
-            # 2. A dropped connection that resumes.
-            current.clear()
-            first = len(proxy.connections)
-            proxy.cut_after = {first: cut_at}
-            console.line()
-            console.line(
-                f"2. A dropped connection: the proxy cuts the next connection after "
-                f"{cut_at} of its ~{ref_size} bytes",
-                "1;36",
-            )
-            console.line(f"you> {DEMO_PROMPTS[1]}", "1")
-            reply = await chat.send(DEMO_PROMPTS[1])
-            proxy.cut_after = None
-            console.status(_usage_line(reply.usage, chat.usage))
-            conns = proxy.connections[first:]
-            resumed = bool(retries) and all(r.resume for r in retries)
-            check(
-                conns[0].fault == "cut" and resumed,
-                f"the connection was cut after {conns[0].bytes_down} bytes and the client "
-                f"resumed it (retry events: {len(retries)}, resume=True)",
-            )
-            last_ids = [
-                m.group(1).decode()
-                for c in conns[1:]
-                if (m := re.search(rb"(?im)^last-event-id:[ \t]*([^\r\n]*)", c.request))
-            ]
-            if last_ids:
-                console.line(f"  the client reconnected with Last-Event-ID: {last_ids[0]}")
-            expected = "".join(reference[1])
-            check(
-                reply.content == expected,
-                f"the reply equals a fault-free run of the same conversation "
-                f"({len(expected)} characters)",
-            )
-            check(
-                current == reference[1],
-                f"the client emitted {len(current)} tokens, each once and in order, "
-                f"as in the fault-free run ({len(reference[1])})",
-            )
-            per_conn = [_token_indices(bytes(c.response)) for c in conns]
-            wire = [i for indices in per_conn for i in indices]
-            check(
-                wire == list(range(len(reference[1]))),
-                "no token index was delivered twice: "
-                + ", then ".join(
-                    f"{_span(ix)} on connection {c.index}"
-                    for c, ix in zip(conns, per_conn, strict=True)
-                ),
-            )
-
-            # 3. Stop.
-            current.clear()
-
-            def stop_early(token: str) -> None:
-                if len(current) == DEMO_STOP_AFTER:
-                    chat.stop()
-
-            chat.on("token", stop_early)
-            console.line()
-            console.line(
-                f"3. Stop: chat.stop() after {DEMO_STOP_AFTER} tokens; the partial reply stays",
-                "1;36",
-            )
-            console.line(f"you> {DEMO_PROMPTS[2]}", "1")
-            reply = await chat.send(DEMO_PROMPTS[2])
-            chat.remove_listener("token", stop_early)
-            console.status("[stopped]")
-            console.status(_usage_line(reply.usage, chat.usage))
-            full = "".join(reference[2])
-            kept = chat.messages[-1]
-            check(
-                reply.finish_reason == "stopped"
-                and kept.content == reply.content
-                and kept.finish_reason == "stopped",
-                f"send() returned the partial reply and history keeps it with "
-                f"finish_reason={kept.finish_reason!r}",
-            )
-            check(
-                0 < len(reply.content) < len(full) and full.startswith(reply.content),
-                f"{len(current)} of the {len(reference[2])} tokens of the full reply arrived",
-            )
-
-            # Totals.
-            console.line()
-            console.line("Usage totals for the conversation", "1;36")
-            turns = [m.usage for m in chat.messages if m.role == "assistant" and m.usage]
-            for number, usage in enumerate(turns, 1):
-                console.line(
-                    f"  turn {number}: {usage.prompt_tokens} prompt + "
-                    f"{usage.completion_tokens} completion = {usage.total_tokens}"
-                )
-            total = chat.usage
-            console.line(
-                f"  total:  {total.prompt_tokens} prompt + {total.completion_tokens} "
-                f"completion = {total.total_tokens} tokens"
-            )
-            summed = sum(turns, Usage())
-            check(len(turns) == 3 and summed == total, "the totals are the sum of the 3 turns")
-
-        # 4. A tool loop.
-        console.line()
-        console.line(
-            "4. Tools: the model calls add_numbers; the client runs it and streams the answer",
-            "1;36",
-        )
-        ran: list[ToolResult] = []
-        steps: list[None] = []
-        async with AIStream(endpoint, protocol="native", retry=retry, tools=SAMPLE_TOOLS) as agent:
-            agent.on("token", console.write)
-            agent.on("streaming-start", lambda: steps.append(None))
-            agent.on("tool-result", ran.append)
-            _show_tools(agent, console)
-            console.line(f"you> {DEMO_TOOL_PROMPT}", "1")
-            reply = await agent.send(DEMO_TOOL_PROMPT)
-            console.status(_usage_line(reply.usage, agent.usage))
-            roles = [m.role for m in agent.messages]
-            check(
-                len(steps) == 2 and len(ran) == 1 and not ran[0].is_error,
-                f"one send, two model calls; add_numbers ran once and returned {ran[0].content}"
-                if ran
-                else "the tool ran",
-            )
-            check(
-                roles == ["user", "assistant", "tool", "assistant"]
-                and bool(ran)
-                and reply.content.startswith(f"The add_numbers tool returned: {ran[0].content}"),
-                "history: user, assistant (the call), tool (the result), assistant (the answer)",
-            )
-
-    console.line()
-    if check.failed:
-        console.line(f"{check.failed} of {check.passed + check.failed} checks FAILED", "1;31")
-        return 1
-    console.line(f"All {check.passed} checks passed.", "1;32")
-    return 0
-
-
-def _cmd_demo(args: argparse.Namespace, console: _Console) -> int:
-    demo = _Console(console.out, console.out)  # the whole show on stdout, in order
+def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    demo = Console(console.out, console.out)  # the whole show on stdout, in order
     with embedded_server(demo_tokens_per_second=args.rate or None) as base_url:
         try:
-            return asyncio.run(_demo(base_url, demo))
+            return asyncio.run(run_tour(base_url, demo))
         except AIStreamError as exc:
             demo.error(f"error: the demo failed: {exc}")
             return 1
@@ -966,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_COMMANDS: dict[str, Callable[[argparse.Namespace, _Console], int]] = {
+_COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "chat": _cmd_chat,
     "serve": _cmd_serve,
     "demo": _cmd_demo,
@@ -980,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    console = _Console(sys.stdout, sys.stderr)
+    console = Console(sys.stdout, sys.stderr)
     try:
         return _COMMANDS[args.command](args, console)
     except CommandError as exc:

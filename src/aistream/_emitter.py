@@ -2,6 +2,8 @@
 
 A listener that raises is logged and never reaches the stream or the `error` event; coroutine
 listeners run as tasks that `drain()` awaits; emitting `error` with no listener is not a crash.
+It overrides pyee's protected hooks and reads its `_events`, `_lock` and `_waiting`: each such
+name is pinned in tests/test_dependency_contract.py.
 """
 
 from __future__ import annotations

@@ -244,7 +244,7 @@ class LiveDisplay:
             ("message", self._on_message),
         ]
         for event, listener in self._listeners:
-            chat.add_listener(event, listener)
+            chat.add_listener(event, listener)  # pyee's untyped twin of on(): `event` is a str here
 
     def close(self, chat: AIStream) -> None:
         """Detach and write the final form (the whole reply and its footer)."""

@@ -11,6 +11,8 @@ Only pools aistream owns use it: the one per event loop that every `AIStream` wi
 ``client=`` shares (`acquire_client`), and the server's relay; a client passed in is the
 caller's. With a proxy configured in the environment, httpx's own
 transport is used, since httpx builds proxy routes only when it makes its transports itself.
+The private names this relies on (httpx's `_pool`, httpcore's ``is_readable`` question) are
+pinned in tests/test_dependency_contract.py; should the swap ever fail, one WARNING says so.
 """
 
 # ruff: noqa: ASYNC109  (the `timeout` parameters are httpcore's network interface)
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import logging
 import select
 import socket
 import ssl
@@ -39,6 +42,8 @@ __all__ = [
     "release_client",
     "ssl_context",
 ]
+
+log = logging.getLogger("aistream")
 
 _LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
 _SHARED_LIMITS = httpx.Limits(
@@ -127,9 +132,11 @@ class AsyncioTransport(httpx.AsyncHTTPTransport):
 
     def __init__(self, context: ssl.SSLContext, limits: httpx.Limits = _LIMITS) -> None:
         super().__init__(verify=context, limits=limits)
-        # httpx keeps its httpcore pool in `_pool` (since 0.18); if that ever changes, this
-        # stays httpx's own transport, and tests/test_pool.py says so.
-        if type(getattr(self, "_pool", None)) is httpcore.AsyncConnectionPool:
+        # httpx keeps its httpcore pool in `_pool` (since 0.18; tests/test_dependency_contract.py
+        # pins it). If that ever changes, this stays httpx's own transport, and says so once.
+        # (encode/httpx#3749 would add network_backend= to httpx's transports: then use that.)
+        found = getattr(self, "_pool", None)
+        if type(found) is httpcore.AsyncConnectionPool:
             self._pool = httpcore.AsyncConnectionPool(
                 ssl_context=context,
                 max_connections=limits.max_connections,
@@ -137,6 +144,27 @@ class AsyncioTransport(httpx.AsyncHTTPTransport):
                 keepalive_expiry=limits.keepalive_expiry,
                 network_backend=AsyncioBackend(),
             )
+        else:
+            _warn_fallback(found)
+
+
+_fallback_warned = False
+
+
+def _warn_fallback(found: object) -> None:
+    """One WARNING per process: the pool runs on httpx's own transport, off the fast path."""
+    global _fallback_warned
+    if _fallback_warned:
+        return
+    _fallback_warned = True
+    log.warning(
+        "aistream: httpx %s no longer keeps its connection pool where aistream expects it "
+        "(AsyncHTTPTransport._pool is a %s), so streams use httpx's own transport: about a "
+        "third more CPU per token, nothing else changes. Please report it with your httpx "
+        "version.",
+        httpx.__version__,
+        type(found).__name__,
+    )
 
 
 class AsyncioBackend(httpcore.AsyncNetworkBackend):

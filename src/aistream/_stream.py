@@ -1,7 +1,11 @@
-"""AIStream: conversation state, the turn state machine, the retry loop and event emission.
+"""AIStream: the conversation, and the turn that streams each reply.
 
-Owns history, usage totals and the order of events. Imports `_transport` (bytes), `_retry`
-(time), `_emitter` (pyee), `_sync`, `_wire`, `models`, `errors`, `types`.
+Owns history, usage totals and the order of events. `_Turn` is one turn's lifecycle, from
+send() to its settled reply (its docstring names the phases); `_Reply` accumulates what one
+model call streamed. The decision after a failed attempt is `_retry.decide`; every HTTP call
+is `_transport`'s (this module imports httpx for annotations only). Imports `_transport`,
+`_retry`, `_listeners` (pyee), `_sync`, `_tokens`, `_otel`, `_notebook`, `_args`, `_redact`,
+`_wire`, `models`, `errors`, `types`.
 """
 
 from __future__ import annotations
@@ -13,10 +17,8 @@ import math
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit
-
-import httpx
 
 from . import _notebook, _otel
 from ._args import check_arguments, coerce_retry
@@ -25,11 +27,11 @@ from ._history import dump as dump_history
 from ._history import load as load_history
 from ._listeners import TypedEmitter
 from ._redact import redact_url
-from ._retry import RetryBudget, is_retryable
+from ._retry import IN_STREAM_STATUS, GiveUp, RetryBudget, decide
 from ._sync import run_sync
 from ._tokens import END, TokenStream
 from ._tools import coerce_tools, parse_result, run_calls
-from ._transport import AttemptState, Transport
+from ._transport import CANCEL_TIMEOUT, AttemptState, ClientLease, Transport
 from ._wire._dialect import ChatRequest, Dialect
 from ._wire._events import (
     Done,
@@ -49,6 +51,10 @@ from ._wire._registry import dialect_factory
 from ._wire._text import SurrogateJoiner, has_surrogate
 from .errors import AIStreamError, APIStatusError, ConnectionLostError, StreamBusyError
 from .models import Image, Message, RetryConfig, RetryEvent, Tool, ToolCall, ToolResult, Usage
+
+if TYPE_CHECKING:
+    import httpx  # the type of client=; the calls are _transport's
+
 from .types import (
     EVENT_ERROR,
     EVENT_MESSAGE,
@@ -67,7 +73,6 @@ from .types import (
 log = logging.getLogger("aistream")
 
 _IN_SYNC: contextvars.ContextVar[bool] = contextvars.ContextVar("aistream_in_sync", default=False)
-_DELETE_TIMEOUT = 2.0
 _BLOCK = 64  # reply deltas kept apart before they are joined (memory of long replies)
 _DEFAULT_RETRY = RetryConfig()  # models are frozen: one instance serves every AIStream
 _NO_USAGE = Usage()
@@ -79,47 +84,38 @@ def _estimate_tokens(chars: int) -> int:
     return math.ceil(chars / 4)
 
 
-class _Turn:
-    """The state of one streaming turn (one assistant reply, however many attempts)."""
+Phase = Literal["starting", "attempting", "backing off", "stopping", "settled", "failed"]
+
+
+class _Reply:
+    """What one model call has streamed so far: text, reasoning, tool calls, finish, usage.
+
+    A restart (a retry that cannot resume, or a server that started a new stream instead of
+    resuming ours) replaces the whole value: ``turn.reply = _Reply()``.
+    """
 
     __slots__ = (
-        "base",
         "blocks",
-        "cancel_request",
-        "client",
-        "discard",
         "finish_reason",
-        "loop",
         "next_index",
         "parts",
-        "prompt_estimate",
-        "queue",
         "reasoning",
         "reasoning_joiner",
-        "retries",
-        "stop_requested",
-        "stream_id",
-        "task",
-        "telemetry",
         "text_joiner",
         "tool_calls",
         "usage",
     )
 
-    def __init__(self, base: Usage, prompt_estimate: int, queue: asyncio.Queue[Any] | None) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.task: asyncio.Task[None] | None = None
-        self.client: httpx.AsyncClient | None = None
-        self.cancel_request: asyncio.Task[None] | None = None
-        self.base = base  # conversation totals before this turn
-        self.prompt_estimate = prompt_estimate
-        self.queue = queue
-        self.stop_requested = False
-        self.discard = False
-        self.stream_id: str | None = None
-        self.retries = 0
-        self.telemetry: _otel.Step | None = None  # set per model call when OpenTelemetry is on
-        self.restart()
+    def __init__(self) -> None:
+        self.parts: list[str] = []  # the latest deltas of the reply text
+        self.blocks: list[str] = []  # earlier deltas, joined _BLOCK at a time
+        self.reasoning: list[str] = []
+        self.text_joiner = SurrogateJoiner()  # characters split into UTF-16 halves, rejoined
+        self.reasoning_joiner = SurrogateJoiner()
+        self.tool_calls: list[ToolCall] = []
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None  # as the server reported it (None: estimate at the end)
+        self.next_index = 0  # the native token index expected next (resume de-duplication)
 
     def text(self) -> str:
         """The reply text so far."""
@@ -128,21 +124,76 @@ class _Turn:
     def has_text(self) -> bool:
         return bool(self.parts or self.blocks)
 
-    def restart(self) -> None:
-        """Forget the partial reply: the next attempt streams it from the beginning."""
-        self.parts: list[str] = []  # the latest deltas of the reply text
-        self.blocks: list[str] = []  # earlier deltas, joined _BLOCK at a time
-        self.reasoning: list[str] = []
-        self.text_joiner = SurrogateJoiner()  # characters split into UTF-16 halves, rejoined
-        self.reasoning_joiner = SurrogateJoiner()
-        self.tool_calls: list[ToolCall] = []
-        self.finish_reason: str | None = None
-        self.usage: Usage | None = None
-        self.next_index = 0
+
+class _Turn:
+    """One turn, from send() to its settled reply, however many attempts it takes.
+
+    The phases (`phase`), and the method that moves the turn into each::
+
+        starting ──_attempts──▶ attempting ──the stream ends──▶ settled  (_run → _settle)
+                                  │    ▲
+                  retryable failure    │ the delay is over
+                                  ▼    │
+                               backing off                      (_attempts: retry.decide)
+                                  │
+                  not retryable, or out of retries ──▶ failed   (_run re-raises the error)
+
+        any phase ── stop(), or the caller cancelled ──▶ stopping ──▶ settled ("stopped")
+
+    Two side exits do not change the phase: a *restart* replaces `reply` with an empty one
+    (`_attempts` on a retry that cannot resume, `_other_event` on a new stream id), and
+    *discard* (reset() during the turn) settles without touching history or totals.
+
+    A turn holds one `reply` at a time, with its own retry budget (`_attempts`). A turn is one
+    model call: a send with tools makes one turn per step, inside one `_Send`.
+    """
+
+    __slots__ = (
+        "base",
+        "cancel_request",
+        "client",
+        "discard",
+        "loop",
+        "phase",
+        "prompt_estimate",
+        "queue",
+        "reply",
+        "retries",
+        "stop_requested",
+        "stream_id",
+        "task",
+        "telemetry",
+    )
+
+    def __init__(self, base: Usage, prompt_estimate: int, queue: asyncio.Queue[Any] | None) -> None:
+        self.phase: Phase = "starting"
+        self.loop = asyncio.get_running_loop()
+        self.task: asyncio.Task[None] | None = None
+        self.client: httpx.AsyncClient | None = None
+        self.cancel_request: asyncio.Task[None] | None = None  # the DELETE, once stop() sent it
+        self.base = base  # conversation totals before this turn
+        self.prompt_estimate = prompt_estimate
+        self.queue = queue  # tokens() reads the text here
+        self.stop_requested = False
+        self.discard = False
+        self.stream_id: str | None = None  # the server's id of the generation (native)
+        self.retries = 0
+        self.telemetry: _otel.Step | None = None  # set per model call when OpenTelemetry is on
+        self.reply = _Reply()
+
+    def enter(self, phase: Phase) -> None:
+        """Move to `phase`, unless stop() came first: stopping wins until the turn settles."""
+        if not self.stop_requested:
+            self.phase = phase
+
+    def __repr__(self) -> str:
+        return f"<_Turn {self.phase} retries={self.retries} stream_id={self.stream_id!r}>"
 
 
 class _Send:
-    """One send(): its options, whether stop() ended it, the tool handlers running now."""
+    """One send() (or retry(), send_tool_results()): its options, whether stop() ended it, the
+    tool handlers running now. It spans every turn (model call) of a tool loop and the tools
+    run between them, so the AIStream stays busy and stop() ends all of it."""
 
     __slots__ = ("handlers", "loop", "options", "stop_requested")
 
@@ -227,7 +278,7 @@ class AIStream(TypedEmitter):
             stall_timeout=stall_timeout,
             listeners={"on_token": on_token, "on_usage": on_usage, "on_error": on_error},
             client=client,
-            client_class=httpx.AsyncClient,
+            client_class=ClientLease.client_class,
             options=options,
             max_event_bytes=max_event_bytes,
             sleep=sleep,
@@ -251,9 +302,7 @@ class AIStream(TypedEmitter):
             stall_timeout=stall_timeout,
             max_event_bytes=max_event_bytes,
         )
-        self._user_client = client
-        # The shared pool of each event loop this AIStream streamed in (see _pool.py).
-        self._pools: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+        self._clients = ClientLease(client)
         self._sleep = sleep
         self._rng = rng
         self._tools = coerce_tools(tools)
@@ -444,7 +493,7 @@ class AIStream(TypedEmitter):
             try:
                 return await self.send(content, images=images, options=options, display=display)
             finally:
-                await self._release_pool()  # this call's loop only: not the caller's pool
+                await self._clients.release()  # this call's loop only: not the caller's pool
 
         return run_sync(once, on_interrupt=self.stop)
 
@@ -562,6 +611,7 @@ class AIStream(TypedEmitter):
         if turn is None or turn.stop_requested:
             return
         turn.stop_requested = True
+        turn.phase = "stopping"
         if running is turn.loop:
             self._stop_now(turn)
         elif not turn.loop.is_closed():
@@ -647,7 +697,7 @@ class AIStream(TypedEmitter):
         self.stop()
         if turn is not None and turn.loop is asyncio.get_running_loop():
             await self._finish_cancel_request(turn)  # the DELETE needs the pool: ≤ 2 s
-        await self._close_owned()
+        await self._clients.close()
 
     async def __aenter__(self) -> AIStream:
         return self
@@ -862,6 +912,7 @@ class AIStream(TypedEmitter):
                 await _finished(task)
             except asyncio.CancelledError:  # our caller was cancelled: stop the turn, propagate
                 turn.stop_requested = True
+                turn.phase = "stopping"
                 self._stop_now(turn)  # also tells the server to cancel the generation
                 await asyncio.wait((task,))
                 self._settle(turn, "stopped")
@@ -870,12 +921,13 @@ class AIStream(TypedEmitter):
                 raise
             error = None if task.cancelled() else task.exception()
             if error is None:
-                reason = "stopped" if turn.stop_requested else (turn.finish_reason or "stop")
+                reason = "stopped" if turn.stop_requested else (turn.reply.finish_reason or "stop")
                 reply = self._settle(turn, reason)
                 _end_step(turn, reason)
                 await self._finish_cancel_request(turn)
                 await self.drain()
                 return reply
+            turn.phase = "failed"
             _end_step(turn, "error", error)
             if isinstance(error, AIStreamError):
                 self._report(error)
@@ -886,7 +938,12 @@ class AIStream(TypedEmitter):
             self.emit(EVENT_STREAMING_END)
 
     async def _attempts(self, turn: _Turn, request: ChatRequest) -> None:
-        """Attempt, and retry while the failure is retryable and the budget lasts."""
+        """One model call: attempt, and retry while `_retry.decide` says so.
+
+        Each attempt gets a fresh dialect; `state` carries the resume point between them. The
+        decision is `decide`'s; this loop carries it out: the restart, the ``retry`` event,
+        the log line and the sleep. A stop() cancels the task: that ends the call quietly.
+        """
         if turn.stop_requested:
             return  # stop() (or aclose()) came before the first attempt: send nothing
         budget = RetryBudget(self._retry, self._rng)
@@ -895,46 +952,54 @@ class AIStream(TypedEmitter):
         sink, on_text = self._sinks_for(turn)
         if turn.telemetry is not None:  # only while tracing: the token path is otherwise bare
             sink, on_text = turn.telemetry.watch(sink, on_text)
-        best = 0  # most content events one attempt delivered: beating it resets the budget
         try:
-            client = turn.client = self._client()
+            client = turn.client = self._clients.client(own_pool=_IN_SYNC.get())
             while True:
                 dialect = self._dialect_factory()
-                before = state.last_event_id
+                resumed_from = state.last_event_id
+                turn.enter("attempting")
                 try:
                     await self._transport.run(client, spec, dialect, sink, state, on_text)
                     return
                 except AIStreamError as failure:
-                    error = _cannot_resume(failure, state)
-                    progressed = state.last_event_id != before if dialect.resumable else False
-                    if state.events > best or progressed:
-                        best = max(best, state.events)
-                        budget.reset()
-                    delay = budget.next_delay(error)
-                    if delay is None:
-                        if budget.attempt and is_retryable(error):
-                            raise _gave_up(error, budget.attempt) from error
-                        if error is failure:
-                            raise
-                        raise error from failure
-                    turn.retries = budget.attempt
-                    resume = dialect.resumable and bool(state.last_event_id)
-                    if not resume:
-                        turn.restart()  # `best` stays: a restart must outdo every earlier try
-                    if turn.telemetry is not None:
-                        turn.telemetry.retry(budget.attempt, delay, resume, error)
-                    self.emit(
-                        EVENT_RETRY,
-                        RetryEvent(attempt=budget.attempt, delay=delay, error=error, resume=resume),
+                    decision = decide(
+                        failure,
+                        budget,
+                        resumable=dialect.resumable,
+                        resumed_from=resumed_from,
+                        reached=state.last_event_id,
+                        events=state.events,
                     )
-                    log.info(
-                        "aistream: attempt failed (%s); retry %d in %.3g s%s",
-                        error,
-                        budget.attempt,
-                        delay,
-                        " (resuming)" if resume else "",
+                    if isinstance(decision, GiveUp):
+                        if decision.cause is None:
+                            raise  # the failure itself, as it came
+                        raise decision.error from decision.cause
+                turn.retries = decision.attempt
+                if not decision.resume:
+                    state.last_event_id = ""
+                    turn.reply = _Reply()  # restart: the next attempt streams it from the start
+                turn.enter("backing off")
+                if turn.telemetry is not None:
+                    turn.telemetry.retry(
+                        decision.attempt, decision.delay, decision.resume, decision.error
                     )
-                    await self._sleep(delay)
+                self.emit(
+                    EVENT_RETRY,
+                    RetryEvent(
+                        attempt=decision.attempt,
+                        delay=decision.delay,
+                        error=decision.error,
+                        resume=decision.resume,
+                    ),
+                )
+                log.info(
+                    "aistream: attempt failed (%s); retry %d in %.3g s%s",
+                    decision.error,
+                    decision.attempt,
+                    decision.delay,
+                    " (resuming)" if decision.resume else "",
+                )
+                await self._sleep(decision.delay)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if turn.stop_requested and task is not None:
@@ -956,16 +1021,18 @@ class AIStream(TypedEmitter):
             joiner). One function, not two: it is one Python call per token."""
             if turn.stop_requested:
                 return  # stop() was called by a listener of an earlier event in this chunk
-            if turn.text_joiner.pending and not joined:  # half a character came before
-                text = turn.text_joiner.feed(text)
-            parts = turn.parts
+            reply = turn.reply
+            if reply.text_joiner.pending and not joined:  # half a character came before
+                text = reply.text_joiner.feed(text)
+            parts = reply.parts
             parts.append(text)
             if len(parts) == _BLOCK:  # one str per delta is ~60 bytes: keep them joined
-                turn.blocks.append("".join(parts))
+                reply.blocks.append("".join(parts))
                 parts.clear()
             # pyee's {event: {key: listener}}, read (never written) per token: a listener may
             # call remove_all_listeners(), which replaces the dict. Without pyee's lock: under
             # the GIL the snapshot below is atomic (a free-threaded build would need the lock).
+            # pyee's `_events` is pinned in tests/test_dependency_contract.py.
             handlers = self._events.get(EVENT_TOKEN)
             if handlers:  # pyee's emit, minus its lock and kwargs: ~2 µs a token
                 emit_one(list(handlers.values()), text)
@@ -977,14 +1044,15 @@ class AIStream(TypedEmitter):
                 if turn.stop_requested:
                     return  # stop() was called by a listener of an earlier event
                 if type(event) is TextDelta:
+                    reply = turn.reply
                     index = event.index
                     if index is not None:
-                        if index < turn.next_index:
+                        if index < reply.next_index:
                             continue  # already delivered before a reconnect
-                        turn.next_index = index + 1
+                        reply.next_index = index + 1
                     text = event.text
-                    if turn.text_joiner.pending or has_surrogate(text):
-                        text = turn.text_joiner.feed(text)
+                    if reply.text_joiner.pending or has_surrogate(text):
+                        text = reply.text_joiner.feed(text)
                         if not text:
                             continue  # half a character: it waits for the other half
                         on_text(text, True)
@@ -996,14 +1064,17 @@ class AIStream(TypedEmitter):
         return sink, on_text
 
     def _other_event(self, turn: _Turn, event: StreamEvent) -> None:
+        """Everything but reply text: usage, finish, stream start, reasoning, tool calls, the
+        server's own error (raised: it ends the attempt), and what is only logged."""
+        reply = turn.reply
         if isinstance(event, UsageReport):
             self._apply_usage(turn, event)
         elif isinstance(event, FinishReason):
-            turn.finish_reason = event.reason
+            reply.finish_reason = event.reason
         elif isinstance(event, StreamStarted):
-            if turn.stream_id and event.stream_id != turn.stream_id and turn.has_text():
+            if turn.stream_id and event.stream_id != turn.stream_id and reply.has_text():
                 # A reconnect reached a new generation, not ours: its indices would splice.
-                turn.restart()
+                turn.reply = _Reply()
                 error = ConnectionLostError(
                     f"the server started a new stream {event.stream_id!r} instead of resuming "
                     f"{turn.stream_id!r}; the reply restarts"
@@ -1019,23 +1090,23 @@ class AIStream(TypedEmitter):
                 turn.telemetry.response(response_id=event.stream_id, response_model=event.model)
         elif isinstance(event, ReasoningDelta):
             text = event.text
-            if turn.reasoning_joiner.pending or has_surrogate(text):
-                text = turn.reasoning_joiner.feed(text)
+            if reply.reasoning_joiner.pending or has_surrogate(text):
+                text = reply.reasoning_joiner.feed(text)
             if text:
-                turn.reasoning.append(text)
+                reply.reasoning.append(text)
                 self.emit(EVENT_REASONING, text)
         elif isinstance(event, ToolCallDone):
             call = ToolCall(
                 id=event.id, name=event.name, arguments=event.arguments, signature=event.signature
             )
-            turn.tool_calls.append(call)
+            reply.tool_calls.append(call)
             self.emit(EVENT_TOOL_CALL, call)
         elif isinstance(event, ServerError):
             raise APIStatusError(
                 f"the server reported an error in the stream from "
                 f"{redact_url(self._endpoint)}: {self._transport.redact(event.message)}"
                 + (f" (code {event.code})" if event.code else ""),
-                status_code=200,
+                status_code=IN_STREAM_STATUS,
                 body=self._transport.redact_body(event.body),
                 code=event.code,
                 retryable=event.retryable,
@@ -1049,18 +1120,19 @@ class AIStream(TypedEmitter):
             pass
 
     def _apply_usage(self, turn: _Turn, report: UsageReport) -> None:
-        previous = turn.usage or _NO_USAGE
+        reply = turn.reply
+        previous = reply.usage or _NO_USAGE
         merged = report.applied_to(
             UsageReport(previous.prompt_tokens, previous.completion_tokens, previous.total_tokens)
         )
-        turn.usage = Usage(
+        usage = reply.usage = Usage(
             prompt_tokens=merged.prompt_tokens or 0,
             completion_tokens=merged.completion_tokens or 0,
             total_tokens=merged.total_tokens or 0,
         )
         if turn.telemetry is not None:
-            turn.telemetry.usage(turn.usage.prompt_tokens, turn.usage.completion_tokens)
-        self._usage = turn.base + turn.usage
+            turn.telemetry.usage(usage.prompt_tokens, usage.completion_tokens)
+        self._usage = turn.base + usage
         self.emit(EVENT_USAGE, self._usage)
 
     def _settle(self, turn: _Turn, reason: str) -> Message:
@@ -1068,32 +1140,34 @@ class AIStream(TypedEmitter):
 
         A reply stopped before any content is returned but not added to history.
         """
+        turn.phase = "settled"
+        reply = turn.reply
         # Half a character still held at the end has no partner: U+FFFD (no token event).
-        content = turn.text() + turn.text_joiner.flush()
-        if turn.tool_calls and reason == "stop":
+        content = reply.text() + reply.text_joiner.flush()
+        if reply.tool_calls and reason == "stop":
             reason = "tool_calls"  # whatever the provider says (Gemini: STOP), API.md §10
-        empty = not (content or turn.tool_calls or turn.reasoning)
-        if not turn.discard and not (empty and reason == "stopped") and turn.usage is None:
-            turn.usage = Usage(
+        empty = not (content or reply.tool_calls or reply.reasoning)
+        if not turn.discard and not (empty and reason == "stopped") and reply.usage is None:
+            reply.usage = Usage(
                 prompt_tokens=turn.prompt_estimate,
                 completion_tokens=_estimate_tokens(len(content)),
             )
-            self._usage = turn.base + turn.usage
+            self._usage = turn.base + reply.usage
             self.emit(EVENT_USAGE, self._usage)
-        reply = Message(
+        message = Message(
             role="assistant",
             content=content,
             finish_reason=reason,
-            usage=turn.usage,
-            reasoning="".join(turn.reasoning) + turn.reasoning_joiner.flush() or None,
-            tool_calls=turn.tool_calls,
+            usage=reply.usage,
+            reasoning="".join(reply.reasoning) + reply.reasoning_joiner.flush() or None,
+            tool_calls=reply.tool_calls,
         )
         if turn.discard:
-            return reply
+            return message
         if not (empty and reason == "stopped"):
-            self._messages.append(reply)
-        self.emit(EVENT_MESSAGE, _copy(reply))
-        return reply
+            self._messages.append(message)
+        self.emit(EVENT_MESSAGE, _copy(message))
+        return message
 
     def _report(self, error: AIStreamError) -> None:
         """Emit `error` only when someone listens (pyee would raise otherwise)."""
@@ -1101,52 +1175,18 @@ class AIStream(TypedEmitter):
             self.emit(EVENT_ERROR, error)
 
     def _stop_now(self, turn: _Turn) -> None:
+        """Cancel the turn's task; on the native protocol also send the cancelling DELETE
+        (once), so the server stops generating."""
         if turn.task is not None and not turn.task.done():
             turn.task.cancel()
         client = turn.client
         if self._protocol == "native" and turn.stream_id and client and not turn.cancel_request:
-            turn.cancel_request = asyncio.ensure_future(self._send_delete(client, turn.stream_id))
-
-    async def _send_delete(self, client: httpx.AsyncClient, stream_id: str) -> None:
-        url = f"{self._endpoint.rstrip('/')}/{quote(stream_id, safe='')}"
-        try:
-            await client.delete(url, headers=self._transport.headers, timeout=_DELETE_TIMEOUT)
-        except (httpx.HTTPError, OSError, RuntimeError) as exc:  # RuntimeError: pool closed
-            log.debug("aistream: best-effort cancel %s failed: %s", redact_url(url), exc)
+            url = f"{self._endpoint.rstrip('/')}/{quote(turn.stream_id, safe='')}"
+            turn.cancel_request = asyncio.ensure_future(self._transport.cancel(client, url))
 
     async def _finish_cancel_request(self, turn: _Turn) -> None:
         if turn.cancel_request is not None:
-            await asyncio.wait((turn.cancel_request,), timeout=_DELETE_TIMEOUT)
-
-    def _client(self) -> httpx.AsyncClient:
-        if self._user_client is not None and not _IN_SYNC.get():
-            return self._user_client
-        loop = asyncio.get_running_loop()
-        client = self._pools.get(loop)
-        if client is None:
-            from ._pool import acquire_client  # here: httpcore loads anyio, not needed at import
-
-            client = self._pools[loop] = acquire_client()  # the loop's, shared by AIStreams
-        return client
-
-    async def _release_pool(self) -> None:
-        """Let go of the running loop's pool (the last AIStream to do so closes it)."""
-        loop = asyncio.get_running_loop()
-        client = self._pools.pop(loop, None)
-        if client is not None:
-            from ._pool import release_client
-
-            await release_client(loop, client)
-
-    async def _close_owned(self) -> None:
-        """Let go of every pool: the running loop's now, other loops' without closing them."""
-        await self._release_pool()
-        if self._pools:
-            from ._pool import drop_client
-
-            pools, self._pools = self._pools, {}
-            for loop, client in pools.items():
-                drop_client(loop, client)
+            await asyncio.wait((turn.cancel_request,), timeout=CANCEL_TIMEOUT)
 
 
 def _end_step(turn: _Turn, reason: str, error: BaseException | None = None) -> None:
@@ -1185,42 +1225,3 @@ def _copy(message: Message) -> Message:
             update={"tool_calls": list(message.tool_calls), "images": list(message.images)}
         )
     return message.model_copy(update={"tool_calls": list(message.tool_calls)})
-
-
-def _cannot_resume(error: AIStreamError, state: AttemptState) -> AIStreamError:
-    """Turn failures that a resume cannot fix into restarts.
-
-    An error the server sent inside the stream ends that stream (a resume would replay it),
-    and a 400/404/410 on a resume means the server no longer has the stream or will not
-    stream it again (Responses: "more than 5 minutes old").
-    """
-    if isinstance(error, APIStatusError) and error.status_code == 200:
-        state.last_event_id = ""
-        return error
-    if (
-        state.last_event_id
-        and isinstance(error, APIStatusError)
-        and error.status_code in (400, 404, 410)
-    ):
-        state.last_event_id = ""
-        lost = ConnectionLostError(f"the server cannot resume the stream ({error}); restarting")
-        lost.__cause__ = error
-        return lost
-    return error
-
-
-def _gave_up(error: AIStreamError, retries: int) -> AIStreamError:
-    """The same kind of error, its message saying that the retries ran out."""
-    message = (
-        f"{error} (gave up after {retries} retries; raise RetryConfig.max_retries to try longer)"
-    )
-    if isinstance(error, APIStatusError):
-        return APIStatusError(
-            message,
-            status_code=error.status_code,
-            body=error.body,
-            code=error.code,
-            retryable=error.retryable,
-            retry_after=error.retry_after,
-        )
-    return type(error)(message)

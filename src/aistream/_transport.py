@@ -1,10 +1,13 @@
-"""Bytes over the network: open one attempt's stream, read it, map failures to aistream.errors.
+"""Bytes over the network: the client side's HTTP, and only here (with `_pool`, which it leases).
 
 One call of `Transport.run` is one attempt: it sends the request (with ``Last-Event-ID`` when
 resuming), checks status and content type, feeds the body's chunks to a `_wire` StreamReader
 (decoder, dialect, per-token fast path and the last delivered id, all sans-I/O), and enforces
 the two timers: `timeout` (silence on the connection, via httpx) and `stall_timeout` (no
-content event; heartbeats do not count). It always closes the response.
+content event; heartbeats do not count). It always closes the response. `Transport.cancel` is
+the native protocol's best-effort ``DELETE`` that stops a generation on the server, and
+`ClientLease` holds the clients one AIStream streams with (its caller's ``client=``, or the
+shared pool of each event loop it streamed in).
 
 At import it adds a filter to httpx's logger that redacts secret query values in the URLs
 httpx logs at INFO.
@@ -18,7 +21,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Final
 
 import httpx
 
@@ -54,6 +57,8 @@ logging.getLogger("httpx").addFilter(_RedactURLs())
 
 _ERROR_BODY_LIMIT = 64 * 1024
 _DRAIN_SECONDS = 0.5
+#: How long the cancelling DELETE may take (and how long a closing AIStream waits for it).
+CANCEL_TIMEOUT: Final = 2.0
 
 
 @dataclass(slots=True)
@@ -141,6 +146,57 @@ async def _drain(chunks: AsyncIterator[bytes]) -> None:
                 pass
     except (TimeoutError, httpx.TransportError):
         pass  # the connection is closed instead; the reply is complete either way
+
+
+class ClientLease:
+    """The HTTP clients one AIStream streams with.
+
+    The caller's ``client=`` (borrowed, never closed), or else the shared pool of each event
+    loop it streamed in, leased from `_pool` (imported at first use: httpcore loads anyio,
+    which `import aistream` does not need). `send_sync` runs its own loop and asks for that
+    loop's pool even when a client was given: an AsyncClient cannot cross event loops.
+    """
+
+    __slots__ = ("_borrowed", "_pools")
+
+    #: What ``client=`` must be (AIStream checks it at construction).
+    client_class: ClassVar[type] = httpx.AsyncClient
+
+    def __init__(self, borrowed: httpx.AsyncClient | None) -> None:
+        self._borrowed = borrowed
+        self._pools: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+
+    def client(self, *, own_pool: bool = False) -> httpx.AsyncClient:
+        """The client for the running loop: the borrowed one unless `own_pool`, else the
+        loop's shared pool (acquired once per loop)."""
+        if self._borrowed is not None and not own_pool:
+            return self._borrowed
+        loop = asyncio.get_running_loop()
+        client = self._pools.get(loop)
+        if client is None:
+            from ._pool import acquire_client
+
+            client = self._pools[loop] = acquire_client()  # the loop's, shared by AIStreams
+        return client
+
+    async def release(self) -> None:
+        """Let go of the running loop's pool (the last AIStream to do so closes it)."""
+        loop = asyncio.get_running_loop()
+        client = self._pools.pop(loop, None)
+        if client is not None:
+            from ._pool import release_client
+
+            await release_client(loop, client)
+
+    async def close(self) -> None:
+        """Let go of every pool: the running loop's now, other loops' without closing them."""
+        await self.release()
+        if self._pools:
+            from ._pool import drop_client
+
+            pools, self._pools = self._pools, {}
+            for loop, client in pools.items():
+                drop_client(loop, client)
 
 
 class Transport:
@@ -282,6 +338,14 @@ class Transport:
         finally:
             if watchdog is not None:
                 watchdog.close()
+
+    async def cancel(self, client: httpx.AsyncClient, url: str) -> None:
+        """``DELETE url`` with our headers, best effort: a failure is logged at DEBUG only (the
+        stream is being stopped either way)."""
+        try:
+            await client.delete(url, headers=self.headers, timeout=CANCEL_TIMEOUT)
+        except (httpx.HTTPError, OSError, RuntimeError) as exc:  # RuntimeError: pool closed
+            log.debug("aistream: best-effort cancel %s failed: %s", redact_url(url), exc)
 
     def _url(self, url: str) -> tuple[httpx.URL, str]:
         return _parsed_url(url)

@@ -51,8 +51,8 @@ from aistream._proxy import FaultProxy, Faults
 from aistream._wire._dialect import ChatMessage, ChatRequest, ToolCallPart
 from aistream.server import ReplayStore, create_app
 from tests.chaos.model import ChaosModel, HTTPFault, ResponsesUpstream, Upstream
-from tests.chaos.servers import running
 from tests.loopback import LoopbackServer
+from tests.servers import running
 
 #: The credential every client sends; it must never show up anywhere (see SecretSweep).
 API_KEY = "sk-chaos-4c1f9e7a2b8d6035e1a7c9f4b2d8e6a0"

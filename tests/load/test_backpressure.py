@@ -23,7 +23,7 @@ from aistream._wire._dialect import ChatRequest
 from aistream._wire._events import FinishReason, StreamEvent, TextDelta
 from aistream._wire._sse import SSEDecoder
 from aistream.server import create_app
-from tests.chaos.servers import running
+from tests.servers import running
 
 GUARD = 10.0
 PIECE = 64 * 1024

@@ -38,7 +38,7 @@ from aistream._wire._events import TextDelta
 from aistream._wire._native import NativeDialect
 from aistream._wire._sse import SSEDecoder
 from aistream.server import DemoModel, create_app
-from tests.chaos.servers import running
+from tests.servers import running
 
 CLIENTS = 500
 WARM_UP = 30

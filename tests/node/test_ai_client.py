@@ -32,7 +32,7 @@ from aistream._wire._events import (
     UsageReport,
 )
 from aistream.server import create_app
-from tests.server.conftest import running
+from tests.servers import running
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = ROOT / ".cache" / "npm-ai" / "node_modules"

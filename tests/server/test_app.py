@@ -13,8 +13,9 @@ import pytest
 from aistream._wire._events import Done, FinishReason, ServerError, TextDelta, UsageReport
 from aistream.server import MemoryReplayStore, create_app
 from aistream.server._app import ChatService
+from tests.servers import running
 
-from .conftest import (
+from .helpers import (
     GUARD,
     EventReader,
     FakeClock,
@@ -26,7 +27,6 @@ from .conftest import (
     guard,
     http_scope,
     native_events,
-    running,
     tokens_of,
 )
 

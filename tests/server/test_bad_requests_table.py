@@ -31,7 +31,7 @@ from aistream import AIStream, RetryConfig, RetryEvent
 from aistream._wire._dialect import ChatMessage, ChatRequest
 from aistream._wire._events import FinishReason, StreamEvent, TextDelta, UsageReport
 from aistream.server import DemoModel, create_app
-from tests.chaos.servers import running
+from tests.servers import running
 
 GUARD = 5.0  # seconds: the bound on every wait
 HANG = 3.0  # seconds: a bad request not answered by then counts as a hang

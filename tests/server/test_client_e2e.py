@@ -12,7 +12,7 @@ import aistream
 from aistream._wire._events import UsageReport
 from aistream.server import DemoModel, create_app
 
-from .conftest import GUARD, ScriptedBackend, chat_body, chat_request, guard, native_events
+from .helpers import GUARD, ScriptedBackend, chat_body, chat_request, guard, native_events
 
 
 async def test_client_gets_the_demo_reply_and_the_usage_the_server_reported(

@@ -11,7 +11,7 @@ from aistream._wire._dialect import ChatMessage, ChatRequest
 from aistream._wire._events import FinishReason, StreamEvent, TextDelta, UsageReport
 from aistream.server import DemoModel
 
-from .conftest import FakeClock, chat_request, guard
+from .helpers import FakeClock, chat_request, guard
 
 
 async def collect(model: DemoModel, request: ChatRequest) -> list[StreamEvent]:

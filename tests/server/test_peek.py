@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from aistream._wire._events import ServerError, StreamEvent, TextDelta
 from aistream.server._peek import early_failure
 
-from .conftest import guard
+from .helpers import guard
 
 
 class Source:

@@ -28,7 +28,7 @@ from aistream.errors import APIStatusError, ConnectionLostError, ProtocolError, 
 from aistream.server import UpstreamRelay, create_app
 from aistream.server._relay import upstream_error
 
-from .conftest import chat_body, native_events
+from .helpers import chat_body, native_events
 
 API_KEY = "sk-test-0123456789secret"
 

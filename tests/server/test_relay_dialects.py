@@ -27,8 +27,8 @@ import aistream
 from aistream.server import UpstreamRelay, create_app
 from aistream.server._relay import UPSTREAM_PROTOCOLS
 
-from .conftest import GUARD, chat_body, guard
-from .test_formats import READERS, Reply, finish_in
+from .helpers import GUARD, chat_body, guard
+from .readers import READERS, Reply, finish_in
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 API_KEY = "sk-ant-test-0123456789secret"

@@ -21,7 +21,7 @@ from aistream import AIStream
 from aistream.server import create_app
 from aistream.server._options import request_options, upstream_options
 
-from .conftest import chat_body
+from .helpers import chat_body
 
 OPTIONS = {
     "temperature": 0.2,

@@ -11,7 +11,7 @@ from aistream._wire._events import TextDelta, UsageReport
 from aistream.server import MemoryReplayStore, Replay, ReplayFull
 from aistream.server._encoders import NativeEncoder
 
-from .conftest import FakeClock
+from .helpers import FakeClock
 
 
 async def filled(

@@ -31,7 +31,7 @@ from aistream.server import EventStreamResponse
 from aistream.server._encoders import NativeEncoder
 from aistream.server._response import SendLock
 
-from .conftest import FakeClock, FakePeer, guard, http_scope, native_events
+from .helpers import FakeClock, FakePeer, guard, http_scope, native_events
 
 PING = b": ping\n\n"
 

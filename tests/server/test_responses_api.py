@@ -26,7 +26,7 @@ from aistream._wire._events import (
 from aistream.server import create_app
 from aistream.server._responses_out import RequestError, parse_responses
 
-from .conftest import GUARD
+from .helpers import GUARD
 
 REPLY: list[StreamEvent] = [
     ReasoningDelta("Think "),

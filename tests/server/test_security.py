@@ -18,7 +18,7 @@ from starlette.requests import Request
 from aistream._wire._events import TextDelta
 from aistream.server import Principal, create_app
 
-from .conftest import EventReader, ScriptedBackend, chat_body, guard, native_events
+from .helpers import EventReader, ScriptedBackend, chat_body, guard, native_events
 from .hostile_upstream import HostileUpstream
 
 KEY = "sk-SECRET0123456789abcdefXYZ"

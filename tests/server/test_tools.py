@@ -21,7 +21,7 @@ from aistream._wire._events import FinishReason, ServerError, TextDelta, ToolCal
 from aistream.server import create_app
 from aistream.server._demo import DemoModel
 
-from .conftest import frames, native_events
+from .helpers import frames, native_events
 
 WEATHER = {
     "name": "get_weather",

@@ -1,4 +1,4 @@
-"""AnthropicDialect: every Anthropic fixture at every chunking, usage, tools, errors, requests."""
+"""AnthropicDialect: usage, tools, errors, requests (its fixtures: test_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -23,78 +23,13 @@ from aistream._wire._events import (
     ToolCallDone,
     UsageReport,
 )
-from tests.wire.replay import EVENT, Outcome, chunked, outcome, replay_through
+from tests.wire.replay import outcome, replay_through
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-SIZES = [
-    pytest.param(s, id=i)
-    for s, i in ((None, "whole"), (EVENT, "event"), (1, "byte"), (7, "7"), (64, "64"))
-]
 
 
 def replay(chunks: list[bytes]) -> tuple[list[StreamEvent], bool]:
     return replay_through(AnthropicDialect(), chunks)
-
-
-# --- every fixture, every chunking ----------------------------------------------------------
-
-EXPECTED = {
-    # WIRE.md's fixture ends without a blank line: message_stop is never dispatched (WHATWG), so
-    # the stream is not finished and the transport treats it as a drop.
-    "basic.sse": Outcome(
-        text="Hello there!", usage=(11, 6, 17), finish="stop", finished=False, heartbeats=1
-    ),
-    "basic_terminated.sse": Outcome(
-        text="Hello there!", usage=(11, 6, 17), finish="stop", heartbeats=1
-    ),
-    "thinking.sse": Outcome(
-        text="17 × 3 = 51.",
-        reasoning="The user asks for 17 × 3. 17 × 3 = 51.",
-        usage=(42, 58, 100),
-        finish="stop",
-        heartbeats=1,
-    ),
-    "tool_use.sse": Outcome(
-        text="I'll check the current weather in Paris for you.",
-        tool_calls=[("toolu_01NRLabsLyVHZPKxbKvkfSMn", "get_weather", '{"location": "Paris"}')],
-        usage=(377, 65, 442),
-        finish="tool_calls",
-        heartbeats=1,
-    ),
-    "overloaded.sse": Outcome(
-        usage=(42, 3, 45),
-        finished=False,
-        errors=[("Overloaded", "overloaded_error", True)],
-        heartbeats=1,
-    ),
-    "usage_cumulative.sse": Outcome(
-        text="Counting: one, two", usage=(150, 10, 160), finish="length"
-    ),
-    "forward_compat.sse": Outcome(text="Sunny", usage=(12, 7, 19), finish="stop", skipped=4),
-}
-
-
-def test_anthropic_fixtures_all_have_expectations() -> None:
-    assert sorted(p.name for p in (FIXTURES / "anthropic").iterdir()) == sorted(EXPECTED)
-
-
-@pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_anthropic_fixture_at_any_chunk_size_gives_expected_outcome(
-    name: str, size: int | None
-) -> None:
-    raw = (FIXTURES / "anthropic" / name).read_bytes()
-    events, finished = replay(chunked(raw, size))
-    assert (events, finished) == replay([raw])
-    assert outcome(events, finished) == EXPECTED[name]
-
-
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_anthropic_fixture_split_at_every_index_gives_the_same_events(name: str) -> None:
-    raw = (FIXTURES / "anthropic" / name).read_bytes()
-    whole = replay([raw])
-    for i in range(len(raw) + 1):
-        assert replay([raw[:i], raw[i:]]) == whole, f"split at {i}"
 
 
 def test_anthropic_basic_without_final_blank_line_is_not_finished() -> None:

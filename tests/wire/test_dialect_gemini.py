@@ -1,10 +1,9 @@
-"""GeminiDialect: every Gemini fixture at every chunking, parts, usage snapshots, finish reasons,
-errors with RetryInfo, the URL, the request body and its options."""
+"""GeminiDialect: parts, usage snapshots, finish reasons, errors with RetryInfo, the URL, the
+request body and its options (its fixtures: test_fixtures.py)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,13 +25,8 @@ from aistream._wire._events import (
 )
 from aistream._wire._gemini import GeminiDialect, retry_delay, stream_url
 from aistream._wire._registry import dialect_factory
-from tests.wire.replay import EVENT, Outcome, chunked, outcome, replay_through
+from tests.wire.replay import replay_through
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-SIZES = [
-    pytest.param(s, id=i)
-    for s, i in ((None, "whole"), (EVENT, "event"), (1, "byte"), (7, "7"), (64, "64"))
-]
 BASE = "https://generativelanguage.googleapis.com/v1beta"
 
 
@@ -45,60 +39,6 @@ def chunk(*parts: dict[str, Any], finish: str | None = None, **extra: Any) -> SS
     if finish:
         candidate["finishReason"] = finish
     return SSEEvent(json.dumps({"candidates": [candidate], **extra}))
-
-
-# --- every fixture, every chunking ----------------------------------------------------------
-
-EXPECTED = {
-    "text.sse": Outcome(
-        text='There are **3** "r"s in strawberry.\n\nst**r**awbe**rr**y',
-        usage=(9, 208, 217),
-        finish="stop",
-    ),
-    "thinking.sse": Outcome(
-        text="2 + 2 = 4.",
-        reasoning="**Adding two numbers**\n\nThe user asks for 2 + 2. That is 4.",
-        usage=(14, 92, 106),
-        finish="stop",
-    ),
-    "tool_call.sse": Outcome(
-        tool_calls=[("call_b36LacjwM668nsEP2tbsgQQ_1", "weather", '{"location":"San Francisco"}')],
-        usage=(29, 60, 89),
-        finish="tool_calls",
-    ),
-    "error.sse": Outcome(
-        text="Once upon",
-        usage=(8, 2, 10),
-        finished=False,
-        errors=[("The model is overloaded. Please try again later.", "UNAVAILABLE", True)],
-    ),
-    "max_tokens.sse": Outcome(
-        text="The history of Rome begins", usage=(10, 5, 15), finish="length"
-    ),
-}
-
-
-def test_gemini_fixtures_all_have_expectations() -> None:
-    assert sorted(p.name for p in (FIXTURES / "gemini").iterdir()) == sorted(EXPECTED)
-
-
-@pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_gemini_fixture_at_any_chunk_size_gives_expected_outcome(
-    name: str, size: int | None
-) -> None:
-    raw = (FIXTURES / "gemini" / name).read_bytes()
-    events, finished = replay(chunked(raw, size))
-    assert (events, finished) == replay([raw])
-    assert outcome(events, finished) == EXPECTED[name]
-
-
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_gemini_fixture_split_at_every_index_gives_the_same_events(name: str) -> None:
-    raw = (FIXTURES / "gemini" / name).read_bytes()
-    whole = replay([raw])
-    for i in range(len(raw) + 1):
-        assert replay([raw[:i], raw[i:]]) == whole, f"split at {i}"
 
 
 # --- parts, usage, finish ---------------------------------------------------------------------

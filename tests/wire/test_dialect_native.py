@@ -1,4 +1,4 @@
-"""NativeDialect: every native fixture at every chunking, the seed's variants, requests."""
+"""NativeDialect: the seed's variants, requests (its fixtures: test_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -24,57 +24,13 @@ from aistream._wire._events import (
     UsageReport,
 )
 from aistream._wire._native import NativeDialect
-from tests.wire.replay import EVENT, Outcome, chunked, outcome, replay_through
+from tests.wire.replay import replay_through
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-SIZES = [
-    pytest.param(s, id=i)
-    for s, i in ((None, "whole"), (EVENT, "event"), (1, "byte"), (7, "7"), (64, "64"))
-]
 
 
 def replay(chunks: list[bytes]) -> tuple[list[StreamEvent], bool]:
     return replay_through(NativeDialect(), chunks)
-
-
-# --- every fixture, every chunking ----------------------------------------------------------
-
-EXPECTED = {
-    "ours.sse": Outcome(text="Hello world!", usage=(5, 3, 8), finish="stop"),
-    "seed_basic.sse": Outcome(text="Hello world", usage=(10, 20, 30)),
-    "seed_streaming_response.sse": Outcome(
-        text="Hello world",
-        usage=(5, 2, 7),
-        finish="stop",
-        errors=[("upstream failed", "STREAM_ERROR", False)],
-    ),
-    "seed_done_usage.sse": Outcome(text="Hi there", usage=(12, 2, 14)),
-    "seed_starter.sse": Outcome(text="Hello from Next.js", finished=False),
-    "skips.sse": Outcome(text="AC", skipped=3),
-}
-
-
-def test_native_fixtures_all_have_expectations() -> None:
-    assert sorted(p.name for p in (FIXTURES / "native").iterdir()) == sorted(EXPECTED)
-
-
-@pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_native_fixture_at_any_chunk_size_gives_expected_outcome(
-    name: str, size: int | None
-) -> None:
-    raw = (FIXTURES / "native" / name).read_bytes()
-    events, finished = replay(chunked(raw, size))
-    assert (events, finished) == replay([raw])
-    assert outcome(events, finished) == EXPECTED[name]
-
-
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_native_fixture_split_at_every_index_gives_the_same_events(name: str) -> None:
-    raw = (FIXTURES / "native" / name).read_bytes()
-    whole = replay([raw])
-    for i in range(len(raw) + 1):
-        assert replay([raw[:i], raw[i:]]) == whole, f"split at {i}"
 
 
 def test_native_ours_fixture_gives_exact_events_with_indices() -> None:

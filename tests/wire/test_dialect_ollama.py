@@ -1,4 +1,4 @@
-"""OllamaDialect: every Ollama fixture at every chunking, tools, thinking, errors, requests."""
+"""OllamaDialect: tools, thinking, errors, requests (its fixtures: test_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -25,78 +25,13 @@ from aistream._wire._native import NativeDialect
 from aistream._wire._ndjson import NDJSONDecoder
 from aistream._wire._ollama import OllamaDialect
 from aistream._wire._registry import dialect_factory
-from tests.wire.replay import EVENT, Outcome, chunked, outcome, replay_through
+from tests.wire.replay import replay_through
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-SIZES = [
-    pytest.param(s, id=i)
-    for s, i in ((None, "whole"), (EVENT, "event"), (1, "byte"), (7, "7"), (64, "64"))
-]
 
 
 def replay(chunks: list[bytes]) -> tuple[list[StreamEvent], bool]:
     return replay_through(OllamaDialect(), chunks)
-
-
-# --- every fixture, every chunking ----------------------------------------------------------
-
-BASIC = Outcome(text="The sky is blue.", usage=(26, 282, 308), finish="stop")
-EXPECTED = {
-    "basic.ndjson": BASIC,
-    "no_final_newline.ndjson": BASIC,
-    "crlf_blank_lines.ndjson": Outcome(text="The sky", usage=(26, 282, 308), finish="stop"),
-    "error.ndjson": Outcome(
-        text="The sky",
-        finished=False,
-        errors=[("an error was encountered while running the model: unexpected EOF", None, False)],
-    ),
-    "error_transient.ndjson": Outcome(
-        text="Hi",
-        finished=False,
-        errors=[("server busy, please try again.  maximum pending requests exceeded", None, True)],
-    ),
-    "multibyte.ndjson": Outcome(text="Café ☕ 😀 日本語 \u2028 ok", finished=False),
-    "thinking.ndjson": Outcome(
-        text="Hello!", reasoning="The user wants a greeting.", usage=(18, 27, 45), finish="stop"
-    ),
-    "tool_calls.ndjson": Outcome(
-        tool_calls=[
-            ("call_0", "get_weather", '{"city":"Paris"}'),
-            ("call_1", "get_time", '{"tz":"Europe/Paris","utc_offset":true}'),
-        ],
-        usage=(201, 35, 236),
-        finish="tool_calls",
-    ),
-    "tool_calls_ids.ndjson": Outcome(
-        reasoning="Need the weather tool.",
-        tool_calls=[("call_k3v9x2mq", "get_weather", '{"city":"Zürich"}')],
-        usage=(150, 22, 172),
-        finish="tool_calls",
-    ),
-}
-
-
-def test_ollama_fixtures_all_have_expectations() -> None:
-    assert sorted(p.name for p in (FIXTURES / "ollama").iterdir()) == sorted(EXPECTED)
-
-
-@pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_ollama_fixture_at_any_chunk_size_gives_expected_outcome(
-    name: str, size: int | None
-) -> None:
-    raw = (FIXTURES / "ollama" / name).read_bytes()
-    events, finished = replay(chunked(raw, size))
-    assert (events, finished) == replay([raw])
-    assert outcome(events, finished) == EXPECTED[name]
-
-
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_ollama_fixture_split_at_every_index_gives_the_same_events(name: str) -> None:
-    raw = (FIXTURES / "ollama" / name).read_bytes()
-    whole = replay([raw])
-    for i in range(len(raw) + 1):
-        assert replay([raw[:i], raw[i:]]) == whole, f"split at {i}"
 
 
 def test_ollama_basic_fixture_gives_exact_events() -> None:

@@ -1,4 +1,4 @@
-"""OpenAIDialect: every OpenAI fixture at every chunking, the fast path, tool calls, errors."""
+"""OpenAIDialect: the fast path, tool calls, errors (its fixtures: test_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -24,81 +24,13 @@ from aistream._wire._events import (
     UsageReport,
 )
 from aistream._wire._openai import OpenAIDialect
-from tests.wire.replay import EVENT, Outcome, chunked, outcome, replay_through
+from tests.wire.replay import replay_through
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-SIZES = [
-    pytest.param(s, id=i)
-    for s, i in ((None, "whole"), (EVENT, "event"), (1, "byte"), (7, "7"), (64, "64"))
-]
 
 
 def replay(chunks: list[bytes]) -> tuple[list[StreamEvent], bool]:
     return replay_through(OpenAIDialect(), chunks)
-
-
-# --- every fixture, every chunking ----------------------------------------------------------
-
-EXPECTED = {
-    "basic.sse": Outcome(text="I'm here to help.", usage=(14, 4, 18), finish="stop"),
-    "length.sse": Outcome(text="The answer is long", usage=(14, 3, 17), finish="length"),
-    "error_in_stream.sse": Outcome(
-        text="Sure",
-        finished=False,
-        errors=[("Context length exceeded", "CONTEXT_LENGTH_EXCEEDED", False)],
-    ),
-    "error_transient.sse": Outcome(
-        text="Once upon",
-        finished=False,
-        errors=[
-            (
-                "The server had an error while processing your request. Sorry about that!",
-                "server_error",
-                True,
-            )
-        ],
-    ),
-    "tool_calls.sse": Outcome(
-        tool_calls=[
-            ("call_DdmO9pD3xa9XTPNJ32zg2hcA", "get_weather", '{"location":"Paris, France"}')
-        ],
-        usage=(81, 15, 96),
-        finish="tool_calls",
-    ),
-    "parallel_tool_calls.sse": Outcome(
-        tool_calls=[
-            ("call_Ahj6vPqW1cXr2bN7sLm0kTyE", "get_weather", '{"location": "Paris"}'),
-            ("call_Zq4mN8vB2xLr7cT1sWk3pYhD", "get_time", '{"tz": "Europe/Paris"}'),
-        ],
-        usage=(96, 41, 137),
-        finish="tool_calls",
-    ),
-    "reasoning.sse": Outcome(text="4.", reasoning="2 + 2 is 4.", usage=(9, 12, 21), finish="stop"),
-    "content_filter.sse": Outcome(text="Here is the", usage=(20, 3, 23), finish="content_filter"),
-}
-
-
-def test_openai_fixtures_all_have_expectations() -> None:
-    assert sorted(p.name for p in (FIXTURES / "openai").iterdir()) == sorted(EXPECTED)
-
-
-@pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_openai_fixture_at_any_chunk_size_gives_expected_outcome(
-    name: str, size: int | None
-) -> None:
-    raw = (FIXTURES / "openai" / name).read_bytes()
-    events, finished = replay(chunked(raw, size))
-    assert (events, finished) == replay([raw])
-    assert outcome(events, finished) == EXPECTED[name]
-
-
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_openai_fixture_split_at_every_index_gives_the_same_events(name: str) -> None:
-    raw = (FIXTURES / "openai" / name).read_bytes()
-    whole = replay([raw])
-    for i in range(len(raw) + 1):
-        assert replay([raw[:i], raw[i:]]) == whole, f"split at {i}"
 
 
 def test_openai_basic_fixture_gives_exact_events() -> None:

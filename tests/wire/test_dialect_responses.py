@@ -1,5 +1,5 @@
-"""ResponsesDialect: every Responses fixture at every chunking, the derived finish reason, both
-error shapes, the resume cursor, the request body and its options."""
+"""ResponsesDialect: the derived finish reason, both error shapes, the resume cursor, the
+request body and its options (its fixtures: test_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -26,18 +26,9 @@ from aistream._wire._events import (
 )
 from aistream._wire._registry import dialect_factory
 from aistream._wire._responses import ResponsesDialect
-from tests.wire.replay import EVENT, Outcome, chunked, outcome, replay_through
+from tests.wire.replay import replay_through
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-SIZES = [
-    pytest.param(s, id=i)
-    for s, i in ((None, "whole"), (EVENT, "event"), (1, "byte"), (7, "7"), (64, "64"))
-]
-QUOTA = (
-    "You exceeded your current quota, please check your plan and billing details. For more "
-    "information on this error, read the docs: "
-    "https://platform.openai.com/docs/guides/error-codes/api-errors."
-)
 
 
 def replay(chunks: list[bytes]) -> tuple[list[StreamEvent], bool]:
@@ -46,64 +37,6 @@ def replay(chunks: list[bytes]) -> tuple[list[StreamEvent], bool]:
 
 def event(obj: dict[str, Any]) -> SSEEvent:
     return SSEEvent(json.dumps(obj), str(obj.get("type", "message")))
-
-
-# --- every fixture, every chunking ----------------------------------------------------------
-
-EXPECTED = {
-    "text.sse": Outcome(text="The final result is **570**.", usage=(299, 12, 311), finish="stop"),
-    "background.sse": Outcome(
-        text="Resumable streams keep every token.", usage=(20, 7, 27), finish="stop"
-    ),
-    "reasoning.sse": Outcome(
-        text="2 + 2 = 4.", reasoning="**Adding**\n\n2 + 2 is 4.", usage=(11, 30, 41), finish="stop"
-    ),
-    "reasoning_tool_call.sse": Outcome(
-        reasoning="**Calculating step-by-step**\n\nI'll compute 12 plus 7 with the calculator.",
-        tool_calls=[("call_AB6AaRZ1FYZB2RwS6A5vbdqn", "calculator", '{"a":12,"b":7,"op":"add"}')],
-        usage=(134, 28, 162),
-        finish="tool_calls",
-    ),
-    "incomplete.sse": Outcome(text="Once upon a time", usage=(12, 4, 16), finish="length"),
-    "error.sse": Outcome(
-        finished=True,
-        errors=[(QUOTA, "insufficient_quota", False), (QUOTA, "insufficient_quota", False)],
-    ),
-    "error_flat.sse": Outcome(
-        text="Sure,",
-        finished=False,
-        errors=[
-            (
-                "The server had an error processing your request. Sorry about that!",
-                "server_error",
-                True,
-            )
-        ],
-    ),
-}
-
-
-def test_responses_fixtures_all_have_expectations() -> None:
-    assert sorted(p.name for p in (FIXTURES / "responses").iterdir()) == sorted(EXPECTED)
-
-
-@pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_responses_fixture_at_any_chunk_size_gives_expected_outcome(
-    name: str, size: int | None
-) -> None:
-    raw = (FIXTURES / "responses" / name).read_bytes()
-    events, finished = replay(chunked(raw, size))
-    assert (events, finished) == replay([raw])
-    assert outcome(events, finished) == EXPECTED[name]
-
-
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_responses_fixture_split_at_every_index_gives_the_same_events(name: str) -> None:
-    raw = (FIXTURES / "responses" / name).read_bytes()
-    whole = replay([raw])
-    for i in range(0, len(raw) + 1, 3):
-        assert replay([raw[:i], raw[i:]]) == whole, f"split at {i}"
 
 
 def test_responses_text_fixture_gives_exact_events() -> None:

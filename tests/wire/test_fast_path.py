@@ -24,7 +24,7 @@ from aistream._wire._dialect import ChatMessage, ChatRequest
 from aistream._wire._events import SSEEvent, StreamEvent, TextDelta, WireError
 from aistream._wire._openai import OpenAIDialect
 from aistream._wire._sse import SSEDecoder
-from tests.conftest import stream_handler
+from tests.helpers import stream_handler
 from tests.loopback import openai_events
 
 from .replay import EVENT, chunked, replay_through

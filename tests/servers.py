@@ -1,8 +1,5 @@
-"""A real uvicorn on 127.0.0.1, an OS-chosen port (as in tests/server/conftest.py).
-
-Copied rather than imported: tests/server/conftest.py is a conftest, not a library, and the
-chaos and load suites must not break when it changes.
-"""
+"""A real uvicorn on 127.0.0.1, an OS-chosen port: `running(app)`, for every suite that serves
+an app (server, chaos, load, node, otel)."""
 
 from __future__ import annotations
 
@@ -28,10 +25,11 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def running(app: Any, **options: Any) -> AsyncIterator[str]:
+async def running(app: Any, *, graceful: float = 5.0, **options: Any) -> AsyncIterator[str]:
     """Serve `app` with uvicorn on 127.0.0.1:0; yield its base URL; shut down on exit.
 
-    `options` go to `uvicorn.Config` (e.g. ``limit_concurrency``, ``backlog``).
+    `graceful`: seconds open connections get at shutdown. `options` go to `uvicorn.Config`
+    (e.g. ``limit_concurrency``, ``backlog``).
     """
     config = uvicorn.Config(
         app,
@@ -39,7 +37,7 @@ async def running(app: Any, **options: Any) -> AsyncIterator[str]:
         port=0,
         log_level="warning",
         lifespan="on",
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=graceful,
         **options,
     )
     server = _Server(config)
