@@ -18,7 +18,7 @@ from . import clients as c
 from ._server import LoopbackServer, pin_client, raise_fd_limit
 from .report import Report, machine_line
 
-MODES = ("unpaced", "paced", "turn", "server", "concurrency", "decode")
+MODES = ("unpaced", "paced", "turn", "server", "concurrency", "decode", "replicas")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -133,6 +133,17 @@ def main(argv: list[str] | None = None) -> int:
 
         decode.run(report, n=10_000, rounds=9 if full else 5)
         done("decode")
+    if "replicas" in args.modes:
+        from . import replicas
+
+        replicas.run(
+            report,
+            n=20_000 if full else 4_000,
+            rounds=5 if full else 3,
+            resumes=500 if full else 100,
+            streams=1000 if full else 300,
+        )
+        done("replicas")
     elapsed = time.perf_counter() - start
     print(report.summary())
     print(

@@ -102,6 +102,7 @@ class BackgroundResponses:
         self.posts = 0
         self.gets = 0
         self.starting_after: list[int] = []
+        self.cancelled: list[str] = []
 
     async def __call__(self, request: Request, reply: Reply) -> None:
         url = urlsplit(request.path)
@@ -116,6 +117,12 @@ class BackgroundResponses:
             await self._stream(reply, events)
             return
         response_id = url.path.removeprefix("/v1/responses/")
+        if request.method == "POST" and response_id.endswith("/cancel"):
+            self.cancelled.append(response_id.removesuffix("/cancel"))
+            await reply.body(
+                200, {"id": response_id.removesuffix("/cancel"), "status": "cancelled"}
+            )
+            return
         if request.method == "GET" and response_id != url.path:
             self.gets += 1
             query = parse_qs(url.query)

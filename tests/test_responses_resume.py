@@ -4,6 +4,7 @@ and the reply is exact: nothing lost, nothing repeated, every ``retry`` says ``r
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -116,3 +117,35 @@ async def test_resume_refused_as_too_old_restarts_the_reply() -> None:
     assert [r.resume for r in retries] == [True, False]
     assert "5 minutes old" in str(retries[1].error)
     assert upstream.posts == 2
+
+
+async def test_stop_cancels_a_background_response_and_only_a_background_one() -> None:
+    """A background response runs on after its stream closes: stop() cancels it by POST."""
+    release = asyncio.Event()
+    upstream = BackgroundResponses(lambda body: TOKENS)
+
+    async def handler(request: Request, reply: Reply) -> None:
+        if request.method == "POST" and request.path == "/v1/responses":
+            events = responses_events(
+                "resp_0001", TOKENS, background=request.json().get("background") is True
+            )
+            await reply.start()
+            for event in events[:6]:  # created, …, the first deltas: then it hangs
+                await reply.send(event)
+            await release.wait()
+            return
+        await upstream(request, reply)
+
+    async with LoopbackServer(handler) as server:
+        for background in (True, False):
+            chat = AIStream(
+                server.url + "/v1/responses",
+                options={"background": background},
+                retry=RetryConfig(max_retries=0),
+            )
+            chat.on("token", lambda _, chat=chat: chat.stop())
+            reply = await chat.send("Count")
+            await chat.aclose()
+            assert reply.finish_reason == "stopped"
+        release.set()
+    assert upstream.cancelled == ["resp_0001"]  # the foreground one has nothing to cancel

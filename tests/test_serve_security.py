@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -87,9 +88,12 @@ def test_serve_with_a_key_file_authenticates_and_logs_no_stream_id(keyed: Served
         sid = json.loads(first[5:])["id"]
         assert client.get(f"{keyed.url}/api/chat/{sid}", headers=auth).status_code == 200
         assert client.delete(f"{keyed.url}/api/chat/{sid}", headers=auth).status_code == 204
-        rebound = client.get(keyed.url + "/healthz", headers={"host": "rebind.attacker.example"})
-        assert rebound.status_code == 400 and rebound.json()["code"] == "host_not_allowed"
-        extra = client.get(keyed.url + "/healthz", headers={"host": "box.lan:1234"})
+        rebound = client.get(
+            keyed.url + "/v1/models", headers={**auth, "host": "rebind.attacker.example"}
+        )
+        assert rebound.status_code == 400
+        assert rebound.json()["error"]["code"] == "host_not_allowed"
+        extra = client.get(keyed.url + "/v1/models", headers={**auth, "host": "box.lan:1234"})
         assert extra.status_code == 200
     log = keyed.stop()
     assert "GET /api/chat/<stream-id>" in log  # the access log is on, and masked
@@ -118,3 +122,18 @@ def test_serve_refuses_an_empty_key_file(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "holds no keys" in result.stderr
+
+
+def test_serve_closes_connections_that_send_no_headers_or_too_slowly() -> None:
+    for served in serve("--demo-rate", "0", "--header-timeout", "0.5"):
+        port = int(served.url.rsplit(":", 1)[1])
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=GUARD) as silent,
+            socket.create_connection(("127.0.0.1", port), timeout=GUARD) as slow,
+        ):
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and no end
+            assert silent.recv(100) == b""  # closed by the server, not by our timeout
+            assert slow.recv(100) == b""
+        with httpx.Client(timeout=GUARD) as client:  # a request in time is served as ever
+            assert client.get(served.url + "/healthz").status_code == 200
+        served.stop()

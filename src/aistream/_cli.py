@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import difflib
 import logging
 import os
 import re
@@ -190,26 +191,54 @@ def _run_turn(chat: AIStream, start: Callable[[], Coroutine[Any, Any, _T]]) -> _
     return asyncio.run(turn())
 
 
+_COMMANDS_HELP = (
+    "commands: /help (this list), /retry (a new reply to the last message), /reset (clear "
+    "the conversation), /exit (or Ctrl-D); Ctrl-C stops a reply. Start a line with // to send "
+    "a message that begins with /."
+)
+_CHAT_COMMANDS = ("/help", "/retry", "/reset", "/exit", "/quit")
+
+
 def _chat_loop(chat: AIStream, console: Console, stdin: TextIO, interactive: bool) -> int:
     while True:
         try:
             line = input("> ") if interactive else stdin.readline()
-        except (EOFError, KeyboardInterrupt):
+        except EOFError:
             console.line()
             return 0
+        except KeyboardInterrupt:  # at the prompt: leave, as a shell does, with 128 + SIGINT
+            console.line()
+            console.status("[interrupted: exiting]")
+            return 130
         if not line:
             return 0  # end of piped input
         text = line.strip()
         if not text:
             continue
-        if text in ("/exit", "/quit"):
-            return 0
-        if text == "/reset":
-            chat.reset()
-            console.status("[conversation cleared]")
-            continue
+        retry = False
+        if text.startswith("//"):
+            text = text[1:]  # an escaped slash: a message, not a command
+        elif text.startswith("/"):
+            command = text.split()[0].lower()
+            if command in ("/exit", "/quit"):
+                return 0
+            if command == "/help":
+                console.status(_COMMANDS_HELP)
+                continue
+            if command == "/reset":
+                chat.reset()
+                console.status("[conversation cleared]")
+                continue
+            retry = command == "/retry"
+            if not retry:
+                close = difflib.get_close_matches(command, _CHAT_COMMANDS, n=1)
+                hint = f"did you mean {close[0]}? " if close else ""
+                console.error(
+                    f"unknown command {command[:40]!r} (not sent); {hint}{_COMMANDS_HELP}"
+                )
+                continue
         start: Callable[[], Coroutine[Any, Any, Message | None]]
-        start = chat.retry if text == "/retry" else partial(chat.send, text)
+        start = chat.retry if retry else partial(chat.send, text)
         try:
             reply = _run_turn(chat, start)
         except AIStreamError as exc:
@@ -224,7 +253,9 @@ def _chat_loop(chat: AIStream, console: Console, stdin: TextIO, interactive: boo
         if reply is None:
             console.status("[nothing to retry: send a message first]")
             continue
-        if reply.finish_reason == "stopped":
+        if reply.finish_reason == "stopped" and not reply.content:
+            console.status("[stopped before any of the reply arrived]")
+        elif reply.finish_reason == "stopped":
             console.status("[stopped: the partial reply stays in the conversation]")
         elif reply.finish_reason not in (None, "stop"):
             console.status(f"[finish_reason: {reply.finish_reason}]")
@@ -268,7 +299,7 @@ def _cmd_chat(args: argparse.Namespace, console: Console) -> int:
                 import readline  # noqa: F401  (line editing and history for input())
             console.status(
                 f"aistream chat with {where}\n"
-                "Ctrl-C stops a reply, Ctrl-D exits; /retry, /reset, /exit"
+                "Ctrl-C stops a reply, Ctrl-D exits; /help, /retry, /reset, /exit"
                 + ("\ntools: add_numbers, current_time (name one to see a loop)" if tools else "")
             )
         return _chat_loop(chat, console, sys.stdin, interactive)
@@ -292,7 +323,7 @@ def _read_keys(path: str) -> list[str]:
 
 
 def _access_mode(args: argparse.Namespace, keys: int) -> str:
-    """Who may call the server, in one line (API.md §6: serve says which mode it is in)."""
+    """Who may call the server, in one line (serve says which mode it is in)."""
     if keys:
         return f"callers need one of the {keys} keys of --api-key-file (Authorization: Bearer)"
     if args.allow_anonymous:
@@ -307,6 +338,55 @@ def _access_mode(args: argparse.Namespace, keys: int) -> str:
 
 
 _STREAM_PATH = re.compile(r"(/api/chat/)[^/?\s]+")
+
+
+def _header_deadline(seconds: float) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol plus a deadline for each request's headers.
+
+    uvicorn closes idle keep-alive connections (`timeout_keep_alive`) but waits forever for
+    a connection that sends nothing, or sends its headers a byte at a time: each would hold
+    a socket. Here a connection whose next request's headers are not all in within `seconds`
+    of it opening (or of the previous response ending) is closed.
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadline(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:  # this request's headers are in
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()  # the next request's headers are on the clock
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(seconds, self._expired)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expired(self) -> None:
+            self._deadline = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderDeadline
 
 
 def _mask_stream_ids(record: logging.LogRecord) -> bool:
@@ -378,7 +458,8 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
     console.line(
         f"chat endpoint: POST {url}/api/chat  (try: aistream chat --endpoint {url}/api/chat)"
     )
-    server = uvicorn.Server(uvicorn.Config(app, timeout_graceful_shutdown=5))
+    protocol = _header_deadline(args.header_timeout)
+    server = uvicorn.Server(uvicorn.Config(app, http=protocol, timeout_graceful_shutdown=5))
     logging.getLogger("uvicorn.access").addFilter(_mask_stream_ids)
     try:
         server.run(sockets=[sock])
@@ -422,6 +503,16 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a timeout (more than 0 seconds)")
     return value
 
 
@@ -563,6 +654,14 @@ def build_parser() -> argparse.ArgumentParser:
         "that died (default: 5)",
     )
     serve.add_argument(
+        "--header-timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="close a connection that takes longer than S seconds to send a request's headers, "
+        "or sends nothing (default: 10)",
+    )
+    serve.add_argument(
         "--demo-rate",
         type=_rate,
         metavar="N",
@@ -606,8 +705,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as exc:
         console.error(f"aistream {args.command}: {exc}")
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # outside a reply and the prompt (e.g. between the two)
         console.line()
+        console.status("[interrupted: exiting]")
         return 130
     except BrokenPipeError:  # `aistream chat | head`: the reader left
         with contextlib.suppress(OSError):

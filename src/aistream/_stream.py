@@ -15,7 +15,7 @@ import contextvars
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit
@@ -27,12 +27,12 @@ from ._history import dump as dump_history
 from ._history import load as load_history
 from ._listeners import TypedEmitter
 from ._redact import redact_url
-from ._retry import IN_STREAM_STATUS, GiveUp, RetryBudget, decide
+from ._retry import IN_STREAM_STATUS, MAX_SERVER_DELAY, GiveUp, RetryBudget, decide
 from ._sync import run_sync
 from ._tokens import END, TokenStream
 from ._tools import coerce_tools, parse_result, run_calls
 from ._transport import CANCEL_TIMEOUT, AttemptState, ClientLease, Transport
-from ._wire._dialect import ChatRequest, Dialect
+from ._wire._dialect import ChatRequest, Dialect, RequestSpec
 from ._wire._events import (
     Done,
     FinishReason,
@@ -213,6 +213,9 @@ class AIStream(TypedEmitter):
         protocol: "native", "openai", "anthropic", "ollama", "responses", "gemini" or "auto"
             (by the endpoint's path).
         headers: Extra request headers (e.g. Authorization); never logged or shown.
+        secret_headers: Names of more headers whose values are secrets, joining the built-in
+            ones (``Authorization``, ``x-api-key``, ``api-key``, cookies, ``x-goog-api-key``):
+            their values are masked in logs, error messages and error bodies.
         system_prompt: Sent with every request as the dialect expects.
         retry: How failed attempts are retried: a RetryConfig or a dict of its fields
             (default RetryConfig()).
@@ -247,6 +250,7 @@ class AIStream(TypedEmitter):
         model: str | None = None,
         protocol: ProtocolName = "auto",
         headers: Mapping[str, str] | None = None,
+        secret_headers: Iterable[str] = (),
         system_prompt: str | None = None,
         retry: RetryConfig | Mapping[str, Any] | None = None,
         timeout: float | None = 30.0,
@@ -287,6 +291,12 @@ class AIStream(TypedEmitter):
         )
         if not isinstance(protocol, str):
             raise TypeError(f"protocol must be a str such as 'openai', not {protocol!r}")
+        secret_names = () if isinstance(secret_headers, str) else tuple(secret_headers)
+        if isinstance(secret_headers, str) or not all(isinstance(n, str) for n in secret_names):
+            raise TypeError(
+                "secret_headers must be a list of header names, e.g. "
+                "AIStream(url, headers={'X-Auth-Token': t}, secret_headers=['X-Auth-Token'])"
+            )
         self._endpoint = endpoint
         self._dialect_factory: Callable[[], Dialect] = dialect_factory(protocol, endpoint)
         self._protocol = self._dialect_factory.name  # type: ignore[attr-defined]
@@ -298,6 +308,7 @@ class AIStream(TypedEmitter):
         self._retry = coerce_retry(retry, _DEFAULT_RETRY)
         self._transport = Transport(
             headers=headers or {},
+            secret_headers=secret_names,
             timeout=timeout,
             stall_timeout=stall_timeout,
             max_event_bytes=max_event_bytes,
@@ -407,7 +418,7 @@ class AIStream(TypedEmitter):
             ProtocolError: the server sent something unreadable or oversized.
 
         With ``display=True`` (or after `display()`), in Jupyter the reply is shown as Markdown
-        that updates in place while it streams (API.md §9); elsewhere nothing is shown.
+        that updates in place while it streams; elsewhere nothing is shown.
 
         ```py
         reply = await chat.send("Hello")
@@ -1102,15 +1113,23 @@ class AIStream(TypedEmitter):
             reply.tool_calls.append(call)
             self.emit(EVENT_TOOL_CALL, call)
         elif isinstance(event, ServerError):
+            wait = event.retry_after
+            too_long = wait is not None and wait > MAX_SERVER_DELAY  # as for Retry-After
             raise APIStatusError(
                 f"the server reported an error in the stream from "
                 f"{redact_url(self._endpoint)}: {self._transport.redact(event.message)}"
-                + (f" (code {event.code})" if event.code else ""),
+                + (f" (code {event.code})" if event.code else "")
+                + (
+                    f" (it asked to retry after {wait:g} s, more than the {MAX_SERVER_DELAY:g} s "
+                    "aistream waits; try again later)"
+                    if too_long
+                    else ""
+                ),
                 status_code=IN_STREAM_STATUS,
                 body=self._transport.redact_body(event.body),
                 code=event.code,
-                retryable=event.retryable,
-                retry_after=event.retry_after,
+                retryable=False if too_long else event.retryable,
+                retry_after=None if too_long else wait,
             )
         elif isinstance(event, Skipped):
             log.warning("aistream: skipped an event: %s: %.200r", event.reason, event.raw)
@@ -1183,6 +1202,10 @@ class AIStream(TypedEmitter):
         if self._protocol == "native" and turn.stream_id and client and not turn.cancel_request:
             url = f"{self._endpoint.rstrip('/')}/{quote(turn.stream_id, safe='')}"
             turn.cancel_request = asyncio.ensure_future(self._transport.cancel(client, url))
+        cancel = getattr(self._dialect_factory, "cancel_request", None)  # a dialect's own cancel
+        if cancel is not None and turn.stream_id and client and not turn.cancel_request:
+            spec: RequestSpec = cancel(self._endpoint, turn.stream_id)
+            turn.cancel_request = asyncio.ensure_future(self._transport.send_cancel(client, spec))
 
     async def _finish_cancel_request(self, turn: _Turn) -> None:
         if turn.cancel_request is not None:

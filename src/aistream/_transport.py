@@ -19,7 +19,7 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
@@ -29,7 +29,6 @@ from ._redact import SENSITIVE_HEADERS, redact_bearer, redact_headers, redact_te
 from ._retry import MAX_SERVER_DELAY, parse_retry_after
 from ._wire._dialect import Dialect, RequestSpec, detect_protocol, error_message
 from ._wire._events import WireError
-from ._wire._gemini import retry_delay
 from ._wire._reader import Sink, StreamReader, TextSink
 from .errors import (
     AIStreamError,
@@ -204,6 +203,7 @@ class Transport:
 
     Args:
         headers: The caller's headers (may hold secrets; never logged unredacted).
+        secret_headers: More header names whose values are secrets (joining the built-in).
         timeout: Connect timeout and longest silence on the connection, in seconds (None: none).
         stall_timeout: Longest wait between content events, in seconds (None: disabled).
         max_event_bytes: Largest single event accepted before ProtocolError.
@@ -216,6 +216,7 @@ class Transport:
         timeout: float | None,
         stall_timeout: float | None,
         max_event_bytes: int,
+        secret_headers: Iterable[str] = (),
     ) -> None:
         self.headers: dict[str, str] = {}
         for name, value in headers.items():  # names differing only in case: the last one wins
@@ -224,7 +225,9 @@ class Transport:
             self.headers[name] = value
         # frozenset() and () are shared singletons when empty: nothing held per conversation
         self._overrides = frozenset(k.lower() for k in self.headers)
-        secrets = [v for k, v in headers.items() if k.lower() in SENSITIVE_HEADERS]
+        extra = frozenset(name.lower() for name in secret_headers)
+        self._sensitive = SENSITIVE_HEADERS | extra if extra else SENSITIVE_HEADERS
+        secrets = [v for k, v in headers.items() if k.lower() in self._sensitive]
         self._secrets = (*secrets, *(part for value in secrets for part in value.split()[1:]))
         self.timeout = timeout
         self._httpx_timeout = _timeout(timeout)
@@ -267,7 +270,10 @@ class Transport:
         headers = self._request_headers(spec, last_event_id)
         state.events = 0
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("aistream: %s %s headers=%s", spec.method, url, redact_headers(headers))
+            shown = {
+                k: "[redacted]" if k.lower() in self._sensitive else v for k, v in headers.items()
+            }
+            log.debug("aistream: %s %s headers=%s", spec.method, url, redact_headers(shown))
         watchdog: _StallWatchdog | None = None
         try:
             async with client.stream(
@@ -278,7 +284,7 @@ class Transport:
                 timeout=self._httpx_timeout,
             ) as response:
                 if response.status_code >= 400:
-                    raise await self._status_error(response, url)
+                    raise await self._status_error(response, url, dialect)
                 await self._check_content_type(response, dialect, url)
                 if self.stall_timeout is not None:
                     task = asyncio.current_task()
@@ -317,27 +323,43 @@ class Transport:
             raise StreamTimeoutError(
                 f"could not connect to {url} within {self.timeout:g} s (timeout); "
                 "check that the server is up and reachable"
-            ) from exc
+            ) from self._scrubbed(exc)
         except httpx.TimeoutException as exc:
             raise StreamTimeoutError(
                 f"no data from {url} for {self.timeout:g} s (timeout) after {state.events} "
                 "events; raise timeout if the server is slow to answer"
-            ) from exc
+            ) from self._scrubbed(exc)
         except httpx.ConnectError as exc:
             raise ConnectionLostError(
                 f"could not connect to {url}: {self.redact(str(exc)) or type(exc).__name__}; "
                 "check the endpoint URL and that the server is running"
-            ) from exc
+            ) from self._scrubbed(exc)
         except httpx.DecodingError as exc:
-            raise ProtocolError(f"could not decode the body from {url}: {exc}") from exc
+            raise ProtocolError(f"could not decode the body from {url}: {exc}") from self._scrubbed(
+                exc
+            )
         except httpx.TransportError as exc:
             raise ConnectionLostError(
                 f"the stream from {url} dropped after {state.events} events "
                 f"({type(exc).__name__}: {self.redact(str(exc))})"
-            ) from exc
+            ) from self._scrubbed(exc)
         finally:
             if watchdog is not None:
                 watchdog.close()
+
+    def _scrubbed(self, exc: httpx.HTTPError) -> httpx.HTTPError:
+        """`exc` (the cause an error chains) with its request replaced by a copy whose secret
+        headers and URL query values are masked: error trackers serialise causes' attributes."""
+        try:
+            request = exc.request
+        except RuntimeError:  # an httpx error that names no request
+            return exc
+        headers = {
+            k: "[redacted]" if k.lower() in self._sensitive else v
+            for k, v in request.headers.items()
+        }
+        exc.request = httpx.Request(request.method, redact_url(str(request.url)), headers=headers)
+        return exc
 
     async def cancel(self, client: httpx.AsyncClient, url: str) -> None:
         """``DELETE url`` with our headers, best effort: a failure is logged at DEBUG only (the
@@ -346,6 +368,17 @@ class Transport:
             await client.delete(url, headers=self.headers, timeout=CANCEL_TIMEOUT)
         except (httpx.HTTPError, OSError, RuntimeError) as exc:  # RuntimeError: pool closed
             log.debug("aistream: best-effort cancel %s failed: %s", redact_url(url), exc)
+
+    async def send_cancel(self, client: httpx.AsyncClient, spec: RequestSpec) -> None:
+        """A dialect's own cancel request (Responses: ``POST …/<id>/cancel``) with our
+        headers, best effort like `cancel`."""
+        headers = {**spec.headers, **self.headers}
+        try:
+            await client.request(
+                spec.method, spec.url, headers=headers, content=spec.body, timeout=CANCEL_TIMEOUT
+            )
+        except (httpx.HTTPError, OSError, RuntimeError) as exc:  # RuntimeError: pool closed
+            log.debug("aistream: best-effort cancel %s failed: %s", redact_url(spec.url), exc)
 
     def _url(self, url: str) -> tuple[httpx.URL, str]:
         return _parsed_url(url)
@@ -382,7 +415,9 @@ class Transport:
                 "events without its end marker; the connection was cut"
             )
 
-    async def _status_error(self, response: httpx.Response, url: str) -> APIStatusError:
+    async def _status_error(
+        self, response: httpx.Response, url: str, dialect: Dialect | None = None
+    ) -> APIStatusError:
         body_bytes = b""
         async for chunk in response.aiter_bytes():
             body_bytes += chunk
@@ -401,7 +436,9 @@ class Transport:
         message = f"{status} {response.reason_phrase} from {url}: {detail[:500]}"
         retry_after = parse_retry_after(response.headers)
         if retry_after is None:
-            retry_after = retry_delay(body)  # Google's RetryInfo in the body
+            # a delay the dialect finds in the body (Gemini: RetryInfo.retryDelay)
+            delay_in = getattr(dialect, "retry_delay", None)
+            retry_after = delay_in(body) if delay_in is not None else None
         if retry_after is not None and retry_after > MAX_SERVER_DELAY:
             return APIStatusError(
                 f"{message} (the server asked to retry after {retry_after:g} s, more than the "

@@ -25,6 +25,12 @@ About one turn in four is a tool turn: the conversations declare a tool (`chaos_
 prompt names it, and one send makes two model calls (the tool call, then the reply to its
 result). Its faults all land in step 2: step 1 must never be requested again, the tool must run
 exactly once, and step 2's reply is checked token by token like any other.
+
+Another target, "replica" (`run_campaign(targets=("replica",))`), runs the native checks
+against three replica processes on a real redis-server behind a round-robin proxy (so nearly
+every resume lands on another replica), while a killer SIGKILLs a random replica every second
+or so and restarts it: every reply must still be exact, each drop resumed (the survivors take
+the dead producer's streams over and continue them), none restarted.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ from aistream._wire._dialect import ChatMessage, ChatRequest, ToolCallPart
 from aistream.server import ReplayStore, create_app
 from tests.chaos.model import ChaosModel, HTTPFault, ResponsesUpstream, Upstream
 from tests.loopback import LoopbackServer
+from tests.redisserver import RedisServer
+from tests.replicas.harness import Replica, RoundRobin
 from tests.servers import running
 
 #: The credential every client sends; it must never show up anywhere (see SecretSweep).
@@ -78,11 +86,21 @@ SUMMARY: list[str] = []
 
 PROXY_KINDS = {"cut": 3, "reset": 3, "stall": 2, "drip": 1, "delay": 1}
 #: Targets whose drops resume (the rest restart).
-RESUMABLE = frozenset({"native", "responses"})
+RESUMABLE = frozenset({"native", "responses", "replica"})
 HTTP_KINDS = {"status": 1, "stream-error": 1}  # the OpenAI upstream only
 #: Response bytes a fault offset is drawn within: small enough that the native reply (40+
 #: tokens) is longer than the offsets of all the faults of a turn together.
-SPAN = {"native": 3000, "openai": 5500, "responses": 6000}
+SPAN = {"native": 3000, "openai": 5500, "responses": 6000, "replica": 3000}
+#: The replica target: a paced model (so kills land mid-reply), a short producer lease, and
+#: more retries (a takeover outlasts the client's stall timeout a few times before it resumes).
+REPLICA_OPTIONS = {
+    "chaos_delay": 0.002,
+    "producer_lease": 0.5,
+    "heartbeat_interval": 0.1,
+    "resume_grace": 10.0,
+}
+REPLICA_RETRY = RetryConfig(max_retries=24, initial_delay=0.002, max_delay=0.02, jitter=False)
+KILL_EVERY = (0.5, 1.5)  # seconds between producer kills, drawn uniformly
 
 WORDS = (
     "why",
@@ -373,6 +391,8 @@ class Figures:
     duplicated: int = 0
     tool_turns: int = 0
     tool_turns_with_fault: int = 0  # in step 2, the only step that gets faults
+    kills: int = 0  # replicas SIGKILLed mid-campaign (the replica target)
+    replica_output: list[str] = field(default_factory=list)  # what they logged (the last lines)
     failures: list[str] = field(default_factory=list)
 
     def add(self, check: TurnCheck) -> None:
@@ -397,6 +417,7 @@ class Figures:
             f"lost={self.lost} duplicated={self.duplicated} tool turns={self.tool_turns} "
             f"(with a fault in step 2: {self.tool_turns_with_fault}) "
             f"failures={len(self.failures)}"
+            + (f", producers killed={self.kills}" if self.kills else "")
         )
 
 
@@ -578,7 +599,7 @@ async def run_turn(
 ) -> Usage | None:
     """One turn: arm its faults, send, then check the reply and the events exactly."""
     prompt = prompt_for(lane.rng)
-    tool_turn = lane.target != "responses" and lane.rng.random() < TOOL_SHARE
+    tool_turn = lane.target in ("native", "openai") and lane.rng.random() < TOOL_SHARE
     if tool_turn:  # unique per lane and turn, so each tool call id is used once in the run
         prompt = f"{prompt} then {TOOL_NAME} it (lane {lane.name} turn {turn_number})"
     plan = plan_turn(lane.rng, lane.target) if lane.faulty else []
@@ -663,6 +684,8 @@ async def run_turn(
         if reply is not None and roles != ["user", "assistant", "tool", "assistant"]:
             problems.append(f"history after the turn: {roles}")
     if problems:
+        errors = [str(v.error)[:120] for k, v in lane.log if k == "retry"]
+        problems.append(f"{len(errors)} retries, the last ones after: {errors[-3:]}")
         figures.failures.append(f"{where}: {'; '.join(problems)}")
     if reply is None:
         return None
@@ -679,11 +702,11 @@ async def run_lane(
         while done < turns:
             chat = AIStream(
                 lane.url,
-                protocol=lane.target,  # type: ignore[arg-type]  # native, openai or responses
+                protocol="native" if lane.target == "replica" else lane.target,  # type: ignore[arg-type]
                 headers=headers,
                 options={"background": True} if lane.target == "responses" else None,
                 system_prompt=SYSTEM_PROMPT,
-                retry=RETRY,
+                retry=REPLICA_RETRY if lane.target == "replica" else RETRY,
                 timeout=CLIENT_TIMEOUT,
                 stall_timeout=STALL_TIMEOUT,
                 client=client,
@@ -710,6 +733,40 @@ async def run_lane(
             sweep.text("repr", repr(chat))
 
 
+async def start_replicas(stack: contextlib.AsyncExitStack) -> tuple[list[Replica], RoundRobin]:
+    """Three replica processes on a redis-server of their own, behind a RoundRobin."""
+    redis = RedisServer()
+    redis.start()
+    stack.callback(redis.close)
+    replicas = [Replica(store=redis.url, **REPLICA_OPTIONS) for _ in range(3)]
+    await asyncio.gather(*(asyncio.to_thread(r.start) for r in replicas))
+
+    async def stop_all() -> None:
+        await asyncio.gather(*(asyncio.to_thread(r.stop) for r in replicas))
+
+    stack.push_async_callback(stop_all)
+    balancer = await stack.enter_async_context(
+        RoundRobin(lambda: [r.port for r in replicas if r.alive])
+    )
+    return replicas, balancer
+
+
+async def kill_replicas(replicas: list[Replica], figures: Figures, done: asyncio.Event) -> None:
+    """SIGKILL a random replica every KILL_EVERY seconds (seeded), restart it, until `done`."""
+    rng = random.Random(f"{SEED}:kills")
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), rng.uniform(*KILL_EVERY))  # the schedule
+            for replica in replicas:
+                figures.replica_output += replica.output[-20:]
+            return
+        victim = rng.choice(replicas)
+        figures.replica_output += victim.output[-20:]
+        victim.kill()
+        figures.kills += 1
+        await asyncio.to_thread(victim.start)
+
+
 def lane_turns(turns: int, lanes: int) -> list[int]:
     return [turns // lanes + (1 if i < turns % lanes else 0) for i in range(lanes)]
 
@@ -734,6 +791,11 @@ async def run_campaign(
     async with contextlib.AsyncExitStack() as stack:
         app = create_app(backend=model, replay_store=replay_store)
         native_url = await stack.enter_async_context(running(app))
+        replicas: list[Replica] = []
+        balancer_port = 0
+        if "replica" in targets:
+            replicas, balancer = await start_replicas(stack)
+            balancer_port = balancer.port
         loopback = await stack.enter_async_context(LoopbackServer(upstream.handler()))
         upstream.server = loopback
         responses = ResponsesUpstream(model)
@@ -744,6 +806,7 @@ async def run_campaign(
             "native": (int(native_url.rsplit(":", 1)[1]), "/api/chat", None),
             "openai": (int(loopback.url.rsplit(":", 1)[1]), "/v1/chat/completions", upstream),
             "responses": (int(responses_server.url.rsplit(":", 1)[1]), "/v1/responses", None),
+            "replica": (balancer_port, "/api/chat", None),
         }
         all_lanes: list[tuple[Lane, int]] = []
         for target in targets:
@@ -753,9 +816,16 @@ async def run_campaign(
                 lane.faulty = faults
                 await stack.enter_async_context(lane.proxy)
                 all_lanes.append((lane, count))
+        done = asyncio.Event()
         async with asyncio.TaskGroup() as group:
-            for lane, count in all_lanes:
+            if replicas:
+                group.create_task(kill_replicas(replicas, figures["replica"], done))
+            lanes_done = [
                 group.create_task(run_lane(lane, count, model, figures[lane.target], sweep))
+                for lane, count in all_lanes
+            ]
+            await asyncio.wait(lanes_done)
+            done.set()
         for lane, _ in all_lanes:
             sweep.text("repr", repr(lane.proxy))
     return CampaignResult(

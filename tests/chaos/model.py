@@ -81,10 +81,11 @@ class ChaosModel:
     being sent and a reconnect meets a live generation as often as a finished one.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         self._demo = DemoModel(tokens_per_second=None)
         #: How many times each tool call was generated: a step that ran twice shows here.
         self.tool_steps: Counter[str] = Counter()
+        self.delay = delay  # seconds before each token (the replica campaign paces replies)
 
     def model_for(self, request: ChatRequest) -> str:
         return "chaos"
@@ -108,19 +109,37 @@ class ChaosModel:
         calls = self.tool_calls(request)
         return prompt // 4 + 1, len(calls) if calls else len(self.tokens(request))
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         calls = self.tool_calls(request)
         if calls:
-            for call in calls:
-                self.tool_steps[call.id] += 1
-                await asyncio.sleep(0)
-                yield call
-            prompt, completion = self.usage(request)
-            yield UsageReport(prompt, completion, prompt + completion)
-            yield FinishReason("tool_calls")
-            return
-        for token in self.tokens(request):
+            return self._calls(request, calls)
+        return self._from(request, 0)
+
+    async def _calls(
+        self, request: ChatRequest, calls: list[ToolCallDone]
+    ) -> AsyncIterator[StreamEvent]:
+        for call in calls:
+            self.tool_steps[call.id] += 1
             await asyncio.sleep(0)
+            yield call
+        prompt, completion = self.usage(request)
+        yield UsageReport(prompt, completion, prompt + completion)
+        yield FinishReason("tool_calls")
+
+    def continuation(self, request: ChatRequest, sent: str) -> AsyncIterator[StreamEvent] | None:
+        """The rest of the reply after `sent` (a replica taking over a dead producer's stream)."""
+        if self.tool_calls(request):
+            return None  # a tool step is not continued: the survivor ends it with producer_lost
+        tokens = self.tokens(request)
+        done = count = 0
+        while done < len(sent) and count < len(tokens):
+            done += len(tokens[count])
+            count += 1
+        return self._from(request, count) if "".join(tokens[:count]) == sent else None
+
+    async def _from(self, request: ChatRequest, start: int) -> AsyncIterator[StreamEvent]:
+        for token in self.tokens(request)[start:]:
+            await asyncio.sleep(self.delay)
             yield TextDelta(token)
         prompt, completion = self.usage(request)
         yield UsageReport(prompt, completion, prompt + completion)

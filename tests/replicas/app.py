@@ -3,7 +3,7 @@
 Serves ``create_app(**options)`` with uvicorn on 127.0.0.1 (a free port) and prints
 ``ready <port>`` once it accepts connections, so the parent waits on a line, not a timer.
 ``{"continuable": false}`` wraps the demo model so that it cannot continue a reply (its
-takeovers end with producer_lost).
+takeovers end with producer_lost); ``{"chaos_delay": s}`` serves the chaos campaign's model.
 """
 
 from __future__ import annotations
@@ -47,6 +47,11 @@ class _Server(uvicorn.Server):
 
 def main() -> None:
     options: dict[str, Any] = json.loads(sys.argv[1])
+    chaos_delay = options.pop("chaos_delay", None)
+    if chaos_delay is not None:
+        from tests.chaos.model import ChaosModel
+
+        options["backend"] = ChaosModel(delay=chaos_delay)
     if not options.pop("continuable", True):
         rate = options.pop("demo_tokens_per_second", 40.0)
         options["backend"] = NotContinuable(DemoModel(tokens_per_second=rate))

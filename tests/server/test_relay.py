@@ -25,7 +25,7 @@ from aistream._wire._events import (
     UsageReport,
 )
 from aistream.errors import APIStatusError, ConnectionLostError, ProtocolError, StreamTimeoutError
-from aistream.server import UpstreamRelay, create_app
+from aistream.server import Policy, UpstreamRelay, create_app
 from aistream.server._relay import upstream_error
 
 from .helpers import chat_body, native_events
@@ -98,7 +98,13 @@ class Upstream:
 async def relay_url(serve_app: Any) -> tuple[str, Upstream]:
     upstream = Upstream()
     base = await serve_app(upstream.app())
-    app = create_app(upstream=base + "/v1", api_key=API_KEY, model="ok", heartbeat_interval=None)
+    app = create_app(
+        upstream=base + "/v1",
+        api_key=API_KEY,
+        model="ok",
+        heartbeat_interval=None,
+        policy=Policy(allow_client_model=True),  # the request's model picks the scenario
+    )
     return await serve_app(app), upstream
 
 

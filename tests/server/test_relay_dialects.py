@@ -443,3 +443,44 @@ async def test_responses_relay_sends_instructions_and_drops_what_it_has_no_field
         "stream": True,
     }
     assert "'seed'" in caplog.text
+
+
+async def test_gemini_thought_signature_goes_round_trip_through_the_relay(
+    serve_app: Any, upstream: tuple[str, Upstream]
+) -> None:
+    """Gemini 3 refuses a replayed functionCall without its thoughtSignature: the native
+    protocol carries it to the client (tool-call ``signature``) and back (``toolCalls``)."""
+    upstream_url, fake = upstream
+    url = await relay(serve_app, upstream_url + "/v1beta", "gemini", model="tool_call")
+    chat = aistream.AIStream(url + "/api/chat", retry=aistream.RetryConfig(max_retries=0))
+    first = await chat.send("Weather in San Francisco?")
+    await chat.aclose()
+    [call] = first.tool_calls
+    assert call.signature == "EqUCCqICAb4+9vt0c2lnbmF0dXJlIGZvciB0aGUgZnVuY3Rpb24gY2FsbA=="
+    calls = [{"id": call.id, "name": call.name, "arguments": call.arguments}]
+    body = chat_body("Weather in San Francisco?")
+    body["messages"] += [
+        {
+            "role": "assistant",
+            "content": "",
+            "toolCalls": [{**calls[0], "signature": call.signature}],
+        },
+        {"role": "tool", "toolCallId": call.id, "content": '{"temperature": 18}'},
+    ]
+    async with httpx.AsyncClient(timeout=GUARD) as client:
+        response = await client.post(f"{url}/api/chat", json=body)
+    assert response.status_code == 200
+    _, _, sent = fake.requests[-1]
+    assert sent["contents"][1] == {
+        "role": "model",
+        "parts": [
+            {
+                "functionCall": {"name": "weather", "args": {"location": "San Francisco"}},
+                "thoughtSignature": call.signature,
+            }
+        ],
+    }
+    assert sent["contents"][2]["parts"][0]["functionResponse"] == {
+        "name": "weather",
+        "response": {"output": {"temperature": 18}},
+    }

@@ -234,3 +234,11 @@ def test_gemini_option_without_a_field_is_a_value_error(options: dict[str, Any])
 def test_auto_picks_gemini_for_a_stream_generate_content_path() -> None:
     url = f"{BASE}/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
     assert dialect_factory("auto", url) is GeminiDialect
+
+
+def test_gemini_call_ids_without_a_response_id_still_differ_between_replies() -> None:
+    call = chunk({"functionCall": {"name": "f"}}, {"functionCall": {"name": "f"}})
+    first, second = GeminiDialect().parse(call), GeminiDialect().parse(call)
+    ids = [e.id for e in [*first, *second] if isinstance(e, ToolCallDone)]
+    assert len(set(ids)) == 4 and ids[0].endswith("_1") and ids[1].endswith("_2")
+    assert ids[0].rsplit("_", 1)[0] == ids[1].rsplit("_", 1)[0]  # one prefix per reply

@@ -41,9 +41,7 @@ def event(obj: dict[str, Any]) -> SSEEvent:
 
 def test_responses_text_fixture_gives_exact_events() -> None:
     events, _ = replay([(FIXTURES / "responses" / "text.sse").read_bytes()])
-    assert events[0] == StreamStarted(
-        "resp_01830d662ab3856501693c3217ba4c8190a3ddf6c839d4f12a", "gpt-5.1-2025-11-13"
-    )
+    assert events[0] == StreamStarted(None, "gpt-5.1-2025-11-13")  # not background: no id
     assert events[-3:] == [UsageReport(299, 12, 311), FinishReason("stop"), Done()]
     assert all(type(e) is TextDelta for e in events[1:-3])
 
@@ -156,6 +154,17 @@ def test_responses_cursor_only_for_a_background_response() -> None:
     assert background.cursor() == "resp_6840c0ffee0ddba11c0ffee0ddba11c0ffee0ddba11c0ffee00/8"
 
 
+def test_responses_background_response_announces_its_id_and_is_cancelled_by_post() -> None:
+    events, _ = replay([(FIXTURES / "responses" / "background.sse").read_bytes()])
+    response_id = "resp_6840c0ffee0ddba11c0ffee0ddba11c0ffee0ddba11c0ffee00"
+    assert events[0] == StreamStarted(response_id, "gpt-5.1-2025-11-13")
+    spec = ResponsesDialect.cancel_request("https://api.openai.com/v1/responses", response_id)
+    assert (spec.method, spec.url) == (
+        "POST",
+        f"https://api.openai.com/v1/responses/{response_id}/cancel",
+    )
+
+
 def test_responses_resume_request_is_a_get_starting_after_the_cursor_and_drops_repeats() -> None:
     dialect = ResponsesDialect()
     post = dialect.build_request("https://api.openai.com/v1/responses", ChatRequest(()))
@@ -221,3 +230,18 @@ def test_responses_option_without_a_field_is_a_value_error(option: str) -> None:
 
 def test_auto_picks_responses_for_a_path_ending_in_responses() -> None:
     assert dialect_factory("auto", "https://api.openai.com/v1/responses/") is ResponsesDialect
+
+
+def test_responses_resume_and_cancel_keep_the_endpoint_query() -> None:
+    """Azure OpenAI needs its api-version on every request."""
+    endpoint = "https://x.openai.azure.com/openai/v1/responses?api-version=preview"
+    post = ResponsesDialect().build_request(endpoint, ChatRequest(()))
+    spec = ResponsesDialect().resume_request(post, "resp_1/3")
+    assert spec.url == (
+        "https://x.openai.azure.com/openai/v1/responses/resp_1"
+        "?api-version=preview&stream=true&starting_after=3"
+    )
+    cancel = ResponsesDialect.cancel_request(endpoint, "resp_1")
+    assert cancel.url == (
+        "https://x.openai.azure.com/openai/v1/responses/resp_1/cancel?api-version=preview"
+    )

@@ -1,7 +1,9 @@
-"""The dialect contract shared by every wire protocol, and `detect_protocol` for "auto".
+"""The dialect contract shared by every wire protocol, `detect_protocol` for "auto", and the
+helpers the dialects share (finish reasons, transient error codes, usage fields, function
+tools), so that no dialect imports another.
 
 A dialect is pure: `build_request` turns a ChatRequest into bytes to send, and one dialect
-instance per attempt turns decoded frames into StreamEvents. Stdlib only.
+instance per attempt turns decoded frames into StreamEvents. JSON is `_json`'s. Stdlib only.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from ._events import Frame, Heartbeat, StreamEvent, UsageReport
 HEARTBEAT_ONLY: tuple[StreamEvent, ...] = (Heartbeat(),)
 NOTHING: tuple[StreamEvent, ...] = ()
 
-#: HTTP statuses that are worth retrying (API.md §1): the one list, which `_retry` uses too.
+#: HTTP statuses that are worth retrying: the one list, which `_retry` uses too.
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 
 

@@ -4,7 +4,8 @@ Each SSE event is a whole ``GenerateContentResponse``. Reads ``candidates[0].con
 text parts → text (empty ones, such as the part that only carries a ``thoughtSignature``,
 emit nothing), ``thought: true`` parts → reasoning, ``functionCall`` parts → one complete tool
 call each (``args`` is an object, sent on as JSON text; the id is the API's when it gives one,
-else made from the ``responseId`` and the call's position, so ids differ between replies);
+else made from the ``responseId`` (a random one without it) and the call's position, so ids
+differ between replies);
 ``usageMetadata`` (a cumulative snapshot on every chunk: it replaces, and output is
 ``candidatesTokenCount + thoughtsTokenCount``); ``finishReason`` (normalised; ``STOP`` after
 function calls is ``tool_calls``); ``promptFeedback.blockReason`` (a refused prompt);
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -125,16 +127,23 @@ class GeminiDialect:
     framing: ClassVar[Literal["sse", "ndjson"]] = "sse"
     resumable: ClassVar[bool] = False
 
-    __slots__ = ("_calls", "_finished", "_started")
+    __slots__ = ("_calls", "_finished", "_prefix", "_started")
 
     def __init__(self) -> None:
         self._finished = False
         self._started = False
         self._calls = 0  # function calls seen in this reply
+        self._prefix: str | None = None  # of the call ids made for this reply
 
     @property
     def finished(self) -> bool:
         return self._finished
+
+    @staticmethod
+    def retry_delay(body: Any) -> float | None:
+        """The delay an HTTP error body asks for (``RetryInfo.retryDelay``): the transport
+        honours it like ``Retry-After``."""
+        return retry_delay(body)
 
     def build_request(self, endpoint: str, request: ChatRequest) -> RequestSpec:
         """``contents`` (roles ``user`` / ``model``), ``systemInstruction`` (the system prompt
@@ -272,9 +281,11 @@ class GeminiDialect:
         self._calls += 1
         call_id = call.get("id")
         if not isinstance(call_id, str) or not call_id:
-            response_id = obj.get("responseId")
-            prefix = response_id if isinstance(response_id, str) and response_id else "gemini"
-            call_id = f"call_{prefix}_{self._calls}"
+            if self._prefix is None:  # the reply's id, else a random one: distinct per reply
+                response_id = obj.get("responseId")
+                ok = isinstance(response_id, str) and response_id
+                self._prefix = response_id if ok else uuid.uuid4().hex[:16]
+            call_id = f"call_{self._prefix}_{self._calls}"
         args = call.get("args")
         arguments = json_body(args).decode() if isinstance(args, Mapping) else "{}"
         signature = part.get("thoughtSignature")
@@ -397,7 +408,7 @@ def _finish(reason: str) -> str:
 
 
 def _options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Options as Gemini fields: sampling ones into ``generationConfig`` (API.md §10).
+    """Options as Gemini fields: sampling ones into ``generationConfig``.
 
     Raises:
         ValueError: an option Gemini has no field for.

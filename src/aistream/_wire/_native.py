@@ -1,6 +1,6 @@
 """The native protocol: this project's server and the seed's (ai-kit) variants. Stdlib only.
 
-Sends (API.md §2, §5): ``messages`` (assistant ``toolCalls``, tool ``toolCallId`` and
+Sends: ``messages`` (assistant ``toolCalls``, tool ``toolCallId`` and
 ``isError``, user ``images`` as ``{"url"}`` or ``{"data": <base64>, "mediaType"}``), ``model``,
 ``systemPrompt``, ``tools`` (``{"name", "description", "parameters"}``), the options, ``stream``.
 
@@ -139,11 +139,13 @@ class NativeDialect:
 
 
 def _message(m: ChatMessage) -> dict[str, Any]:
-    """A message in the native request shape (API.md §5): toolCalls, toolCallId, images."""
+    """A message in the native request shape: toolCalls, toolCallId, images."""
     out: dict[str, Any] = {"role": m.role, "content": m.content}
     if m.tool_calls:
         out["toolCalls"] = [
-            {"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls
+            {"id": c.id, "name": c.name, "arguments": c.arguments}
+            | ({"signature": c.signature} if c.signature is not None else {})
+            for c in m.tool_calls
         ]
     if m.role == "tool":
         out["toolCallId"] = m.tool_call_id
@@ -171,4 +173,7 @@ def _tool_call(obj: Mapping[str, Any], data: str) -> StreamEvent:
         return Skipped("native tool-call without a name", data[:200])
     if not isinstance(arguments, str):
         arguments = json_body(arguments).decode() if arguments is not None else "{}"
-    return ToolCallDone(str(call_id or ""), name, arguments)
+    signature = obj.get("signature")  # a provider's token for the call (Gemini), sent back
+    return ToolCallDone(
+        str(call_id or ""), name, arguments, signature if isinstance(signature, str) else None
+    )

@@ -1,7 +1,7 @@
 """The OpenAI Responses API (``POST …/v1/responses`` with ``stream: true``). Stdlib only.
 
 Reads named events, told apart by the JSON ``type`` (the SSE name when it has none):
-`response.created` (the response id, and whether it is a background one) →
+`response.created` (whether it is a background response, and then its id) →
 `StreamStarted`; `response.output_text.delta` and `response.refusal.delta` → text; reasoning
 summary and reasoning text deltas → reasoning; a ``function_call`` item's
 `response.output_item.done` → one complete tool call (its ``call_id``, name and whole
@@ -13,11 +13,11 @@ Responses sends no ``[DONE]`` and no finish reason: the stream is complete at on
 terminal events, and the reason is derived (``tool_calls`` when the reply made calls, else
 ``incomplete_details.reason``: ``max_output_tokens`` → length, ``content_filter``, else stop).
 
-Resume (PROVIDERS.md §1.8): every event carries a ``sequence_number``. For a background
+Resume: every event carries a ``sequence_number``. For a background
 response (``"background": true``, which `response.created` echoes) the dialect's `cursor` is
 ``<response id>/<sequence number>`` of the last event parsed, and `resume_request` turns it
-into ``GET …/responses/<id>?stream=true&starting_after=<n>``. Without ``background`` there is
-no cursor and a dropped reply restarts.
+into ``GET …/responses/<id>?stream=true&starting_after=<n>``; `stop()` cancels it with
+`cancel_request`. Without ``background`` there is no cursor and a dropped reply restarts.
 
 Not expressible, hence `Skipped` (logged): unknown event types (built-in tool calls, audio, …);
 known events that carry nothing for the reply are read silently.
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from ._dialect import (
     NOTHING,
@@ -53,7 +53,7 @@ from ._events import (
 )
 from ._json import json_body, loads_object
 
-#: In-stream error codes worth retrying (API.md §10: server_error is transient, the rest fail).
+#: In-stream error codes worth retrying (server_error is transient, the rest fail).
 TRANSIENT_ERRORS = frozenset({"server_error", "rate_limit_exceeded"})
 
 #: Chat Completions options with no field in the Responses API.
@@ -130,10 +130,20 @@ class ResponsesDialect:
         response_id, _, number = cursor.rpartition("/")
         self._response_id, self._background = response_id, True
         self._sequence = int(number)
-        scheme, netloc, path, _, _ = urlsplit(spec.url)
-        query = f"stream=true&starting_after={self._sequence}"
+        scheme, netloc, path, query, _ = urlsplit(spec.url)
+        kept = [(k, v) for k, v in parse_qsl(query) if k not in ("stream", "starting_after")]
+        query = urlencode([*kept, ("stream", "true"), ("starting_after", str(self._sequence))])
         url = urlunsplit((scheme, netloc, f"{path.rstrip('/')}/{quote(response_id)}", query, ""))
         return RequestSpec("GET", url, {"Accept": "text/event-stream"}, b"")
+
+    @staticmethod
+    def cancel_request(endpoint: str, stream_id: str) -> RequestSpec:
+        """``POST <endpoint>/<id>/cancel``: stops a background response (`stop()` sends it;
+        without it the response would run on, and be billed, after the client left)."""
+        scheme, netloc, path, query, _ = urlsplit(endpoint)  # the query (Azure's api-version) stays
+        path = f"{path.rstrip('/')}/{quote(stream_id, safe='')}/cancel"
+        url = urlunsplit((scheme, netloc, path, query, ""))
+        return RequestSpec("POST", url, {"Content-Type": "application/json"}, b"{}")
 
     def build_request(self, endpoint: str, request: ChatRequest) -> RequestSpec:
         """``model``, ``instructions`` (the system prompt), ``input`` (the history as items),
@@ -210,7 +220,9 @@ class ResponsesDialect:
             self._response_id = response_id
         self._background = response.get("background") is True
         model = response.get("model")
-        return [StreamStarted(self._response_id, model if isinstance(model, str) else None)]
+        # Only a background response can be resumed or cancelled: only its id is announced.
+        stream_id = self._response_id if self._background else None
+        return [StreamStarted(stream_id, model if isinstance(model, str) else None)]
 
     def _item_done(self, item: Any, data: str) -> Sequence[StreamEvent]:
         if not isinstance(item, Mapping) or item.get("type") != "function_call":

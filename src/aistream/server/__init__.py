@@ -44,6 +44,7 @@ from ._demo import DemoModel
 from ._generations import ChatBackend
 from ._guard import Principal
 from ._limits import Limits
+from ._policy import Policy
 from ._relay import UpstreamRelay
 from ._replay import MemoryReplayStore, Replay, ReplayFull, ReplayStore
 from ._response import EventStreamResponse
@@ -60,6 +61,7 @@ __all__ = [
     "Limits",
     "MemoryReplayStore",
     "Metadata",
+    "Policy",
     "Principal",
     "ReasoningDelta",
     "Replay",
@@ -82,6 +84,7 @@ for _name in (
     "EventStreamResponse",
     "Limits",
     "MemoryReplayStore",
+    "Policy",
     "Principal",
     "Replay",
     "ReplayFull",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import sys
 import time
@@ -57,8 +58,11 @@ from ._formats import (
 )
 from ._generations import ChatBackend, Generations, Sleep, aclose_events
 from ._guard import Authenticate, Guard, Principal, key_authenticator, principal_of
-from ._limits import Limits, RateLimiter
+from ._guard import error_response as guard_error
+from ._limits import Busy, Limits, RateLimiter, Slot, Slots, request_size_problem
+from ._options import InvalidOption
 from ._peek import early_failure
+from ._policy import Policy, apply_policy
 from ._relay import UpstreamRelay
 from ._replay import (
     MemoryReplayStore,
@@ -131,6 +135,9 @@ class ChatService:
             starts, so a failure known by then gets an HTTP status (None: do not wait).
         producer_lease: With a shared store: seconds after which another replica takes over
             a stream whose producer stopped renewing its lease.
+        limits: Request bounds and generation slots (per principal and in all).
+        policy: What callers may choose (model, max_tokens, system prompt, option ranges).
+        body_timeout: Seconds a request body may take to arrive (408 beyond; None: no limit).
     """
 
     def __init__(
@@ -148,8 +155,15 @@ class ChatService:
         id_factory: Callable[[], str] = new_stream_id,
         first_event_wait: float | None = None,
         producer_lease: float = 5.0,
+        limits: Limits | None = None,
+        policy: Policy | None = None,
+        body_timeout: float | None = 10.0,
     ) -> None:
         self.backend = backend
+        self.limits = limits or Limits()
+        self.policy = policy or Policy()
+        self.slots = Slots(self.limits.concurrent_streams, self.limits.max_streams)
+        self.body_timeout = body_timeout
         self.first_event_wait = first_event_wait
         self.store = store
         self.generations = Generations(
@@ -191,7 +205,7 @@ class ChatService:
                 return await self._resume(stream_id, seq, principal_of(request))
             body = decode_body(await self._read_body(request))
             fmt = choose_format(request.query_params, request.headers, body, "native")
-            chat = parse_native(body)
+            chat = self._admit(parse_native(body))
         except BadRequest as exc:
             return exc.response()
         options = body.get("stream_options")
@@ -212,17 +226,25 @@ class ChatService:
                 stream_id, seq = _parse_event_id(request.headers["last-event-id"])
                 return await self._resume(stream_id, seq, principal_of(request))
             chat, options = parse_openai(await self._read_body(request))
+            chat = self._admit(chat)
         except BadRequest as exc:
             return exc.openai_response()
         if not options.stream and asked is None:
             try:
-                model = self.backend.model_for(chat) or chat.model
-                events = self._stream(chat, model)
-            except Exception as exc:
-                log.exception("aistream.server: the backend refused a completion")
-                events = _failing(exc)
-                model = chat.model
-            return await openai_completion(events, f"chatcmpl-{self._new_id()}", model)
+                slot = self.slots.acquire(principal_of(request).id)
+            except Busy as exc:
+                return _busy(exc, openai=True)
+            try:
+                try:
+                    model = self.backend.model_for(chat) or chat.model
+                    events = self._stream(chat, model)
+                except Exception as exc:
+                    log.exception("aistream.server: the backend refused a completion")
+                    events = _failing(exc)
+                    model = chat.model
+                return await openai_completion(events, f"chatcmpl-{self._new_id()}", model)
+            finally:
+                slot.release()
         return await self._serve(
             chat, asked or "openai", options.include_usage, principal_of(request), True
         )
@@ -231,12 +253,13 @@ class ChatService:
         """POST /v1/responses: the OpenAI Responses API (its body, stream and errors).
 
         Streams the Responses events when the body says ``"stream": true``, else answers the
-        whole Response object (API.md §7).
+        whole Response object.
         """
         _TRACE_PARENT.set(_otel.extract_context(request.headers))
         try:
             body = decode_body(await self._read_body(request), _RESPONSES_EXAMPLE)
             chat, options = parse_responses(body)
+            chat = self._admit(chat)
         except BadRequest as exc:
             return exc.openai_response()
         except RequestError as exc:
@@ -247,12 +270,19 @@ class ChatService:
             )
         encoder = ResponsesEncoder(self._new_id())
         try:
-            encoder.model = self.backend.model_for(chat) or chat.model
-            events = self._stream(chat, encoder.model)
-        except Exception as exc:
-            log.exception("aistream.server: the backend refused a response")
-            events = _failing(exc)
-        response, failure = await response_object(events, encoder)
+            slot = self.slots.acquire(principal_of(request).id)
+        except Busy as exc:
+            return _busy(exc, openai=True)
+        try:
+            try:
+                encoder.model = self.backend.model_for(chat) or chat.model
+                events = self._stream(chat, encoder.model)
+            except Exception as exc:
+                log.exception("aistream.server: the backend refused a response")
+                events = _failing(exc)
+            response, failure = await response_object(events, encoder)
+        finally:
+            slot.release()
         if failure is not None:
             return openai_error(failure.message, failure.code or "error", failure.retryable)
         return JSONResponse(response)
@@ -354,10 +384,18 @@ class ChatService:
             raise too_large
         body = bytearray()
         try:
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > limit:
-                    raise too_large
+            async with asyncio.timeout(self.body_timeout):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > limit:
+                        raise too_large
+        except TimeoutError:
+            raise BadRequest(
+                408,
+                "body_timeout",
+                f"the request body did not arrive within {self.body_timeout:g} s "
+                "(body_timeout); send it at once",
+            ) from None
         except ClientDisconnect:
             raise BadRequest(
                 400, "client_disconnected", "the client left before sending its whole body"
@@ -377,7 +415,31 @@ class ChatService:
         A failure the backend reports before its first event (a relay whose upstream refused
         the key, or is busy) is answered with its HTTP status instead of a stream, in OpenAI's
         error shape with `openai_errors` (the ``/v1/...`` endpoints), else the native one.
+        The reply takes one of the principal's generation slots (`Limits`), given back when
+        the generation ends (native) or its response does (the other formats).
         """
+        try:
+            slot = self.slots.acquire(principal.id)
+        except Busy as exc:
+            return _busy(exc, openai=openai_errors)
+        try:
+            response = await self._reply(chat, fmt, include_usage, principal, openai_errors, slot)
+        except BaseException:
+            slot.release()
+            raise
+        if fmt == "native" or not isinstance(response, EventStreamResponse):
+            return response  # a native generation gives its slot back when it ends
+        return _SlotHeld(response, slot)
+
+    async def _reply(
+        self,
+        chat: ChatRequest,
+        fmt: Format,
+        include_usage: bool,
+        principal: Principal,
+        openai_errors: bool,
+        slot: Slot,
+    ) -> Response:
         events: AsyncIterator[StreamEvent]
         try:
             model = self.backend.model_for(chat) or chat.model
@@ -388,17 +450,29 @@ class ChatService:
             model = chat.model
         failure, events = await early_failure(events, self.first_event_wait)
         if failure is not None:
+            slot.release()
             log.warning("aistream.server: answered HTTP %s: %s", failure.status, failure.message)
             return error_response(failure, openai=openai_errors)
         if fmt == "native":
             try:
-                stream_id = await self.generations.start(chat, events, principal.id)
+                stream_id = await self.generations.start(chat, events, principal.id, slot)
             except StoreUnavailable as exc:
+                slot.release()
                 await aclose_events(events)
                 return _store_down(exc)
             except ReplayFull as exc:
+                slot.release()
                 await aclose_events(events)
                 log.warning("aistream.server: refusing a new stream: %s", exc)
+                if exc.over_share:
+                    return _error(
+                        429,
+                        "replay_quota",
+                        f"your streams fill your share of the server's replay space ({exc}); "
+                        "wait for one to finish or expire",
+                        {"Retry-After": "1"},
+                        retryable=True,
+                    )
                 return _error(
                     503,
                     "server_busy",
@@ -410,6 +484,24 @@ class ChatService:
         encoder = make_encoder(fmt, self._new_id(), include_usage=include_usage)
         encoder.model = model
         return EventStreamResponse(events, encoder=encoder, **self._stream_options)
+
+    def _admit(self, chat: ChatRequest) -> ChatRequest:
+        """`chat` within the Limits' request bounds and as the Policy allows it.
+
+        Raises:
+            BadRequest: 413 over a request bound; 400 for an option out of its range.
+        """
+        chars = len(chat.system_prompt or "") + sum(
+            len(m.content) + sum(len(c.arguments or "") for c in m.tool_calls)
+            for m in chat.messages
+        )
+        problem = request_size_problem(self.limits, len(chat.messages), chars)
+        if problem is not None:
+            raise BadRequest(413, "request_too_large", problem)
+        try:
+            return apply_policy(self.policy, chat)
+        except InvalidOption as exc:
+            raise BadRequest(400, "invalid_option", str(exc), exc.name) from None
 
     def _stream(self, chat: ChatRequest, model: str | None) -> AsyncIterator[StreamEvent]:
         """The backend's events for `chat`; with OpenTelemetry on, recorded as a ``chat`` span
@@ -445,6 +537,16 @@ class ChatService:
             return _store_down(exc)
         if replay is None and stream_id not in self.generations.live:
             return self._unknown(stream_id)
+        cap, followers = self.limits.max_followers, self.generations.followers(stream_id)
+        if cap is not None and followers >= cap:
+            return _error(
+                429,
+                "too_many_followers",
+                f"this stream has {followers} clients following it, the most it takes "
+                "(max_followers); close one, or retry when one has finished",
+                {"Retry-After": "1"},
+                retryable=True,
+            )
         if replay is not None and after >= replay.next_seq:
             raise BadRequest(
                 400,
@@ -545,6 +647,32 @@ async def _failing(exc: Exception) -> AsyncIterator[StreamEvent]:
     yield  # pragma: no cover - makes this an async generator
 
 
+def _busy(exc: Busy, openai: bool) -> JSONResponse:
+    """A limit's refusal: 429 (the caller's own limit) or 503 (the app's), with Retry-After."""
+    log.info("aistream.server: refused a generation: %s", exc.code)
+    return guard_error(
+        exc.status,
+        exc.code,
+        exc.message,
+        retryable=True,
+        headers={"Retry-After": str(exc.retry_after)},
+        openai=openai,
+    )
+
+
+class _SlotHeld(Response):
+    """A streaming response that gives its generation slot back when it ends, however."""
+
+    def __init__(self, inner: Response, slot: Slot) -> None:
+        self._inner, self._slot = inner, slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._inner(scope, receive, send)
+        finally:
+            self._slot.release()
+
+
 def _store_down(exc: StoreUnavailable) -> JSONResponse:
     """503 while the shared store is unreachable (clients retry after Retry-After)."""
     log.warning("aistream.server: refusing a request: %s", exc)
@@ -601,8 +729,10 @@ def create_app(
     allow_origins: Sequence[str] | None = None,
     allowed_hosts: Sequence[str] | None = None,
     limits: Limits | None = None,
+    policy: Policy | None = None,
+    body_timeout: float | None = 10.0,
 ) -> Starlette:
-    """A Starlette app that streams replies in the native protocol (API.md §2, §3) and more.
+    """A Starlette app that streams replies in the native protocol and more.
 
     Routes: ``POST /api/chat`` (a new reply; with ``Last-Event-ID``, a resume),
     ``POST /v1/chat/completions`` (OpenAI-compatible: ``AsyncOpenAI(base_url=<app>/v1)`` works
@@ -638,7 +768,7 @@ def create_app(
         backend: Your own reply generator instead of the demo or relay.
         store: Where streams are kept for resume: None for this process's memory, a Redis URL
             (``redis://[:password@]host:6379/0``, needs ``aistream[redis]``) so replicas share
-            them (API.md §8), or a ReplayStore.
+            them, or a ReplayStore.
         producer_lease: With Redis: seconds after which a replica takes over a stream whose
             producer stopped renewing its lease (it died).
         replay_store: Same as `store` with a ReplayStore (the older name).
@@ -657,6 +787,9 @@ def create_app(
             not compared); others get 400. None: any host.
         limits: Per-principal and global bounds (`Limits`); None: `Limits()` (request size
             bounds only).
+        policy: What callers may choose (`Policy`); `model` fills its model when it has
+            none, so a relay's operator model wins unless ``allow_client_model``.
+        body_timeout: Seconds a request body may take to arrive (408 beyond; None: none).
 
     Raises:
         ValueError: An unsupported upstream protocol, an upstream that is not an http(s) URL,
@@ -686,6 +819,9 @@ def create_app(
     if api_keys is not None:
         authenticate = key_authenticator(api_keys)
     limits = limits or Limits()
+    policy = policy or Policy()
+    if policy.model is None and model is not None:
+        policy = dataclasses.replace(policy, model=model)
     if resume_grace < 0 or max_body_bytes < 1:
         raise ValueError("resume_grace must be >= 0 and max_body_bytes >= 1")
     if store is not None and replay_store is not None:
@@ -716,6 +852,9 @@ def create_app(
         clock=clock,
         id_factory=id_factory,
         producer_lease=producer_lease,
+        limits=limits,
+        policy=policy,
+        body_timeout=body_timeout,
         # A relay learns of a refused key or a busy upstream before its first event: wait
         # for it so it is answered with a status. The demo and your own backend start at once.
         first_event_wait=_RELAY_FIRST_EVENT_WAIT if isinstance(backend, UpstreamRelay) else None,

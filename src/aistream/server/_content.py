@@ -4,7 +4,7 @@ Imports `_wire` and the stdlib only (the request parsers in `_formats` call it).
 is untrusted: every tool definition, call and image is checked for shape and size here before
 anything is relayed, and each refusal says what to send instead.
 
-Native shapes (API.md §5): ``tools: [{"name", "description", "parameters"}]``; assistant
+Native shapes: ``tools: [{"name", "description", "parameters"}]``; assistant
 ``toolCalls: [{"id", "name", "arguments"}]``; ``{"role": "tool", "toolCallId", "content",
 "isError"?}``; user ``images: [{"url"} | {"data": <base64>, "mediaType"}]``. OpenAI shapes:
 ``tools: [{"type": "function", "function": {...}}]``, assistant ``tool_calls``, ``role: "tool"``
@@ -42,6 +42,7 @@ MAX_SCHEMA_CHARS: Final = 64 << 10  # one tool's parameters, as JSON text
 MAX_DESCRIPTION_CHARS: Final = 16 << 10
 MAX_URL_CHARS: Final = 8 << 10  # an image URL that is not a data: URL
 MAX_ID_CHARS: Final = 256  # a tool call id
+MAX_SIGNATURE_CHARS: Final = 64 << 10  # a provider's opaque token on a call (Gemini's)
 _NAME: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -179,7 +180,11 @@ def _native_call(item: Any, where: str) -> ToolCallPart:
         raise ContentError(f"{where} must be an object with id, name and arguments", where)
     call_id = _string(item.get("id"), f"{where}.id", MAX_ID_CHARS, empty=False)
     name = _string(item.get("name"), f"{where}.name", 64, empty=False)
-    return ToolCallPart(call_id, name, _arguments(item.get("arguments"), f"{where}.arguments"))
+    arguments = _arguments(item.get("arguments"), f"{where}.arguments")
+    signature = item.get("signature")  # Gemini's thoughtSignature, relayed back verbatim
+    if signature is not None:
+        signature = _string(signature, f"{where}.signature", MAX_SIGNATURE_CHARS)
+    return ToolCallPart(call_id, name, arguments, signature)
 
 
 def _openai_call(item: Any, where: str) -> ToolCallPart:

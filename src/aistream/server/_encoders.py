@@ -4,11 +4,11 @@ Imports `_wire` and the stdlib only; no I/O. An encoder turns the `_wire` stream
 backend yields into the frames of one wire format, and keeps the little state that format
 needs (sequence numbers, open parts, the finish reason and usage held for the end):
 
-- `NativeEncoder`: aistream's own protocol (API.md §2): named events with ids
+- `NativeEncoder`: aistream's own protocol: named events with ids
   ``<stream-id>:<seq>``, hence resumable.
-- `OpenAIEncoder`: OpenAI ``chat.completion.chunk`` objects (WIRE.md b3), so any OpenAI client
+- `OpenAIEncoder`: OpenAI ``chat.completion.chunk`` objects, so any OpenAI client
   can read the stream; no ids, no resume.
-- `VercelEncoder`: the Vercel AI SDK UI message stream v1 (WIRE.md b6), what ``useChat``
+- `VercelEncoder`: the Vercel AI SDK UI message stream v1, what ``useChat``
   reads; no ids, no resume.
 
 Each has the same surface (`Encoder`): `start()` first, `token()` for the hot path of text,
@@ -21,6 +21,7 @@ dropped silently.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -88,6 +89,16 @@ _EVENTS: Final = (
     "yield a str (a token) or an aistream event (TextDelta, UsageReport, FinishReason, "
     "Metadata, ReasoningDelta, ToolCallDone, ServerError, Done)"
 )
+
+
+def stream_tag(stream_id: str) -> str:
+    """What logs say for a stream: a short hash, not the id.
+
+    A stream id is a capability (whoever holds it may resume or cancel, with the owner's
+    credentials), so no log record at INFO or above carries one; the tag still lets the
+    records of one stream be matched up.
+    """
+    return "#" + hashlib.sha256(stream_id.encode()).hexdigest()[:10]
 
 
 class Encoder(Protocol):
@@ -225,24 +236,31 @@ class _Reports:
             log.info(
                 "aistream.server: stream %s: the %s format cannot express %s; not sent "
                 "(reported once per stream)",
-                stream_id,
+                stream_tag(stream_id),
                 fmt,
                 what,
             )
 
 
 class _Encoding(ABC):
-    """The one `encode()` of the three encoders: a `match` over the event model that hands each
+    """The one `encode()` of the encoders: a `match` over the event model that hands each
     kind to a per-format hook. `token()`, `done()` and `error()` are each format's own
     (`token()` is the hot path, laid out per format ahead of time)."""
 
     __slots__ = ("finish_reason", "finished", "model", "seq", "stream_id")
 
-    stream_id: str
-    model: str | None
-    seq: int
-    finished: bool
-    finish_reason: str | None
+    def __init__(self, stream_id: str, model: str | None) -> None:
+        """The state every format keeps: `seq` counts frames; `finish_reason` waits for the end.
+
+        Raises:
+            ValueError: an unsafe stream id.
+        """
+        _check_id(stream_id)
+        self.stream_id = stream_id
+        self.model = model
+        self.seq = 0
+        self.finished = False
+        self.finish_reason: str | None = None
 
     @abstractmethod
     def token(self, text: str) -> bytes:
@@ -309,7 +327,7 @@ class _Encoding(ABC):
 
 
 class NativeEncoder(_Encoding):
-    """Turns events into native-protocol SSE frames numbered ``<stream-id>:<seq>`` (API.md §2).
+    """Turns events into native-protocol SSE frames numbered ``<stream-id>:<seq>``.
 
     `seq` counts every event from 0 (`start`); `index` counts tokens from 0. A `FinishReason` is
     kept for the `done` event; `ServerError` and `Done` end the stream (`finished`).
@@ -328,13 +346,8 @@ class NativeEncoder(_Encoding):
     __slots__ = ("_token_parts", "index")
 
     def __init__(self, stream_id: str, model: str | None = None) -> None:
-        _check_id(stream_id)
-        self.stream_id = stream_id
-        self.model = model
-        self.seq = 0
+        super().__init__(stream_id, model)
         self.index = 0
-        self.finish_reason: str | None = None
-        self.finished = False
         # The token frame, laid out by encode_sse once, with markers where the values go. The
         # hot path fills the gaps (about 0.4 µs instead of 6 µs for encode_sse + json.dumps);
         # tests check it is byte-identical to the generic path.
@@ -375,9 +388,10 @@ class NativeEncoder(_Encoding):
         return self._frame("reasoning", {"text": text})
 
     def _tool_call(self, call: ToolCallDone) -> bytes:
-        return self._frame(
-            "tool-call", {"id": call.id, "name": call.name, "arguments": call.arguments}
-        )
+        payload = {"id": call.id, "name": call.name, "arguments": call.arguments}
+        if call.signature is not None:  # Gemini's thoughtSignature: the client sends it back
+            payload["signature"] = call.signature
+        return self._frame("tool-call", payload)
 
     def _usage(self, report: UsageReport) -> bytes:
         return self._frame("usage", {"usage": native_usage(report)})
@@ -403,7 +417,7 @@ _OPENAI_ERROR_TYPES: Final = {
 
 
 class OpenAIEncoder(_Encoding):
-    """Turns events into OpenAI ``chat.completion.chunk`` SSE frames (WIRE.md b3).
+    """Turns events into OpenAI ``chat.completion.chunk`` SSE frames.
 
     - `start()`: the first chunk, ``delta: {"role": "assistant", "content": ""}``;
     - text → ``delta.content``; reasoning → ``delta.reasoning_content`` (DeepSeek's name, read
@@ -445,14 +459,9 @@ class OpenAIEncoder(_Encoding):
         include_usage: bool = True,
         created: int | None = None,
     ) -> None:
-        _check_id(stream_id)
-        self.stream_id = stream_id
-        self.model = model
+        super().__init__(stream_id, model)
         self.include_usage = include_usage
         self.created = int(time.time()) if created is None else created
-        self.seq = 0
-        self.finished = False
-        self.finish_reason: str | None = None
         self.usage = UsageTotals()
         self._calls = 0
         self._reports = _Reports()
@@ -554,7 +563,7 @@ _TEXT, _REASONING = 1, 2
 
 
 class VercelEncoder(_Encoding):
-    """Turns events into the Vercel AI SDK UI message stream v1 (WIRE.md b6; ``useChat``).
+    """Turns events into the Vercel AI SDK UI message stream v1 (``useChat``).
 
     Parts, each ``data: <json>``: ``start`` (``messageId``; ``messageMetadata.model`` when
     known) and ``start-step``; text as ``text-start`` / ``text-delta`` / ``text-end`` and
@@ -569,7 +578,7 @@ class VercelEncoder(_Encoding):
     ``message-metadata``; the error's code and retryable flag have no field, and are logged.
 
     Every part is one that ai 5.0.0 knows, with only the fields its strict schema allows, so
-    every ``ai`` major in use (5, 6, 7) reads it (API.md §9): hence the finish reason in the
+    every ``ai`` major in use (5, 6, 7) reads it: hence the finish reason in the
     metadata (``finish.finishReason`` came in 5.0.92) and no ``tool-input-error`` (5.0.7).
     tests/node runs ai 5.0.0, the newest 5 and 7, and the first 6 and 7. Parts carry no ids:
     no resume.
@@ -590,12 +599,7 @@ class VercelEncoder(_Encoding):
     )
 
     def __init__(self, stream_id: str, model: str | None = None) -> None:
-        _check_id(stream_id)
-        self.stream_id = stream_id
-        self.model = model
-        self.seq = 0
-        self.finished = False
-        self.finish_reason: str | None = None
+        super().__init__(stream_id, model)
         self.usage = UsageTotals()
         self._open = 0  # _TEXT or _REASONING while such a part is open
         self._open_id = ""

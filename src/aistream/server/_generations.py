@@ -1,14 +1,14 @@
 """Running generations: the native replies of one app, as tasks that outlive their clients.
 
-Imports `_encoders`, `_replay`, `_replicas`, `_response` (`stream_tag`, for the logs) and
-`_wire`; it handles no HTTP (that is `_app.ChatService`'s).
+Imports `_encoders`, `_replay`, `_replicas` and `_wire`; no starlette: it handles no HTTP
+(that is `_app.ChatService`'s).
 
 A native generation runs as a task owned by `Generations` and writes its frames, encoded once,
 into the replay store; each response only follows the store (replay what its client missed,
 then live frames as they are written), so a client that goes away does not stop the
 generation: it runs on for `resume_grace` seconds and is cancelled if nobody came back.
 
-With a shared store (Redis, API.md §8) a follower reads from the store while another replica
+With a shared store (Redis) a follower reads from the store while another replica
 produces the stream, and takes the stream over when that producer's lease expires; `stored` and
 `cancel` are what the store tells this replica (`StoreListener`).
 """
@@ -26,7 +26,8 @@ from typing import Final, Protocol
 from .._wire._dialect import ChatRequest
 from .._wire._events import FinishReason, ServerError, StreamEvent
 from .._wire._sse import encode_sse
-from ._encoders import NativeEncoder
+from ._encoders import NativeEncoder, stream_tag
+from ._limits import Slot
 from ._replay import ReplayStore, SharedReplayStore, StoreUnavailable
 from ._replicas import (
     Continuable,
@@ -35,7 +36,6 @@ from ._replicas import (
     request_from_context,
     store_error_frame,
 )
-from ._response import stream_tag
 
 __all__ = ["CANCEL_WAIT", "ChatBackend", "Generations", "Sleep", "aclose_events"]
 
@@ -65,10 +65,11 @@ class _Live:
     generation ends.
     """
 
-    __slots__ = ("changed", "followers", "grace", "stream_id", "task")
+    __slots__ = ("changed", "followers", "grace", "slot", "stream_id", "task")
 
-    def __init__(self, stream_id: str) -> None:
+    def __init__(self, stream_id: str, slot: Slot | None = None) -> None:
         self.stream_id = stream_id
+        self.slot = slot  # its place in the app's Limits, given back when it ends
         self.task: asyncio.Task[None] | None = None
         self.followers = 0
         self.grace: asyncio.Task[None] | None = None
@@ -143,6 +144,11 @@ class Generations:
             return self._follow_shared(stream_id, after, attached)
         return self._follow(stream_id, after, attached)
 
+    def followers(self, stream_id: str) -> int:
+        """How many responses follow the generation of `stream_id` here (0: none running)."""
+        live = self.live.get(stream_id)
+        return 0 if live is None else live.followers
+
     async def stop(self, stream_id: str) -> bool:
         """Cancel a generation now and wait (bounded) for its end: the DELETE.
 
@@ -194,9 +200,11 @@ class Generations:
         request: ChatRequest,
         events: AsyncIterator[StreamEvent] | None = None,
         owner: str = "",
+        slot: Slot | None = None,
     ) -> str:
         """Start the generation of a native reply (`events`: the backend's, already asked for),
-        stored as `owner`'s (the principal's id).
+        stored as `owner`'s (the principal's id); `slot`, its place in the Limits, is given
+        back when the generation ends.
 
         The response to the request that started it counts as a follower from here on (see
         `follow`'s `attached`), so no grace timer can cancel the generation before that
@@ -212,7 +220,7 @@ class Generations:
             await self.store.create(stream_id, owner, request_context(request))
         else:
             await self.store.create(stream_id, owner)
-        live = self.live[stream_id] = _Live(stream_id)
+        live = self.live[stream_id] = _Live(stream_id, slot)
         task = asyncio.create_task(
             self._generate(live, encoder, request, reply=events), name=f"aistream-{stream_id}"
         )
@@ -253,10 +261,13 @@ class Generations:
         reply to `request`, already asked for (`_serve` awaited its first event).
         """
         store, stream_id = self.store, live.stream_id
+        append = store.append
+        # a shared store says when a frame is readable (listener.stored): no early wake-ups
+        notify = live.notify if self.shared is None else _ignore
 
         async def put(frame: bytes) -> None:
-            await store.append(stream_id, frame)
-            live.notify()
+            await append(stream_id, frame)
+            notify()
 
         try:
             if events is None:
@@ -299,7 +310,10 @@ class Generations:
     async def _close_books(self, live: _Live) -> None:
         """Close the books on a generation, whichever way it ended."""
         stream_id = live.stream_id
-        self.live.pop(stream_id, None)
+        if self.live.get(stream_id) is live:  # (a takeover may have replaced a lost one)
+            del self.live[stream_id]
+        if live.slot is not None:
+            live.slot.release()
         if live.grace is not None:
             live.grace.cancel()
         try:
@@ -322,10 +336,7 @@ class Generations:
         """
         live = self.live.get(stream_id)
         if live is not None and not attached:
-            live.followers += 1
-            if live.grace is not None:
-                live.grace.cancel()
-                live.grace = None
+            self._attach(live)
         await self.store.hold(stream_id)
         try:
             while True:
@@ -348,28 +359,31 @@ class Generations:
         finally:
             await self.store.release(stream_id)
             if live is not None:
-                live.followers -= 1
-                if live.followers == 0 and stream_id in self.live:
-                    self._start_grace(live)
+                self._detach(live)
 
     async def _follow_shared(
         self, stream_id: str, after: int, attached: bool
     ) -> AsyncGenerator[bytes, None]:
         """`_follow` for a shared store: from here while this replica produces the stream,
         from the store (blocking reads) while another one does, taking it over if it dies."""
+        shared = self.shared
+        assert shared is not None
         cursor = _Cursor(after)
         await self.store.hold(stream_id)
         try:
             while not cursor.done:
                 live = self.live.get(stream_id)
-                if live is not None:
+                if live is not None and shared.produces(stream_id):
                     source = self._from_here(live, cursor, attached)
                     attached = False
                 else:
                     source = self._from_elsewhere(stream_id, cursor)
+                sent = cursor.after
                 async with contextlib.aclosing(source):
                     async for chunk in source:
                         yield chunk
+                if not cursor.done and cursor.after == sent:
+                    await asyncio.sleep(0)  # a hand-over between the two: never spin the loop
         finally:
             await self.store.release(stream_id)
 
@@ -379,10 +393,7 @@ class Generations:
         """Follow a generation of this replica; return undone if it stops being ours."""
         stream_id = live.stream_id
         if not attached:
-            live.followers += 1
-            if live.grace is not None:
-                live.grace.cancel()
-                live.grace = None
+            self._attach(live)
         try:
             while True:
                 changed = live.changed
@@ -405,9 +416,7 @@ class Generations:
                     return
                 await changed.wait()
         finally:
-            live.followers -= 1
-            if live.followers == 0 and stream_id in self.live:
-                self._start_grace(live)
+            self._detach(live)
 
     async def _from_elsewhere(self, stream_id: str, cursor: _Cursor) -> AsyncGenerator[bytes, None]:
         """Follow a stream another replica produces; take it over when its lease expires.
@@ -417,22 +426,29 @@ class Generations:
         store = self.shared
         assert store is not None
         probe = min(1.0, self.producer_lease / 2)
+        block = 0.001  # first look at once: a client may not wait long for a dead producer
         try:
-            while stream_id not in self.live:
-                replay = await store.wait(stream_id, cursor.after, probe)
+            while not (store.produces(stream_id) and stream_id in self.live):
+                replay = await store.wait(stream_id, cursor.after, block)
                 if replay.data:
                     cursor.after = replay.next_seq - 1
                     yield replay.data
                 if replay.finished:
                     cursor.done = True
                     return
-                if replay.data or await store.producer_alive(stream_id):
+                if replay.data:
+                    continue
+                # quiet: is the producer alive? Block until its lease would expire, no longer.
+                left = await store.lease_left(stream_id)
+                if left > 0:
+                    block = min(left + 0.005, probe)
                     continue
                 if await self._take_over(stream_id):
                     continue
                 if await store.read(stream_id, cursor.after) is None:
                     cursor.done = True  # expired meanwhile
                     return
+                block = probe
         except StoreUnavailable as exc:
             cursor.done = True
             yield store_error_frame(str(exc))
@@ -504,9 +520,22 @@ class Generations:
             after = replay.next_seq - 1
             if replay.finished or stream_id in self.live:
                 break
-            if not replay.data and not await store.producer_alive(stream_id):
+            if not replay.data and not await store.lease_left(stream_id):
                 await self._take_over(stream_id, cancel=True)
         return True
+
+    def _attach(self, live: _Live) -> None:
+        """One more follower: a grace timer running for the generation is called off."""
+        live.followers += 1
+        if live.grace is not None:
+            live.grace.cancel()
+            live.grace = None
+
+    def _detach(self, live: _Live) -> None:
+        """One follower less: the last one to leave a running generation starts its grace."""
+        live.followers -= 1
+        if live.followers == 0 and live.stream_id in self.live:
+            self._start_grace(live)
 
     def _start_grace(self, live: _Live) -> None:
         if live.grace is None or live.grace.done():
@@ -529,6 +558,10 @@ async def aclose_events(events: AsyncIterator[StreamEvent]) -> None:
     aclose = getattr(events, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+def _ignore() -> None:
+    pass
 
 
 async def _no_events(*events: StreamEvent) -> AsyncIterator[StreamEvent]:

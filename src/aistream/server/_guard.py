@@ -4,11 +4,12 @@ Imports starlette (requests, headers, JSON responses) and `_limits`. `Guard` is 
 ASGI middleware, so it applies however the app is served: by uvicorn, or mounted inside a
 FastAPI app (whose dependencies do not reach a mounted app). In request order:
 
+0. ``GET /healthz`` is answered as is: load balancers and probes may use any Host.
 1. ``allowed_hosts``: a ``Host`` not on the list is 400 (DNS rebinding: a page on an attacker's
    name that resolves to 127.0.0.1 must not reach a local server holding a key).
 2. CORS: preflights are answered here, before authentication; an origin in ``allow_origins``
    gets the ``Access-Control-Allow-*`` headers, any other gets none (a preflight: 403).
-3. ``/healthz`` is open; every other route calls ``authenticate`` (None or a raise: 401).
+3. Every route but ``/healthz`` (open, for probes) calls ``authenticate`` (None or a raise: 401).
    With no authenticator and an upstream, only loopback callers are served (403 otherwise);
    a request carrying ``Forwarded`` / ``X-Forwarded-For`` is never loopback.
 4. ``Limits.requests_per_minute`` per principal (429 with ``Retry-After``).
@@ -137,7 +138,7 @@ def error_response(
     headers: Mapping[str, str] | None = None,
     openai: bool = False,
 ) -> JSONResponse:
-    """An HTTP error in the project's shape (API.md §10); OpenAI's shape for ``/v1/...``."""
+    """An HTTP error in the project's shape; OpenAI's shape for ``/v1/...``."""
     body: dict[str, Any]
     if openai:
         kind = _OPENAI_TYPES.get(status, "invalid_request_error")
@@ -220,6 +221,11 @@ class Guard:
         def refuse(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
             return error_response(status, code, message, openai=openai, **extra)
 
+        if path == "/healthz" and scope["method"] in ("GET", "HEAD"):
+            # open to load balancers and probes, which may use any address as Host; it
+            # tells nobody anything but "ok" and a count
+            await self.app(scope, receive, send)
+            return
         if self.allowed_hosts is not None:
             host = _host_name(headers.get("host", ""))
             if not host or not _host_allowed(host, self.allowed_hosts):
@@ -242,9 +248,6 @@ class Guard:
         if granted:
             assert origin is not None
             send = self._with_cors(send, origin)
-        if path == "/healthz":
-            await self.app(scope, receive, send)
-            return
         principal, refusal = await self._admit(scope, headers, refuse)
         if refusal is not None:
             await refusal(scope, receive, send)

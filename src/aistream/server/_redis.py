@@ -1,4 +1,4 @@
-"""`RedisReplayStore`: replay logs in Redis Streams, shared by every replica (API.md §8).
+"""`RedisReplayStore`: replay logs in Redis Streams, shared by every replica.
 
 Imports redis-py (the `redis` extra); `create_app` imports this module only when a store URL is
 given, so `import aistream.server` never loads redis.
@@ -41,6 +41,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
+from ._encoders import stream_tag
 from ._replay import MemoryReplayStore, Replay, StoreListener, StoreUnavailable, Takeover
 from ._replicas import store_error_frame
 
@@ -53,22 +54,29 @@ _MAX_ID: Final = 256  # longest stream id looked up (a longer one is unknown)
 _SEQ_CAP: Final = 1 << 62
 
 # KEYS: log, lease, meta.  ARGV: token, lease_ms, live_ttl_ms, first_seq, end (0/1), ttl_ms,
-# frames...  Writes the frames (and the end) if this token holds the lease or nobody does.
-# Returns the meta's cancel flag (false when not cancelled); errors LEASE when another holds it.
+# the frames' lengths ("12 40 40"), the frames joined (one argument: packing one argument per
+# frame costs the client ~1 µs each).  Writes the frames (and the end) if this token holds the
+# lease or nobody does.
+# Returns the meta's cancel flag (false when not cancelled); errors LEASE when another replica
+# holds the lease or ended the stream, GONE when the stream is no longer in Redis (a restart).
 _WRITE = """
 local holder = redis.call('GET', KEYS[2])
 if holder ~= ARGV[1] then
-  if holder or redis.call('HGET', KEYS[3], 'state') ~= 'live' then
+  if holder or redis.call('HGET', KEYS[3], 'state') == 'done' then
     return redis.error_reply('LEASE lost')
   end
+  if redis.call('EXISTS', KEYS[3]) == 0 then return redis.error_reply('GONE') end
 end
 local seq = tonumber(ARGV[4])
-for i = 7, #ARGV do
-  redis.call('XADD', KEYS[1], '0-' .. (seq + i - 6), 'f', ARGV[i])
+local data, pos, n = ARGV[8], 1, 0
+for size in string.gmatch(ARGV[7], '%d+') do
+  local stop = pos + tonumber(size)
+  n = n + 1
+  redis.call('XADD', KEYS[1], '0-' .. (seq + n), 'f', string.sub(data, pos, stop - 1))
+  pos = stop
 end
 if ARGV[5] == '1' then
-  local last = seq + #ARGV - 6
-  redis.call('XADD', KEYS[1], '0-' .. (last + 1), 'end', '1')
+  redis.call('XADD', KEYS[1], '0-' .. (seq + n + 1), 'end', '1')
   redis.call('HSET', KEYS[3], 'state', 'done')
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
   redis.call('PEXPIRE', KEYS[3], ARGV[6])
@@ -84,9 +92,10 @@ return redis.call('HGET', KEYS[3], 'cancel')
 _RENEW = """
 local holder = redis.call('GET', KEYS[2])
 if holder ~= ARGV[1] then
-  if holder or redis.call('HGET', KEYS[3], 'state') ~= 'live' then
+  if holder or redis.call('HGET', KEYS[3], 'state') == 'done' then
     return redis.error_reply('LEASE lost')
   end
+  if redis.call('EXISTS', KEYS[3]) == 0 then return redis.error_reply('GONE') end
 end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -283,7 +292,7 @@ class RedisReplayStore:
         """Open a stream this replica produces: its meta, its lease, its local mirror."""
         if self._listening is None:
             await self.start()
-        await self._mirror.create(stream_id)
+        await self._mirror.create(stream_id, owner)
         _, lease, meta = keys = self._keys(stream_id)
         token = f"{self.replica}-{secrets.token_hex(4)}"
         pipe = self._redis.pipeline(transaction=True)
@@ -362,9 +371,10 @@ class RedisReplayStore:
         entries = reply[0][1] if reply else []
         return _replay(entries, after)
 
-    async def producer_alive(self, stream_id: str) -> bool:
-        """Whether someone holds the stream's lease."""
-        return bool(await self._call(self._redis.exists(self._keys(stream_id)[1])))
+    async def lease_left(self, stream_id: str) -> float:
+        """Seconds until the stream's producer lease expires (0: nobody holds it)."""
+        ms = await self._call(self._redis.pttl(self._keys(stream_id)[1]))
+        return max(int(ms), 0) / 1000
 
     async def owner(self, stream_id: str) -> str | None:
         """The stream's owner ("" for none), None when the stream is unknown or expired."""
@@ -389,9 +399,9 @@ class RedisReplayStore:
         entries, (owner, context) = await self._call(pipe.execute())
         frames = [fields[b"f"] for _, fields in entries if b"f" in fields]
         self._mirror.drop(stream_id)
-        await self._mirror.create(stream_id)
-        for frame in frames:
-            await self._mirror.append(stream_id, frame)
+        await self._mirror.create(stream_id, (owner or b"").decode())
+        if frames:
+            self._mirror.extend(stream_id, [len(f) for f in frames], b"".join(frames))
         producer = _Producer(keys, token, len(frames))
         self._producers[stream_id] = producer
         producer.renewing = asyncio.create_task(self._keep_lease(stream_id, producer))
@@ -422,6 +432,8 @@ class RedisReplayStore:
         """Write the queued frames (and the end) in one script call, until none is queued."""
         while producer.pending or end:
             batch, producer.pending = producer.pending, []
+            sizes = [len(frame) for frame in batch]
+            joined = b"".join(batch)
             try:
                 cancel = await self._call(
                     self._write(
@@ -433,7 +445,8 @@ class RedisReplayStore:
                             producer.next_seq,
                             1 if end else 0,
                             self._ttl_ms,
-                            *batch,
+                            " ".join(map(str, sizes)),
+                            joined,
                         ],
                     )
                 )
@@ -445,9 +458,8 @@ class RedisReplayStore:
                     await self._fail(stream_id, store_error_frame(str(producer.error)))
                 return
             producer.next_seq += len(batch)
-            mirror = self._mirror
-            for frame in batch:
-                await mirror.append(stream_id, frame)
+            if batch:
+                self._mirror.extend(stream_id, sizes, joined)
             self._stored(stream_id)
             if cancel:
                 self._cancel_local(stream_id)
@@ -456,9 +468,16 @@ class RedisReplayStore:
     def _failure(self, stream_id: str, exc: Exception) -> Exception:
         if isinstance(exc, ResponseError) and "LEASE" in str(exc):
             log.warning(
-                "aistream.server: lost the lease of stream %s to another replica", stream_id
+                "aistream.server: lost the lease of stream %s to another replica",
+                stream_tag(stream_id),
             )
             return _LeaseLost(f"another replica produces stream {stream_id!r} now")
+        if isinstance(exc, ResponseError) and str(exc).startswith("GONE"):
+            log.warning("aistream.server: a live stream vanished from the replay store")
+            return StoreUnavailable(
+                f"the replay store at {self.address} lost this stream (restarted without "
+                "persistence, or flushed)"
+            )
         if isinstance(exc, ResponseError):
             log.error("aistream.server: the store refused a write: %s", exc)
             return _LeaseLost(f"the store refused a write of stream {stream_id!r}")
@@ -489,7 +508,10 @@ class RedisReplayStore:
             except ResponseError as exc:
                 producer.error = self._failure(stream_id, exc)
                 producer.renewing = None
-                self._lost(stream_id)
+                if isinstance(producer.error, _LeaseLost):
+                    self._lost(stream_id)
+                else:
+                    await self._fail(stream_id, store_error_frame(str(producer.error)))
                 return
             if cancel:
                 self._cancel_local(stream_id)

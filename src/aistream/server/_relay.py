@@ -17,12 +17,12 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 
 from .._pool import new_client
-from .._redact import redact_url
+from .._redact import SENSITIVE_HEADERS, redact_bearer, redact_text, redact_url
 from .._transport import AttemptState, Transport
 from .._wire._anthropic import AnthropicDialect
 from .._wire._dialect import ChatRequest, Dialect, error_message
@@ -149,6 +149,13 @@ class UpstreamRelay:
         self.protocol = protocol
         self._kind = kind
         merged = {**(headers or {}), **(auth_headers(protocol, api_key) if api_key else {})}
+        self._scrub = Scrubber(
+            [
+                *([api_key] if api_key else []),
+                *(v for k, v in merged.items() if k.lower() in SENSITIVE_HEADERS),
+                *(v for k, v in parse_qsl(urlsplit(self.endpoint).query) if len(v) >= 8),
+            ]
+        )
         self._transport = Transport(
             headers=merged, timeout=timeout, stall_timeout=stall_timeout, max_event_bytes=1 << 20
         )
@@ -156,7 +163,7 @@ class UpstreamRelay:
         self._client_loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
-        return f"UpstreamRelay({self.endpoint!r}, model={self.model!r})"
+        return f"UpstreamRelay({redact_url(self.endpoint)!r}, model={self.model!r})"
 
     def model_for(self, request: ChatRequest) -> str | None:
         """The model name sent upstream (and announced in `start`)."""
@@ -187,22 +194,24 @@ class UpstreamRelay:
                 if item is _END:
                     return
                 if isinstance(item, AIStreamError):
-                    log.warning("aistream.server: upstream failed: %s", item)
-                    yield upstream_error(item, before_content=not yielded)
+                    log.warning("aistream.server: upstream failed: %s", self._scrub(str(item)))
+                    yield self._scrub.error(upstream_error(item, before_content=not yielded))
                     return
                 yielded = yielded or bool(item)
                 for event in item:
                     if type(event) is Skipped:
                         log.warning(
-                            "aistream.server: skipped an upstream event: %s: %.200r",
-                            event.reason,
-                            event.raw,
+                            "aistream.server: skipped an upstream event: %s: %.200s",
+                            self._scrub(event.reason),
+                            self._scrub(repr(event.raw)),
                         )
                         continue
-                    if isinstance(event, ServerError) and not event.code:
-                        event = ServerError(
-                            event.message, "upstream_error", event.retryable, event.body
-                        )
+                    if isinstance(event, ServerError):
+                        if not event.code:
+                            event = ServerError(
+                                event.message, "upstream_error", event.retryable, event.body
+                            )
+                        event = self._scrub.error(event)
                     yield event
         finally:
             task.cancel()
@@ -231,11 +240,51 @@ class UpstreamRelay:
             await client.aclose()
 
 
+class Scrubber:
+    """Masks the relay's own secrets (its key, secret header and URL query values) in what it
+    relays from the upstream: an upstream may echo them in an error.
+
+    Text is masked after any JSON decoding (a key sent back as ``\u0073\u006b…`` escapes
+    is decoded by then), and a text cut short that ends in a secret's first characters has
+    that tail masked too.
+    """
+
+    def __init__(self, secrets: list[str]) -> None:
+        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        if not self.secrets:
+            return redact_bearer(text)
+        text = redact_bearer(redact_text(text, self.secrets))
+        for secret in self.secrets:  # a tail cut from a secret: `detail[:300]`, `%.200r`
+            for size in range(min(len(secret) - 1, len(text)), 3, -1):
+                if text.endswith(secret[:size]):
+                    text = text[:-size] + "[redacted]"
+                    break
+        return text
+
+    def value(self, body: Any) -> Any:
+        """A JSON-like value with every string masked."""
+        if isinstance(body, str):
+            return self(body)
+        if isinstance(body, dict):
+            return {self(str(k)): self.value(v) for k, v in body.items()}
+        if isinstance(body, list | tuple):
+            return [self.value(v) for v in body]
+        return body
+
+    def error(self, event: ServerError) -> ServerError:
+        """`event` with its message and body masked (status and Retry-After kept)."""
+        event.message = self(event.message)
+        event.body = self.value(event.body)
+        return event
+
+
 def upstream_error(error: AIStreamError, *, before_content: bool = False) -> ServerError:
     """The native error for an upstream failure: a code by status or kind, and retryable.
 
     With `before_content` (nothing was relayed yet) it also carries the HTTP status the app
-    answers instead of starting a stream (API.md §10): 502 and not retryable for the
+    answers instead of starting a stream: 502 and not retryable for the
     operator's key and configuration (refused key, unreachable or wrong upstream URL, an
     upstream that does not speak the protocol), the upstream's own 429 / 503 with its
     ``Retry-After``, 400 for a request the upstream refused, 502 / 504 (retryable) for other

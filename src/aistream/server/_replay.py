@@ -10,6 +10,10 @@ Memory bounds of `MemoryReplayStore`:
 
 - `max_streams`: logs kept, live and finished. A new stream evicts the oldest finished log
   when full; when every log is live, `create` raises `ReplayFull` (the app answers 503).
+- Fair shares: a log is evicted for a principal (its `owner`) only if it is that
+  principal's own, or its owner holds more logs than the principal would with its new one.
+  A principal that fills the store evicts its own logs, never the others'; one that cannot
+  make room gets `ReplayFull` with `over_share` set when it holds its share already (429).
 - `max_bytes`: bytes of frames kept. Appending past it evicts finished logs, oldest first.
   Live logs are never cut (a live reply would lose its resume point), so the live streams
   alone may exceed it by at most their own size; `create` refuses new streams meanwhile.
@@ -40,7 +44,15 @@ __all__ = [
 
 
 class ReplayFull(Exception):
-    """The store cannot take another stream now (too many live streams or bytes)."""
+    """The store cannot take another stream now (too many live streams or bytes).
+
+    `over_share`: the principal asking holds its fair share of the store already (its own
+    limit, 429), rather than the store being full of others' live streams (503).
+    """
+
+    def __init__(self, message: str, over_share: bool = False) -> None:
+        super().__init__(message)
+        self.over_share = over_share
 
 
 class StoreUnavailable(Exception):
@@ -141,6 +153,10 @@ class SharedReplayStore(ReplayStore, Protocol):
         """Connect and listen for cancels (raises StoreUnavailable naming the address)."""
         ...
 
+    def produces(self, stream_id: str) -> bool:
+        """Whether this replica writes `stream_id` now (it holds the lease)."""
+        ...
+
     async def check(self) -> None:
         """One round trip to the store (raises StoreUnavailable)."""
         ...
@@ -151,8 +167,8 @@ class SharedReplayStore(ReplayStore, Protocol):
         """The frames after `after`, waiting up to `block` seconds for some."""
         ...
 
-    async def producer_alive(self, stream_id: str) -> bool:
-        """Whether some replica holds the stream's producer lease."""
+    async def lease_left(self, stream_id: str) -> float:
+        """Seconds until the stream's producer lease expires (0: nobody holds it)."""
         ...
 
     async def take_over(self, stream_id: str) -> Takeover | None:
@@ -211,6 +227,7 @@ class MemoryReplayStore:
         self._finished: OrderedDict[str, None] = OrderedDict()  # oldest finish first
         self._bytes = 0
         self._held: dict[str, int] = {}  # stream id -> followers still sending it
+        self._owned: dict[str, int] = {}  # owner -> logs it holds
 
     @property
     def stream_count(self) -> int:
@@ -231,13 +248,17 @@ class MemoryReplayStore:
             raise ValueError(f"stream {stream_id!r} already exists")
         while (
             len(self._logs) >= self.max_streams or self._bytes >= self.max_bytes
-        ) and self._evict_oldest():
+        ) and self._evict_oldest(owner):
             pass
+        over = self._over_share(owner)
         if len(self._logs) >= self.max_streams:
-            raise ReplayFull(f"{len(self._logs)} streams are live (replay_max_streams)")
+            raise ReplayFull(
+                f"{len(self._logs)} streams are live or still being sent (replay_max_streams)", over
+            )
         if self._bytes >= self.max_bytes:
-            raise ReplayFull(f"live streams hold {self._bytes} bytes (replay_max_bytes)")
+            raise ReplayFull(f"streams hold {self._bytes} bytes (replay_max_bytes)", over)
         self._logs[stream_id] = _Log(owner)
+        self._owned[owner] = self._owned.get(owner, 0) + 1
 
     async def owner(self, stream_id: str) -> str | None:
         self._purge()
@@ -250,6 +271,7 @@ class MemoryReplayStore:
         if log is not None:
             self._finished.pop(stream_id, None)
             self._bytes -= len(log.data)
+            self._disown(log.owner)
 
     async def append(self, stream_id: str, frame: bytes) -> None:
         log = self._logs[stream_id]
@@ -259,7 +281,23 @@ class MemoryReplayStore:
         log.offsets.append(len(data))
         data += frame
         self._bytes += len(frame)
-        while self._bytes > self.max_bytes and self._evict_oldest():
+        while self._bytes > self.max_bytes and self._evict_oldest(log.owner):
+            pass
+
+    def extend(self, stream_id: str, sizes: list[int], joined: bytes) -> None:
+        """`append` for several frames at once, given joined with their sizes, without awaiting
+        (a mirroring store's batch, already joined to be sent elsewhere)."""
+        log = self._logs[stream_id]
+        data = log.data
+        if log.finished_at is not None or not isinstance(data, bytearray):
+            raise ValueError(f"stream {stream_id!r} is finished")
+        offsets, at = log.offsets, len(data)
+        for size in sizes:
+            offsets.append(at)
+            at += size
+        data += joined
+        self._bytes += len(joined)
+        while self._bytes > self.max_bytes and self._evict_oldest(log.owner):
             pass
 
     async def finish(self, stream_id: str) -> None:
@@ -308,15 +346,36 @@ class MemoryReplayStore:
         else:
             self._held.pop(stream_id, None)
 
-    def _evict_oldest(self) -> bool:
-        """Drop the oldest finished log that no follower is sending; False if there is none."""
+    def _evict_oldest(self, owner: str) -> bool:
+        """Drop the oldest finished log `owner` may evict (its own, or one of an owner holding
+        more than `owner` would) that no follower is sending; False if there is none."""
+        mine = self._owned.get(owner, 0) + 1
+        logs, owned = self._logs, self._owned
         for stream_id in self._finished:
-            if stream_id not in self._held:
+            if stream_id in self._held:
+                continue
+            other = logs[stream_id].owner
+            if other == owner or owned[other] > mine:
                 self._drop(stream_id)
                 return True
         return False
+
+    def _over_share(self, owner: str) -> bool:
+        """Whether `owner` (a principal, not "") holds its equal share of `max_streams`."""
+        if not owner:
+            return False
+        owners = len(self._owned) + (owner not in self._owned)
+        return self._owned.get(owner, 0) * owners >= self.max_streams
+
+    def _disown(self, owner: str) -> None:
+        left = self._owned[owner] - 1
+        if left:
+            self._owned[owner] = left
+        else:
+            del self._owned[owner]
 
     def _drop(self, stream_id: str) -> None:
         del self._finished[stream_id]
         log = self._logs.pop(stream_id)
         self._bytes -= len(log.data)
+        self._disown(log.owner)

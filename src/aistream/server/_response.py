@@ -13,7 +13,6 @@ through one lock, so a heartbeat never lands inside an event.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import secrets
 import time
@@ -41,13 +40,13 @@ from .._wire._events import (
     UsageReport,
 )
 from .._wire._sse import encode_sse
-from ._encoders import Encoder, ServerEvent, make_encoder
+from ._encoders import Encoder, ServerEvent, make_encoder, stream_tag
 
 __all__ = ["SSE_HEADERS", "EventStreamResponse", "ServerEvent", "new_stream_id", "stream_tag"]
 
 log = logging.getLogger("aistream.server")
 
-#: The headers of every event stream (API.md §3). `X-Accel-Buffering: no` stops nginx buffering.
+#: The headers of every event stream. `X-Accel-Buffering: no` stops nginx buffering.
 SSE_HEADERS: Final[Mapping[str, str]] = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache, no-transform",
@@ -66,16 +65,6 @@ _END_BODY: Final[Message] = {"type": "http.response.body", "body": b"", "more_bo
 def new_stream_id() -> str:
     """A fresh, URL-safe, unguessable stream id (16 characters)."""
     return secrets.token_urlsafe(12)
-
-
-def stream_tag(stream_id: str) -> str:
-    """What logs say for a stream: a short hash, not the id.
-
-    A stream id is a capability (whoever holds it may resume or cancel, with the owner's
-    credentials), so no log record at INFO or above carries one; the tag still lets the
-    records of one stream be matched up.
-    """
-    return "#" + hashlib.sha256(stream_id.encode()).hexdigest()[:10]
 
 
 class SendLock:
@@ -297,7 +286,7 @@ class EventStreamResponse(_EventStream):
     Feed it an async iterable of events (str tokens or `_wire` events: `TextDelta`,
     `UsageReport`, `FinishReason`, `Metadata`, `ReasoningDelta`, `ToolCallDone`, `ServerError`,
     `Done`), or a producer coroutine function that receives the response and uses its writer
-    methods. Natively (API.md §2, §3) it writes `start` first and `done` last (unless an
+    methods. Natively it writes `start` first and `done` last (unless an
     `error` ended the stream), ids ``<stream-id>:<seq>``, and ``: ping`` every
     `heartbeat_interval` seconds of silence. ``format="openai"`` writes OpenAI
     ``chat.completion.chunk`` objects and ``format="vercel"`` the Vercel AI SDK UI message
