@@ -232,7 +232,7 @@ class AIStream(TypedEmitter):
         rng: Random source in [0, 1) for jitter (injected in tests).
         tools: Functions (or coroutine functions) and `Tool` objects the model may call;
             a function's schema comes from its type hints and docstring. A reply asking for
-            tools that all have handlers runs them and streams the next reply (API.md §5).
+            tools that all have handlers runs them and streams the next reply.
         max_steps: Most model calls one send makes (default 8); the last reply's calls are
             then returned unrun (``finish_reason="tool_calls"``).
         messages: A history to start from: Messages or their ``model_dump()`` dicts.
@@ -1164,7 +1164,7 @@ class AIStream(TypedEmitter):
         # Half a character still held at the end has no partner: U+FFFD (no token event).
         content = reply.text() + reply.text_joiner.flush()
         if reply.tool_calls and reason == "stop":
-            reason = "tool_calls"  # whatever the provider says (Gemini: STOP), API.md §10
+            reason = "tool_calls"  # whatever the provider says (Gemini: STOP)
         empty = not (content or reply.tool_calls or reply.reasoning)
         if not turn.discard and not (empty and reason == "stopped") and reply.usage is None:
             reply.usage = Usage(
