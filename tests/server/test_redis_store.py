@@ -188,6 +188,8 @@ def test_importing_aistream_and_its_server_does_not_load_redis() -> None:
         "import sys, aistream, aistream.server\n"
         "loaded = [m for m in sys.modules if m == 'redis' or m.startswith('redis.')]\n"
         "assert not loaded, loaded\n"
+        "assert aistream.server.RedisReplayStore.__name__ == 'RedisReplayStore'\n"
+        "assert 'redis' in sys.modules  # loaded on first use\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
