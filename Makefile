@@ -23,8 +23,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Branch coverage: the floor of pyproject.toml for the package, 100% for the sans-I/O `_wire`.
 test: lint typecheck redis-server npm-ai
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --cov --cov-report=term:skip-covered
+	$(BIN)/coverage report --include='src/aistream/_wire/*' --fail-under=100
 
 # The replica tests run a real redis-server. Installed from Debian's package when missing and we
 # are root with apt-get (CI, a fresh machine); otherwise say how (the tests then skip, and under

@@ -346,3 +346,42 @@ def test_serve_refuses_an_upstream_that_is_not_an_http_url_in_one_line(
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
     assert "http:// or https:// URL" in err and "'ftp://x'" in err
+
+
+def test_chat_slash_lines_are_commands_never_sent_to_the_model() -> None:
+    result = run("chat", stdin="/help\n/rset\n//etc is a folder\nhi\n")
+    assert result.returncode == 0, result.stderr
+    assert "commands: /help" in result.stderr
+    assert "unknown command '/rset' (not sent); did you mean /reset?" in result.stderr
+    replies = result.stdout.strip().splitlines()
+    assert len(replies) == 2  # "//etc ..." and "hi": the two lines that were messages
+    assert "'/etc is a folder'" in replies[0] or '"/etc is a folder"' in replies[0]
+    assert "message 2 from you" in replies[1]  # /help and /rset never reached the model
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT, a POSIX signal")
+def test_chat_ctrl_c_at_the_prompt_prints_a_line_and_exits_130() -> None:
+    env = {**os.environ, "NO_COLOR": "1"}
+    with subprocess.Popen(
+        aistream_cmd("chat"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as proc:
+        assert proc.stdin is not None and proc.stderr is not None
+        try:
+            proc.stdin.write("hi\n")
+            proc.stdin.flush()
+            for line in proc.stderr:  # bounded by the process: EOF if it dies
+                if line.startswith("[usage:"):
+                    break  # the reply is over: the chat waits for the next line
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=GUARD)
+            err = proc.stderr.read()  # the rest, after what the loop above buffered
+        finally:
+            proc.kill()
+    assert proc.returncode == 130
+    assert "[interrupted: exiting]" in err and "Traceback" not in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -155,6 +156,21 @@ def test_only_transport_and_pool_import_httpx() -> None:
     for path in SRC.glob("*.py"):
         if {"httpx", "httpcore"} & _runtime_imports(path):
             assert path.name in allowed, path.name
+
+
+def test_no_text_cites_a_document_the_repository_does_not_have() -> None:
+    """API.md, WIRE.md, STYLE.md and PROVIDERS.md are the team's, not shipped: say it in place."""
+    root = SRC.parents[1]
+    cited = re.compile(r"\b(API|WIRE|STYLE|PROVIDERS)\.md\b")
+    texts = [*SRC.rglob("*.py"), *(root / "examples").rglob("*.py"), root / "README.md"]
+    texts += list((root / "examples").glob("*.md"))
+    found = [
+        f"{path.relative_to(root)}:{number}"
+        for path in texts
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if (match := cited.search(line)) and not (root / match.group(0)).exists()
+    ]
+    assert found == [], found
 
 
 def test_aistream_server_exports_what_a_chat_backend_takes_and_yields() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import difflib
 import logging
 import os
 import re
@@ -30,8 +31,8 @@ from aistream import AIStream, AIStreamError, Message, RetryConfig
 from aistream._redact import redact_url
 from aistream.types import ProtocolName
 
-from ._console import Console, retry_line, usage_line
-from ._tour import run_tour
+from ._console import Console, retry_line, show_tools, usage_line
+from ._tour import SAMPLE_TOOLS, run_tour
 from ._wire._dialect import detect_protocol
 from ._wire._registry import auth_headers
 
@@ -190,26 +191,54 @@ def _run_turn(chat: AIStream, start: Callable[[], Coroutine[Any, Any, _T]]) -> _
     return asyncio.run(turn())
 
 
+_COMMANDS_HELP = (
+    "commands: /help (this list), /retry (a new reply to the last message), /reset (clear "
+    "the conversation), /exit (or Ctrl-D); Ctrl-C stops a reply. Start a line with // to send "
+    "a message that begins with /."
+)
+_CHAT_COMMANDS = ("/help", "/retry", "/reset", "/exit", "/quit")
+
+
 def _chat_loop(chat: AIStream, console: Console, stdin: TextIO, interactive: bool) -> int:
     while True:
         try:
             line = input("> ") if interactive else stdin.readline()
-        except (EOFError, KeyboardInterrupt):
+        except EOFError:
             console.line()
             return 0
+        except KeyboardInterrupt:  # at the prompt: leave, as a shell does, with 128 + SIGINT
+            console.line()
+            console.status("[interrupted: exiting]")
+            return 130
         if not line:
             return 0  # end of piped input
         text = line.strip()
         if not text:
             continue
-        if text in ("/exit", "/quit"):
-            return 0
-        if text == "/reset":
-            chat.reset()
-            console.status("[conversation cleared]")
-            continue
+        retry = False
+        if text.startswith("//"):
+            text = text[1:]  # an escaped slash: a message, not a command
+        elif text.startswith("/"):
+            command = text.split()[0].lower()
+            if command in ("/exit", "/quit"):
+                return 0
+            if command == "/help":
+                console.status(_COMMANDS_HELP)
+                continue
+            if command == "/reset":
+                chat.reset()
+                console.status("[conversation cleared]")
+                continue
+            retry = command == "/retry"
+            if not retry:
+                close = difflib.get_close_matches(command, _CHAT_COMMANDS, n=1)
+                hint = f"did you mean {close[0]}? " if close else ""
+                console.error(
+                    f"unknown command {command[:40]!r} (not sent); {hint}{_COMMANDS_HELP}"
+                )
+                continue
         start: Callable[[], Coroutine[Any, Any, Message | None]]
-        start = chat.retry if text == "/retry" else partial(chat.send, text)
+        start = chat.retry if retry else partial(chat.send, text)
         try:
             reply = _run_turn(chat, start)
         except AIStreamError as exc:
@@ -224,7 +253,9 @@ def _chat_loop(chat: AIStream, console: Console, stdin: TextIO, interactive: boo
         if reply is None:
             console.status("[nothing to retry: send a message first]")
             continue
-        if reply.finish_reason == "stopped":
+        if reply.finish_reason == "stopped" and not reply.content:
+            console.status("[stopped before any of the reply arrived]")
+        elif reply.finish_reason == "stopped":
             console.status("[stopped: the partial reply stays in the conversation]")
         elif reply.finish_reason not in (None, "stop"):
             console.status(f"[finish_reason: {reply.finish_reason}]")
@@ -233,6 +264,7 @@ def _chat_loop(chat: AIStream, console: Console, stdin: TextIO, interactive: boo
 
 def _cmd_chat(args: argparse.Namespace, console: Console) -> int:
     interactive = sys.stdin.isatty()
+    tools = args.tools if args.tools is not None else not args.endpoint
     with contextlib.ExitStack() as stack:
         model = args.model
         if args.endpoint:
@@ -254,18 +286,21 @@ def _cmd_chat(args: argparse.Namespace, console: Console) -> int:
                 system_prompt=args.system,
                 headers=headers,
                 retry=RetryConfig(max_retries=args.retries),
+                tools=SAMPLE_TOOLS if tools else None,
             )
         except ValueError as exc:
             console.error(f"error: {exc}")
             return 2
         chat.on("token", console.write)
         chat.on("retry", lambda event: console.status(retry_line(event)))
+        show_tools(chat, console)
         if interactive:
             with contextlib.suppress(ImportError):
                 import readline  # noqa: F401  (line editing and history for input())
             console.status(
                 f"aistream chat with {where}\n"
-                "Ctrl-C stops a reply, Ctrl-D exits; /retry, /reset, /exit"
+                "Ctrl-C stops a reply, Ctrl-D exits; /help, /retry, /reset, /exit"
+                + ("\ntools: add_numbers, current_time (name one to see a loop)" if tools else "")
             )
         return _chat_loop(chat, console, sys.stdin, interactive)
 
@@ -288,7 +323,7 @@ def _read_keys(path: str) -> list[str]:
 
 
 def _access_mode(args: argparse.Namespace, keys: int) -> str:
-    """Who may call the server, in one line (API.md §6: serve says which mode it is in)."""
+    """Who may call the server, in one line (serve says which mode it is in)."""
     if keys:
         return f"callers need one of the {keys} keys of --api-key-file (Authorization: Bearer)"
     if args.allow_anonymous:
@@ -547,6 +582,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="retries of a failed attempt (default: 3)",
     )
+    chat.add_argument(
+        "--tools",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="give the model two sample tools (add_numbers, current_time) and run them when "
+        "it calls them (default: on with the demo model, off with --endpoint)",
+    )
 
     serve = commands.add_parser(
         "serve",
@@ -663,8 +705,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as exc:
         console.error(f"aistream {args.command}: {exc}")
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # outside a reply and the prompt (e.g. between the two)
         console.line()
+        console.status("[interrupted: exiting]")
         return 130
     except BrokenPipeError:  # `aistream chat | head`: the reader left
         with contextlib.suppress(OSError):

@@ -2,8 +2,8 @@
 for a name that is no event.
 
 pyee takes any string: ``chat.on("tokens", ...)`` registered a listener that never fired, and
-listener parameters were ``Any``. Here ``on`` and ``once`` are overloaded on the event names of
-API.md §1 (plus ``tool-result``), so mypy and IDEs know that a ``token`` listener gets a
+listener parameters were ``Any``. Here ``on`` and ``once`` are overloaded on the eleven event
+names (``message`` … ``tool-result``), so mypy and IDEs know that a ``token`` listener gets a
 ``str`` and a ``usage`` listener a ``Usage``, and reject an unknown name; at run time a listener
 for an unknown name gets a `UserWarning` naming the closest event. pyee's ``cancel()`` (which
 cancels pending listener tasks, not the stream) is replaced by a ``stop()``. Imports `_emitter`,
@@ -28,7 +28,7 @@ from .types import EventName
 
 __all__ = ["EVENT_NAMES", "TypedEmitter"]
 
-#: Every event an AIStream emits (API.md §1 and ``tool-result``).
+#: Every event an AIStream emits: the table in the README, ``message`` to ``tool-result``.
 EVENT_NAMES: frozenset[str] = frozenset(get_args(EventName))
 #: pyee's own event, fired on every registration: allowed without a warning.
 _PYEE_EVENTS = frozenset({"new_listener"})

@@ -1,7 +1,7 @@
 """How conversations look in Jupyter: Markdown and HTML forms, and the live reply display.
 
 Imports the stdlib only. IPython is imported by `live()` alone, and only when it is already
-loaded and running a kernel (a notebook): a script never loads it (API.md §9).
+loaded and running a kernel (a notebook): a script never loads it.
 
 Model text is shown as text: ``&``, ``<`` and ``>`` become entities in Markdown and HTML, so a
 ``<script>`` in a reply is shown, never run and never stripped by the front end's sanitizer;

@@ -5,7 +5,7 @@ installed (one ``find_spec`` per process). Providers are looked up per call, so 
 ``TracerProvider`` / ``MeterProvider`` set after ``import aistream`` is used; while both are
 OpenTelemetry's defaults (no-ops), `start` returns None and nothing is measured or wrapped.
 
-Names follow the GenAI semantic conventions (Development status; PROVIDERS.md §5, hard-coded
+Names follow the GenAI semantic conventions (Development status, hard-coded
 strings rather than ``opentelemetry.semconv._incubating``): span ``chat {model}``, attributes
 ``gen_ai.operation.name`` / ``provider.name`` / ``request.model`` / ``request.stream`` /
 ``response.model`` / ``response.id`` / ``response.finish_reasons`` /

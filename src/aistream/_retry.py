@@ -28,7 +28,7 @@ from .models import RetryConfig
 #: The longest server-requested delay we obey; a longer one gives up with a clear error.
 MAX_SERVER_DELAY: Final = 60.0
 #: `APIStatusError.status_code` of an error the server sent inside its (200) stream: the
-#: public contract (errors.py, API.md), and how the retry policy tells such errors apart.
+#: public contract (see errors.py), and how the retry policy tells such errors apart.
 IN_STREAM_STATUS: Final = 200
 
 

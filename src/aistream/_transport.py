@@ -29,7 +29,6 @@ from ._redact import SENSITIVE_HEADERS, redact_bearer, redact_headers, redact_te
 from ._retry import MAX_SERVER_DELAY, parse_retry_after
 from ._wire._dialect import Dialect, RequestSpec, detect_protocol, error_message
 from ._wire._events import WireError
-from ._wire._gemini import retry_delay
 from ._wire._reader import Sink, StreamReader, TextSink
 from .errors import (
     AIStreamError,
@@ -285,7 +284,7 @@ class Transport:
                 timeout=self._httpx_timeout,
             ) as response:
                 if response.status_code >= 400:
-                    raise await self._status_error(response, url)
+                    raise await self._status_error(response, url, dialect)
                 await self._check_content_type(response, dialect, url)
                 if self.stall_timeout is not None:
                     task = asyncio.current_task()
@@ -416,7 +415,9 @@ class Transport:
                 "events without its end marker; the connection was cut"
             )
 
-    async def _status_error(self, response: httpx.Response, url: str) -> APIStatusError:
+    async def _status_error(
+        self, response: httpx.Response, url: str, dialect: Dialect | None = None
+    ) -> APIStatusError:
         body_bytes = b""
         async for chunk in response.aiter_bytes():
             body_bytes += chunk
@@ -435,7 +436,9 @@ class Transport:
         message = f"{status} {response.reason_phrase} from {url}: {detail[:500]}"
         retry_after = parse_retry_after(response.headers)
         if retry_after is None:
-            retry_after = retry_delay(body)  # Google's RetryInfo in the body
+            # a delay the dialect finds in the body (Gemini: RetryInfo.retryDelay)
+            delay_in = getattr(dialect, "retry_delay", None)
+            retry_after = delay_in(body) if delay_in is not None else None
         if retry_after is not None and retry_after > MAX_SERVER_DELAY:
             return APIStatusError(
                 f"{message} (the server asked to retry after {retry_after:g} s, more than the "

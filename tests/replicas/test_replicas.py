@@ -264,3 +264,37 @@ async def test_redis_lost_mid_stream_then_back(own_redis: RedisServer, cluster: 
             assert tokens_of(events) == expected_tokens("it is back")
     finally:
         await asyncio.to_thread(replica.stop)
+
+
+async def test_redis_restarted_mid_stream(own_redis: RedisServer) -> None:
+    """Redis comes back empty (no persistence) while a reply streams: the stream ends with
+    store_unavailable, and AIStream's retry restarts the reply on the Redis that is back."""
+    replica = Replica(store=own_redis.url, demo_tokens_per_second=50, producer_lease=0.5)
+    await asyncio.to_thread(replica.start)
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            url = f"{replica.url}/api/chat"
+            async with http.stream("POST", url, json=body("redis restarts")) as response:
+                reader = Events(response)
+                for _ in range(4):
+                    await reader.next()
+                own_redis.restart()
+                rest = await reader.until_end()
+        name, data, _ = rest[-1]
+        assert name == "error" and data["code"] == "store_unavailable"
+        assert data["retryable"] is True
+        stream, retries = chat(replica.url)
+        restarted = False
+
+        def on_token(_: str) -> None:
+            nonlocal restarted
+            if not restarted:
+                restarted = True
+                own_redis.restart()
+
+        stream.on("token", on_token)
+        reply = await asyncio.wait_for(stream.send("restart during this one"), 30)
+        assert reply.content == "".join(expected_tokens("restart during this one"))
+        assert retries and retries[-1].resume is False
+    finally:
+        await asyncio.to_thread(replica.stop)

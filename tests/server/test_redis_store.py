@@ -188,6 +188,8 @@ def test_importing_aistream_and_its_server_does_not_load_redis() -> None:
         "import sys, aistream, aistream.server\n"
         "loaded = [m for m in sys.modules if m == 'redis' or m.startswith('redis.')]\n"
         "assert not loaded, loaded\n"
+        "assert aistream.server.RedisReplayStore.__name__ == 'RedisReplayStore'\n"
+        "assert 'redis' in sys.modules  # loaded on first use\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
@@ -221,3 +223,22 @@ async def test_an_app_whose_store_is_down_at_startup_fails_to_start(own_redis: R
         async with app.router.lifespan_context(app):
             pass
     assert "pw" not in str(info.value)
+
+
+async def test_a_stream_that_vanished_from_redis_ends_with_store_unavailable(
+    stores: tuple[RedisReplayStore, RedisReplayStore], redis_server: RedisServer
+) -> None:
+    a, _ = stores
+    heard = Listener()
+    a.listener = heard
+    await a.create("s7")
+    await a.append("s7", b"f0\n")
+    await _drain(a, "s7")
+    redis_server.command("FLUSHALL")  # what a restart without persistence leaves
+    await a.append("s7", b"f1\n")
+    await heard.until(lambda: "s7" in heard.cancelled)  # the generation is told to stop
+    replay = await a.read("s7", 0)
+    assert replay is not None and replay.finished
+    assert b"store_unavailable" in replay.data and b"f1" not in replay.data
+    with pytest.raises(StoreUnavailable):
+        await a.append("s7", b"f2\n")

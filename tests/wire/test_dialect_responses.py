@@ -230,3 +230,18 @@ def test_responses_option_without_a_field_is_a_value_error(option: str) -> None:
 
 def test_auto_picks_responses_for_a_path_ending_in_responses() -> None:
     assert dialect_factory("auto", "https://api.openai.com/v1/responses/") is ResponsesDialect
+
+
+def test_responses_resume_and_cancel_keep_the_endpoint_query() -> None:
+    """Azure OpenAI needs its api-version on every request."""
+    endpoint = "https://x.openai.azure.com/openai/v1/responses?api-version=preview"
+    post = ResponsesDialect().build_request(endpoint, ChatRequest(()))
+    spec = ResponsesDialect().resume_request(post, "resp_1/3")
+    assert spec.url == (
+        "https://x.openai.azure.com/openai/v1/responses/resp_1"
+        "?api-version=preview&stream=true&starting_after=3"
+    )
+    cancel = ResponsesDialect.cancel_request(endpoint, "resp_1")
+    assert cancel.url == (
+        "https://x.openai.azure.com/openai/v1/responses/resp_1/cancel?api-version=preview"
+    )

@@ -23,7 +23,7 @@ from ._events import Frame, Heartbeat, StreamEvent, UsageReport
 HEARTBEAT_ONLY: tuple[StreamEvent, ...] = (Heartbeat(),)
 NOTHING: tuple[StreamEvent, ...] = ()
 
-#: HTTP statuses that are worth retrying (API.md §1): the one list, which `_retry` uses too.
+#: HTTP statuses that are worth retrying: the one list, which `_retry` uses too.
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 
 

@@ -139,6 +139,12 @@ class GeminiDialect:
     def finished(self) -> bool:
         return self._finished
 
+    @staticmethod
+    def retry_delay(body: Any) -> float | None:
+        """The delay an HTTP error body asks for (``RetryInfo.retryDelay``): the transport
+        honours it like ``Retry-After``."""
+        return retry_delay(body)
+
     def build_request(self, endpoint: str, request: ChatRequest) -> RequestSpec:
         """``contents`` (roles ``user`` / ``model``), ``systemInstruction`` (the system prompt
         and any system messages), ``tools`` (``functionDeclarations`` with
@@ -402,7 +408,7 @@ def _finish(reason: str) -> str:
 
 
 def _options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Options as Gemini fields: sampling ones into ``generationConfig`` (API.md §10).
+    """Options as Gemini fields: sampling ones into ``generationConfig``.
 
     Raises:
         ValueError: an option Gemini has no field for.

@@ -1,6 +1,6 @@
 """The native protocol: this project's server and the seed's (ai-kit) variants. Stdlib only.
 
-Sends (API.md §2, §5): ``messages`` (assistant ``toolCalls``, tool ``toolCallId`` and
+Sends: ``messages`` (assistant ``toolCalls``, tool ``toolCallId`` and
 ``isError``, user ``images`` as ``{"url"}`` or ``{"data": <base64>, "mediaType"}``), ``model``,
 ``systemPrompt``, ``tools`` (``{"name", "description", "parameters"}``), the options, ``stream``.
 
@@ -139,7 +139,7 @@ class NativeDialect:
 
 
 def _message(m: ChatMessage) -> dict[str, Any]:
-    """A message in the native request shape (API.md §5): toolCalls, toolCallId, images."""
+    """A message in the native request shape: toolCalls, toolCallId, images."""
     out: dict[str, Any] = {"role": m.role, "content": m.content}
     if m.tool_calls:
         out["toolCalls"] = [

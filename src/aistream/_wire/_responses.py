@@ -13,7 +13,7 @@ Responses sends no ``[DONE]`` and no finish reason: the stream is complete at on
 terminal events, and the reason is derived (``tool_calls`` when the reply made calls, else
 ``incomplete_details.reason``: ``max_output_tokens`` → length, ``content_filter``, else stop).
 
-Resume (PROVIDERS.md §1.8): every event carries a ``sequence_number``. For a background
+Resume: every event carries a ``sequence_number``. For a background
 response (``"background": true``, which `response.created` echoes) the dialect's `cursor` is
 ``<response id>/<sequence number>`` of the last event parsed, and `resume_request` turns it
 into ``GET …/responses/<id>?stream=true&starting_after=<n>``; `stop()` cancels it with
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from ._dialect import (
     NOTHING,
@@ -53,7 +53,7 @@ from ._events import (
 )
 from ._json import json_body, loads_object
 
-#: In-stream error codes worth retrying (API.md §10: server_error is transient, the rest fail).
+#: In-stream error codes worth retrying (server_error is transient, the rest fail).
 TRANSIENT_ERRORS = frozenset({"server_error", "rate_limit_exceeded"})
 
 #: Chat Completions options with no field in the Responses API.
@@ -130,8 +130,9 @@ class ResponsesDialect:
         response_id, _, number = cursor.rpartition("/")
         self._response_id, self._background = response_id, True
         self._sequence = int(number)
-        scheme, netloc, path, _, _ = urlsplit(spec.url)
-        query = f"stream=true&starting_after={self._sequence}"
+        scheme, netloc, path, query, _ = urlsplit(spec.url)
+        kept = [(k, v) for k, v in parse_qsl(query) if k not in ("stream", "starting_after")]
+        query = urlencode([*kept, ("stream", "true"), ("starting_after", str(self._sequence))])
         url = urlunsplit((scheme, netloc, f"{path.rstrip('/')}/{quote(response_id)}", query, ""))
         return RequestSpec("GET", url, {"Accept": "text/event-stream"}, b"")
 
@@ -139,7 +140,9 @@ class ResponsesDialect:
     def cancel_request(endpoint: str, stream_id: str) -> RequestSpec:
         """``POST <endpoint>/<id>/cancel``: stops a background response (`stop()` sends it;
         without it the response would run on, and be billed, after the client left)."""
-        url = f"{endpoint.split('?', 1)[0].rstrip('/')}/{quote(stream_id, safe='')}/cancel"
+        scheme, netloc, path, query, _ = urlsplit(endpoint)  # the query (Azure's api-version) stays
+        path = f"{path.rstrip('/')}/{quote(stream_id, safe='')}/cancel"
+        url = urlunsplit((scheme, netloc, path, query, ""))
         return RequestSpec("POST", url, {"Content-Type": "application/json"}, b"{}")
 
     def build_request(self, endpoint: str, request: ChatRequest) -> RequestSpec:

@@ -16,9 +16,15 @@ A `ChatBackend` of your own (``create_app(backend=...)``) takes a `ChatRequest` 
 exported here (`TextDelta`, `ReasoningDelta`, `ToolCallDone`, `UsageReport`, `FinishReason`,
 `Metadata`, `ServerError`, `Done`; or plain str tokens), the same ones `EventStreamResponse`
 takes. They are the wire layer's own classes, re-exported (their ``__module__`` is left alone).
+
+``create_app(store="redis://...")`` keeps streams in Redis for replicas (the README's
+"Running several replicas"); `RedisReplayStore` (loaded on first use, with the ``redis``
+extra) is that store, to pass configured (key prefix, timeouts) as ``store=``.
 """
 
 from __future__ import annotations
+
+import typing as _typing
 
 try:
     import starlette  # noqa: F401
@@ -46,8 +52,11 @@ from ._guard import Principal
 from ._limits import Limits
 from ._policy import Policy
 from ._relay import UpstreamRelay
-from ._replay import MemoryReplayStore, Replay, ReplayFull, ReplayStore
+from ._replay import MemoryReplayStore, Replay, ReplayFull, ReplayStore, StoreUnavailable
 from ._response import EventStreamResponse
+
+if _typing.TYPE_CHECKING:
+    from ._redis import RedisReplayStore as RedisReplayStore
 
 __all__ = [
     "ChatBackend",
@@ -68,6 +77,7 @@ __all__ = [
     "ReplayFull",
     "ReplayStore",
     "ServerError",
+    "StoreUnavailable",
     "StreamEvent",
     "TextDelta",
     "ToolCallDone",
@@ -89,8 +99,18 @@ for _name in (
     "Replay",
     "ReplayFull",
     "ReplayStore",
+    "StoreUnavailable",
     "UpstreamRelay",
     "create_app",
 ):
     globals()[_name].__module__ = "aistream.server"
 del _name
+
+
+def __getattr__(name: str) -> _typing.Any:
+    """`RedisReplayStore` on first use: only then is redis-py (the ``redis`` extra) imported."""
+    if name == "RedisReplayStore":
+        from ._redis import RedisReplayStore as RedisReplayStore
+
+        return RedisReplayStore
+    raise AttributeError(f"module 'aistream.server' has no attribute {name!r}")

@@ -253,7 +253,7 @@ class ChatService:
         """POST /v1/responses: the OpenAI Responses API (its body, stream and errors).
 
         Streams the Responses events when the body says ``"stream": true``, else answers the
-        whole Response object (API.md §7).
+        whole Response object.
         """
         _TRACE_PARENT.set(_otel.extract_context(request.headers))
         try:
@@ -732,7 +732,7 @@ def create_app(
     policy: Policy | None = None,
     body_timeout: float | None = 10.0,
 ) -> Starlette:
-    """A Starlette app that streams replies in the native protocol (API.md §2, §3) and more.
+    """A Starlette app that streams replies in the native protocol and more.
 
     Routes: ``POST /api/chat`` (a new reply; with ``Last-Event-ID``, a resume),
     ``POST /v1/chat/completions`` (OpenAI-compatible: ``AsyncOpenAI(base_url=<app>/v1)`` works
@@ -768,7 +768,7 @@ def create_app(
         backend: Your own reply generator instead of the demo or relay.
         store: Where streams are kept for resume: None for this process's memory, a Redis URL
             (``redis://[:password@]host:6379/0``, needs ``aistream[redis]``) so replicas share
-            them (API.md §8), or a ReplayStore.
+            them, or a ReplayStore.
         producer_lease: With Redis: seconds after which a replica takes over a stream whose
             producer stopped renewing its lease (it died).
         replay_store: Same as `store` with a ReplayStore (the older name).

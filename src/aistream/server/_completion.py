@@ -1,5 +1,5 @@
 """Answers that are not streams: a whole ``chat.completion``, and the HTTP error of a reply that
-failed before it started (API.md §10).
+failed before it started.
 
 Imports starlette (the JSON responses), `_wire` and `_encoders`. `_formats` reads requests;
 this module builds the responses that are not event streams.
@@ -119,7 +119,7 @@ def openai_error(message: str, code: str, retryable: bool) -> JSONResponse:
 
 
 def error_response(err: ServerError, *, openai: bool) -> JSONResponse:
-    """The HTTP answer for an error that ends a reply before it started (API.md §10).
+    """The HTTP answer for an error that ends a reply before it started.
 
     The status is the error's own (a relay sets it: 502 for its key and configuration, the
     upstream's 429 / 503 with ``Retry-After``), else one by code. The body is the native

@@ -4,7 +4,7 @@ Imports `_wire` and the stdlib only (the request parsers in `_formats` call it).
 is untrusted: every tool definition, call and image is checked for shape and size here before
 anything is relayed, and each refusal says what to send instead.
 
-Native shapes (API.md §5): ``tools: [{"name", "description", "parameters"}]``; assistant
+Native shapes: ``tools: [{"name", "description", "parameters"}]``; assistant
 ``toolCalls: [{"id", "name", "arguments"}]``; ``{"role": "tool", "toolCallId", "content",
 "isError"?}``; user ``images: [{"url"} | {"data": <base64>, "mediaType"}]``. OpenAI shapes:
 ``tools: [{"type": "function", "function": {...}}]``, assistant ``tool_calls``, ``role: "tool"``

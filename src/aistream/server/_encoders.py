@@ -4,11 +4,11 @@ Imports `_wire` and the stdlib only; no I/O. An encoder turns the `_wire` stream
 backend yields into the frames of one wire format, and keeps the little state that format
 needs (sequence numbers, open parts, the finish reason and usage held for the end):
 
-- `NativeEncoder`: aistream's own protocol (API.md §2): named events with ids
+- `NativeEncoder`: aistream's own protocol: named events with ids
   ``<stream-id>:<seq>``, hence resumable.
-- `OpenAIEncoder`: OpenAI ``chat.completion.chunk`` objects (WIRE.md b3), so any OpenAI client
+- `OpenAIEncoder`: OpenAI ``chat.completion.chunk`` objects, so any OpenAI client
   can read the stream; no ids, no resume.
-- `VercelEncoder`: the Vercel AI SDK UI message stream v1 (WIRE.md b6), what ``useChat``
+- `VercelEncoder`: the Vercel AI SDK UI message stream v1, what ``useChat``
   reads; no ids, no resume.
 
 Each has the same surface (`Encoder`): `start()` first, `token()` for the hot path of text,
@@ -243,17 +243,24 @@ class _Reports:
 
 
 class _Encoding(ABC):
-    """The one `encode()` of the three encoders: a `match` over the event model that hands each
+    """The one `encode()` of the encoders: a `match` over the event model that hands each
     kind to a per-format hook. `token()`, `done()` and `error()` are each format's own
     (`token()` is the hot path, laid out per format ahead of time)."""
 
     __slots__ = ("finish_reason", "finished", "model", "seq", "stream_id")
 
-    stream_id: str
-    model: str | None
-    seq: int
-    finished: bool
-    finish_reason: str | None
+    def __init__(self, stream_id: str, model: str | None) -> None:
+        """The state every format keeps: `seq` counts frames; `finish_reason` waits for the end.
+
+        Raises:
+            ValueError: an unsafe stream id.
+        """
+        _check_id(stream_id)
+        self.stream_id = stream_id
+        self.model = model
+        self.seq = 0
+        self.finished = False
+        self.finish_reason: str | None = None
 
     @abstractmethod
     def token(self, text: str) -> bytes:
@@ -320,7 +327,7 @@ class _Encoding(ABC):
 
 
 class NativeEncoder(_Encoding):
-    """Turns events into native-protocol SSE frames numbered ``<stream-id>:<seq>`` (API.md §2).
+    """Turns events into native-protocol SSE frames numbered ``<stream-id>:<seq>``.
 
     `seq` counts every event from 0 (`start`); `index` counts tokens from 0. A `FinishReason` is
     kept for the `done` event; `ServerError` and `Done` end the stream (`finished`).
@@ -339,13 +346,8 @@ class NativeEncoder(_Encoding):
     __slots__ = ("_token_parts", "index")
 
     def __init__(self, stream_id: str, model: str | None = None) -> None:
-        _check_id(stream_id)
-        self.stream_id = stream_id
-        self.model = model
-        self.seq = 0
+        super().__init__(stream_id, model)
         self.index = 0
-        self.finish_reason: str | None = None
-        self.finished = False
         # The token frame, laid out by encode_sse once, with markers where the values go. The
         # hot path fills the gaps (about 0.4 µs instead of 6 µs for encode_sse + json.dumps);
         # tests check it is byte-identical to the generic path.
@@ -415,7 +417,7 @@ _OPENAI_ERROR_TYPES: Final = {
 
 
 class OpenAIEncoder(_Encoding):
-    """Turns events into OpenAI ``chat.completion.chunk`` SSE frames (WIRE.md b3).
+    """Turns events into OpenAI ``chat.completion.chunk`` SSE frames.
 
     - `start()`: the first chunk, ``delta: {"role": "assistant", "content": ""}``;
     - text → ``delta.content``; reasoning → ``delta.reasoning_content`` (DeepSeek's name, read
@@ -457,14 +459,9 @@ class OpenAIEncoder(_Encoding):
         include_usage: bool = True,
         created: int | None = None,
     ) -> None:
-        _check_id(stream_id)
-        self.stream_id = stream_id
-        self.model = model
+        super().__init__(stream_id, model)
         self.include_usage = include_usage
         self.created = int(time.time()) if created is None else created
-        self.seq = 0
-        self.finished = False
-        self.finish_reason: str | None = None
         self.usage = UsageTotals()
         self._calls = 0
         self._reports = _Reports()
@@ -566,7 +563,7 @@ _TEXT, _REASONING = 1, 2
 
 
 class VercelEncoder(_Encoding):
-    """Turns events into the Vercel AI SDK UI message stream v1 (WIRE.md b6; ``useChat``).
+    """Turns events into the Vercel AI SDK UI message stream v1 (``useChat``).
 
     Parts, each ``data: <json>``: ``start`` (``messageId``; ``messageMetadata.model`` when
     known) and ``start-step``; text as ``text-start`` / ``text-delta`` / ``text-end`` and
@@ -581,7 +578,7 @@ class VercelEncoder(_Encoding):
     ``message-metadata``; the error's code and retryable flag have no field, and are logged.
 
     Every part is one that ai 5.0.0 knows, with only the fields its strict schema allows, so
-    every ``ai`` major in use (5, 6, 7) reads it (API.md §9): hence the finish reason in the
+    every ``ai`` major in use (5, 6, 7) reads it: hence the finish reason in the
     metadata (``finish.finishReason`` came in 5.0.92) and no ``tool-input-error`` (5.0.7).
     tests/node runs ai 5.0.0, the newest 5 and 7, and the first 6 and 7. Parts carry no ids:
     no resume.
@@ -602,12 +599,7 @@ class VercelEncoder(_Encoding):
     )
 
     def __init__(self, stream_id: str, model: str | None = None) -> None:
-        _check_id(stream_id)
-        self.stream_id = stream_id
-        self.model = model
-        self.seq = 0
-        self.finished = False
-        self.finish_reason: str | None = None
+        super().__init__(stream_id, model)
         self.usage = UsageTotals()
         self._open = 0  # _TEXT or _REASONING while such a part is open
         self._open_id = ""

@@ -4,7 +4,7 @@ Imports starlette (for the request and the JSON responses), `_wire` and `_encode
 
 Three request shapes become one `ChatRequest`:
 
-- native (API.md §2): ``{"messages": [{"role", "content"}], "model", "systemPrompt"}``;
+- native: ``{"messages": [{"role", "content"}], "model", "systemPrompt"}``;
 - the Vercel AI SDK's ``useChat`` body: the same ``messages`` but as UI messages, whose text is
   in ``parts`` (``[{"type": "text", "text": ...}]``), plus ``id`` / ``trigger`` / ``messageId``;
 - OpenAI's chat completions body (``POST /v1/chat/completions``): ``messages`` with ``system`` /
@@ -238,7 +238,7 @@ def _messages(body: Mapping[str, Any], example: str) -> list[Any]:
 
 
 def parse_chat_request(raw: bytes) -> ChatRequest:
-    """Validate a native request body (API.md §2) into a ChatRequest.
+    """Validate a native request body into a ChatRequest.
 
     Extra message fields (ids, timestamps) are accepted and ignored; the known sampling options
     (``temperature``, ``max_tokens``, ``stop``, …) are kept, other body fields dropped with a
@@ -254,7 +254,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
 def parse_native(body: Mapping[str, Any]) -> ChatRequest:
     """A ChatRequest from a native (or ``useChat``) body already decoded.
 
-    Tools (API.md §5): ``tools``, assistant ``toolCalls``, ``role: "tool"`` messages with
+    Tools: ``tools``, assistant ``toolCalls``, ``role: "tool"`` messages with
     ``toolCallId`` (each must answer a call of the assistant message before it) and user
     ``images``, checked and bounded by `_content`.
 
@@ -320,7 +320,7 @@ def parse_native(body: Mapping[str, Any]) -> ChatRequest:
 
 
 def _native_message(i: int, role: str, content: str, message: Mapping[str, Any]) -> ChatMessage:
-    """One native message with its tool calls, tool result fields or images (API.md §5)."""
+    """One native message with its tool calls, tool result fields or images."""
     where = f"messages[{i}]"
     for key, owner in (("toolCalls", "assistant"), ("images", "user"), ("toolCallId", "tool")):
         if message.get(key) is not None and role != owner:

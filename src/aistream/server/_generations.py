@@ -1,14 +1,14 @@
 """Running generations: the native replies of one app, as tasks that outlive their clients.
 
-Imports `_encoders`, `_replay`, `_replicas`, `_response` (`stream_tag`, for the logs) and
-`_wire`; it handles no HTTP (that is `_app.ChatService`'s).
+Imports `_encoders`, `_replay`, `_replicas` and `_wire`; no starlette: it handles no HTTP
+(that is `_app.ChatService`'s).
 
 A native generation runs as a task owned by `Generations` and writes its frames, encoded once,
 into the replay store; each response only follows the store (replay what its client missed,
 then live frames as they are written), so a client that goes away does not stop the
 generation: it runs on for `resume_grace` seconds and is cancelled if nobody came back.
 
-With a shared store (Redis, API.md §8) a follower reads from the store while another replica
+With a shared store (Redis) a follower reads from the store while another replica
 produces the stream, and takes the stream over when that producer's lease expires; `stored` and
 `cancel` are what the store tells this replica (`StoreListener`).
 """
@@ -26,7 +26,7 @@ from typing import Final, Protocol
 from .._wire._dialect import ChatRequest
 from .._wire._events import FinishReason, ServerError, StreamEvent
 from .._wire._sse import encode_sse
-from ._encoders import NativeEncoder
+from ._encoders import NativeEncoder, stream_tag
 from ._limits import Slot
 from ._replay import ReplayStore, SharedReplayStore, StoreUnavailable
 from ._replicas import (
@@ -36,7 +36,6 @@ from ._replicas import (
     request_from_context,
     store_error_frame,
 )
-from ._response import stream_tag
 
 __all__ = ["CANCEL_WAIT", "ChatBackend", "Generations", "Sleep", "aclose_events"]
 
@@ -337,10 +336,7 @@ class Generations:
         """
         live = self.live.get(stream_id)
         if live is not None and not attached:
-            live.followers += 1
-            if live.grace is not None:
-                live.grace.cancel()
-                live.grace = None
+            self._attach(live)
         await self.store.hold(stream_id)
         try:
             while True:
@@ -363,9 +359,7 @@ class Generations:
         finally:
             await self.store.release(stream_id)
             if live is not None:
-                live.followers -= 1
-                if live.followers == 0 and stream_id in self.live:
-                    self._start_grace(live)
+                self._detach(live)
 
     async def _follow_shared(
         self, stream_id: str, after: int, attached: bool
@@ -399,10 +393,7 @@ class Generations:
         """Follow a generation of this replica; return undone if it stops being ours."""
         stream_id = live.stream_id
         if not attached:
-            live.followers += 1
-            if live.grace is not None:
-                live.grace.cancel()
-                live.grace = None
+            self._attach(live)
         try:
             while True:
                 changed = live.changed
@@ -425,9 +416,7 @@ class Generations:
                     return
                 await changed.wait()
         finally:
-            live.followers -= 1
-            if live.followers == 0 and stream_id in self.live:
-                self._start_grace(live)
+            self._detach(live)
 
     async def _from_elsewhere(self, stream_id: str, cursor: _Cursor) -> AsyncGenerator[bytes, None]:
         """Follow a stream another replica produces; take it over when its lease expires.
@@ -534,6 +523,19 @@ class Generations:
             if not replay.data and not await store.lease_left(stream_id):
                 await self._take_over(stream_id, cancel=True)
         return True
+
+    def _attach(self, live: _Live) -> None:
+        """One more follower: a grace timer running for the generation is called off."""
+        live.followers += 1
+        if live.grace is not None:
+            live.grace.cancel()
+            live.grace = None
+
+    def _detach(self, live: _Live) -> None:
+        """One follower less: the last one to leave a running generation starts its grace."""
+        live.followers -= 1
+        if live.followers == 0 and live.stream_id in self.live:
+            self._start_grace(live)
 
     def _start_grace(self, live: _Live) -> None:
         if live.grace is None or live.grace.done():

@@ -138,7 +138,7 @@ def error_response(
     headers: Mapping[str, str] | None = None,
     openai: bool = False,
 ) -> JSONResponse:
-    """An HTTP error in the project's shape (API.md §10); OpenAI's shape for ``/v1/...``."""
+    """An HTTP error in the project's shape; OpenAI's shape for ``/v1/...``."""
     body: dict[str, Any]
     if openai:
         kind = _OPENAI_TYPES.get(status, "invalid_request_error")

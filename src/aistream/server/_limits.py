@@ -21,7 +21,7 @@ _PRUNE_AT: Final = 4096  # buckets kept before full ones are dropped
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Bounds on what callers may spend (API.md §6). None is no limit.
+    """Bounds on what callers may spend. None is no limit.
 
     Attributes:
         requests_per_minute: Requests per principal per minute, every route but ``/healthz``

@@ -3,7 +3,7 @@
 Stdlib and `_wire` only. `_options.request_options` has already kept the known sampling
 options (checked for type) and dropped the rest with a WARNING; `apply_policy` then checks
 their ranges and lets the operator's choices win: the model, a ``max_tokens`` ceiling and a
-system prompt (API.md §6, §10 "§6 made exact").
+system prompt.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ OPTION_RANGES: Final[Mapping[str, tuple[float, float]]] = {
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """What the operator decides and callers may not (API.md §6).
+    """What the operator decides and callers may not.
 
     Attributes:
         model: The model every request uses; a caller's ``model`` is replaced unless

@@ -1,4 +1,4 @@
-"""`RedisReplayStore`: replay logs in Redis Streams, shared by every replica (API.md §8).
+"""`RedisReplayStore`: replay logs in Redis Streams, shared by every replica.
 
 Imports redis-py (the `redis` extra); `create_app` imports this module only when a store URL is
 given, so `import aistream.server` never loads redis.
@@ -57,13 +57,15 @@ _SEQ_CAP: Final = 1 << 62
 # the frames' lengths ("12 40 40"), the frames joined (one argument: packing one argument per
 # frame costs the client ~1 µs each).  Writes the frames (and the end) if this token holds the
 # lease or nobody does.
-# Returns the meta's cancel flag (false when not cancelled); errors LEASE when another holds it.
+# Returns the meta's cancel flag (false when not cancelled); errors LEASE when another replica
+# holds the lease or ended the stream, GONE when the stream is no longer in Redis (a restart).
 _WRITE = """
 local holder = redis.call('GET', KEYS[2])
 if holder ~= ARGV[1] then
-  if holder or redis.call('HGET', KEYS[3], 'state') ~= 'live' then
+  if holder or redis.call('HGET', KEYS[3], 'state') == 'done' then
     return redis.error_reply('LEASE lost')
   end
+  if redis.call('EXISTS', KEYS[3]) == 0 then return redis.error_reply('GONE') end
 end
 local seq = tonumber(ARGV[4])
 local data, pos, n = ARGV[8], 1, 0
@@ -90,9 +92,10 @@ return redis.call('HGET', KEYS[3], 'cancel')
 _RENEW = """
 local holder = redis.call('GET', KEYS[2])
 if holder ~= ARGV[1] then
-  if holder or redis.call('HGET', KEYS[3], 'state') ~= 'live' then
+  if holder or redis.call('HGET', KEYS[3], 'state') == 'done' then
     return redis.error_reply('LEASE lost')
   end
+  if redis.call('EXISTS', KEYS[3]) == 0 then return redis.error_reply('GONE') end
 end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -469,6 +472,12 @@ class RedisReplayStore:
                 stream_tag(stream_id),
             )
             return _LeaseLost(f"another replica produces stream {stream_id!r} now")
+        if isinstance(exc, ResponseError) and str(exc).startswith("GONE"):
+            log.warning("aistream.server: a live stream vanished from the replay store")
+            return StoreUnavailable(
+                f"the replay store at {self.address} lost this stream (restarted without "
+                "persistence, or flushed)"
+            )
         if isinstance(exc, ResponseError):
             log.error("aistream.server: the store refused a write: %s", exc)
             return _LeaseLost(f"the store refused a write of stream {stream_id!r}")
@@ -499,7 +508,10 @@ class RedisReplayStore:
             except ResponseError as exc:
                 producer.error = self._failure(stream_id, exc)
                 producer.renewing = None
-                self._lost(stream_id)
+                if isinstance(producer.error, _LeaseLost):
+                    self._lost(stream_id)
+                else:
+                    await self._fail(stream_id, store_error_frame(str(producer.error)))
                 return
             if cancel:
                 self._cancel_local(stream_id)

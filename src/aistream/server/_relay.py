@@ -242,7 +242,7 @@ class UpstreamRelay:
 
 class Scrubber:
     """Masks the relay's own secrets (its key, secret header and URL query values) in what it
-    relays from the upstream: an upstream may echo them in an error (API.md §6).
+    relays from the upstream: an upstream may echo them in an error.
 
     Text is masked after any JSON decoding (a key sent back as ``\u0073\u006b…`` escapes
     is decoded by then), and a text cut short that ends in a secret's first characters has
@@ -284,7 +284,7 @@ def upstream_error(error: AIStreamError, *, before_content: bool = False) -> Ser
     """The native error for an upstream failure: a code by status or kind, and retryable.
 
     With `before_content` (nothing was relayed yet) it also carries the HTTP status the app
-    answers instead of starting a stream (API.md §10): 502 and not retryable for the
+    answers instead of starting a stream: 502 and not retryable for the
     operator's key and configuration (refused key, unreachable or wrong upstream URL, an
     upstream that does not speak the protocol), the upstream's own 429 / 503 with its
     ``Retry-After``, 400 for a request the upstream refused, 502 / 504 (retryable) for other

@@ -1,4 +1,4 @@
-"""What a replica needs to take over a stream whose producer died (API.md §8). Pure, no I/O.
+"""What a replica needs to take over a stream whose producer died. Pure, no I/O.
 
 `progress` reads the frames a dead producer left in the store: how many events and tokens,
 the reply text so far, the model, whether it had already ended. The request itself travels in

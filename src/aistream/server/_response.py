@@ -46,7 +46,7 @@ __all__ = ["SSE_HEADERS", "EventStreamResponse", "ServerEvent", "new_stream_id",
 
 log = logging.getLogger("aistream.server")
 
-#: The headers of every event stream (API.md §3). `X-Accel-Buffering: no` stops nginx buffering.
+#: The headers of every event stream. `X-Accel-Buffering: no` stops nginx buffering.
 SSE_HEADERS: Final[Mapping[str, str]] = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache, no-transform",
@@ -286,7 +286,7 @@ class EventStreamResponse(_EventStream):
     Feed it an async iterable of events (str tokens or `_wire` events: `TextDelta`,
     `UsageReport`, `FinishReason`, `Metadata`, `ReasoningDelta`, `ToolCallDone`, `ServerError`,
     `Done`), or a producer coroutine function that receives the response and uses its writer
-    methods. Natively (API.md §2, §3) it writes `start` first and `done` last (unless an
+    methods. Natively it writes `start` first and `done` last (unless an
     `error` ended the stream), ids ``<stream-id>:<seq>``, and ``: ping`` every
     `heartbeat_interval` seconds of silence. ``format="openai"`` writes OpenAI
     ``chat.completion.chunk`` objects and ``format="vercel"`` the Vercel AI SDK UI message

@@ -1,4 +1,4 @@
-"""The OpenAI Responses API on our side: its request body in, its event stream out (API.md §7).
+"""The OpenAI Responses API on our side: its request body in, its event stream out.
 
 Imports `_wire`, `_encoders`, `_content`, `_options` and the stdlib; no I/O. `parse_responses`
 validates a ``POST /v1/responses`` body into a ChatRequest; `ResponsesEncoder` writes the
@@ -29,7 +29,7 @@ from ._content import (
     image_from_url,
     openai_tools,
 )
-from ._encoders import UsageTotals, _check_id, _dumps, _Encoding, _Reports, stream_tag
+from ._encoders import UsageTotals, _dumps, _Encoding, _Reports, stream_tag
 from ._options import InvalidOption, request_options
 
 __all__ = ["ResponsesEncoder", "ResponsesOptions", "parse_responses", "response_object"]
@@ -48,7 +48,7 @@ _ERROR_CODES: Final = {"rate_limited": "rate_limit_exceeded"}
 
 
 class ResponsesEncoder(_Encoding):
-    """Turns events into the Responses stream (PROVIDERS.md §1.3), one SSE event per frame.
+    """Turns events into the Responses stream, one SSE event per frame.
 
     - `start()`: ``response.created`` and ``response.in_progress`` (status ``in_progress``);
     - text: a ``message`` output item (``output_item.added``, ``content_part.added``, then
@@ -82,13 +82,8 @@ class ResponsesEncoder(_Encoding):
     )
 
     def __init__(self, stream_id: str, model: str | None = None, *, created: int | None = None):
-        _check_id(stream_id)
-        self.stream_id = stream_id
-        self.model = model
+        super().__init__(stream_id, model)
         self.created = int(time.time()) if created is None else created
-        self.seq = 0
-        self.finished = False
-        self.finish_reason: str | None = None
         self.status = "in_progress"
         self.usage = UsageTotals()
         self.output: list[dict[str, Any]] = []  # the output items so far (done ones whole)
