@@ -23,7 +23,10 @@ The parameters may also come in the request body as ``bench n=5000 rate=0 sid=a1
 benchmarks put them in the user message, so every client sends the same request to one URL).
 
 A paced reply sends its prologue at once, token i at ``start + i / rate``, and the epilogue
-right after the last token. Stamps are taken just before each token's write.
+right after the last token. ``phase=0.25`` puts ``start`` on a grid of the token period shared
+by every stream, a quarter of a period in: streams given phases i/N tick evenly spread (each
+token its own wakeup); without it a stream ticks from its request's arrival. Stamps are taken
+just before each token's write.
 """
 
 from __future__ import annotations
@@ -242,7 +245,8 @@ class Server:
         if rate <= 0:
             await self.unpaced(writer, fmt, n)
         else:
-            await self.paced(writer, fmt, n, rate, params.get("sid"))
+            phase = float(params["phase"]) if "phase" in params else None
+            await self.paced(writer, fmt, n, rate, params.get("sid"), phase)
 
     def json(self, writer: asyncio.StreamWriter, value: object) -> None:
         body = json.dumps(value).encode()
@@ -258,7 +262,13 @@ class Server:
             await writer.drain()
 
     async def paced(
-        self, writer: asyncio.StreamWriter, fmt: Format, n: int, rate: float, sid: str | None
+        self,
+        writer: asyncio.StreamWriter,
+        fmt: Format,
+        n: int,
+        rate: float,
+        sid: str | None,
+        phase: float | None = None,
     ) -> None:
         transport = writer.transport
         write = writer.write
@@ -270,6 +280,8 @@ class Server:
         clock = time.monotonic_ns
         start = clock()
         period = 1e9 / rate
+        if phase is not None:  # on a grid shared by every stream, at `phase` of the period
+            start = (start // int(period) + 1) * int(period) + int(phase % 1.0 * period)
         for i in range(n):
             delay = (start + i * period - clock()) / 1e9
             if delay > 0:

@@ -17,7 +17,9 @@ If some stream has no token by the end of the window, the child waits on for the
 
 Variants. ``aistream``: ``AIStream(url)`` per conversation, as users write it (they share the
 event loop's pool, on aistream's asyncio backend). ``aistream client=``: all share one plain
-httpx.AsyncClient with limits raised to N.
+httpx.AsyncClient with limits raised to N; ``aistream client= default-limits``: one
+``httpx.AsyncClient()`` as users make it (100 connections). ``phases``: ``arrival`` (each
+stream ticks from its request's arrival) or ``spread`` (stream i at i/N of the token period).
 ``raw ...``: the same minimal consume loop (aiter_bytes, aistream's SSEDecoder, json.loads) over
 one httpx pool, K pools, one httpx2 pool, or one pool per stream: which pool design meets the
 target. ``aistream x-...``: AIStream with a patched ``_client`` (the pool it uses when given
@@ -67,6 +69,7 @@ class Plan:
     seconds: float
     cap: float
     loop: str = "asyncio"
+    phases: str = "arrival"  # "spread": stream i at phase i/N of the token period
 
 
 # --- the child ---------------------------------------------------------------------------------
@@ -107,7 +110,7 @@ def _raw(base: str, pools: list[Any]) -> Stream:
     loads = json.loads
 
     async def stream(i: int, counter: Counter) -> None:
-        body = json.dumps(c.payload(PROMPT)).encode()
+        body = json.dumps(c.payload(prompt_of(i))).encode()
         client = pools[i % len(pools)]
         headers = {"content-type": "application/json", "accept": "text/event-stream"}
         async with client.stream("POST", url, content=body, headers=headers) as response:
@@ -143,7 +146,7 @@ def _aistream(base: str, make: Callable[[str], Any]) -> Stream:
                 counter.first.append(time.perf_counter())
 
         chat.on("token", on_token)
-        await chat.send(PROMPT)
+        await chat.send(prompt_of(i))
 
     return stream
 
@@ -160,7 +163,7 @@ def _openai(base: str) -> Stream:
         first = True
         response = await client.chat.completions.create(
             model=c.MODEL,
-            messages=[{"role": "user", "content": PROMPT}],
+            messages=[{"role": "user", "content": prompt_of(i)}],
             stream=True,
             stream_options={"include_usage": True},
         )
@@ -203,6 +206,11 @@ def build(variant: str, base: str, streams: int) -> Stream:
         limits = httpx.Limits(max_connections=streams, max_keepalive_connections=streams)
         shared = httpx.AsyncClient(timeout=30, limits=limits)
         return _aistream(base, lambda url: AIStream(url, model=c.MODEL, client=shared))
+    if variant == "aistream client= default-limits":  # httpx.AsyncClient(): 100 connections
+        import httpx
+
+        plain = httpx.AsyncClient(timeout=30)
+        return _aistream(base, lambda url: AIStream(url, model=c.MODEL, client=plain))
     if variant == "raw httpx 1 default-limits":  # httpx.AsyncClient(): 100 connections at most
         import httpx
 
@@ -313,6 +321,7 @@ def monitor(
     result = {
         "variant": plan.variant,
         "loop": plan.loop,
+        "phases": plan.phases,
         "streams": plan.streams,
         "seconds": plan.seconds,
         "cap": plan.cap,
@@ -337,10 +346,19 @@ T0 = 0.0
 ERRORS: list[str] = []
 
 
+def prompt_of(i: int) -> str:
+    """Stream i's user message: with spread phases, its phase is i/N of the token period."""
+    return PROMPT if not SPREAD else f"{PROMPT} phase={i / SPREAD:.6f}"
+
+
+SPREAD = 0  # N when phases are spread, else 0
+
+
 async def child(plan: Plan, base: str, server_pid: int) -> None:
-    global PROMPT, T0
+    global PROMPT, T0, SPREAD
     n_tokens = int(RATE * (plan.cap + plan.seconds + 30))
     PROMPT = c.prompt(n_tokens, RATE)
+    SPREAD = plan.streams if plan.phases == "spread" else 0
     _ssl_context()  # a once-per-process cost (~870 KB), whichever variant, so not per stream
     base_rss = rss_kb()  # before build(): the pools a variant makes count as its streams' memory
     stream = build(plan.variant, base, plan.streams)
@@ -370,12 +388,13 @@ def child_main(argv: list[str]) -> None:
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--cap", type=float, required=True)
     parser.add_argument("--loop", default="asyncio")
+    parser.add_argument("--phases", default="arrival", choices=["arrival", "spread"])
     parser.add_argument("--base", required=True)
     parser.add_argument("--server-pid", type=int, required=True)
     args = parser.parse_args(argv)
     raise_fd_limit()
     pin_client()
-    plan = Plan(args.child, args.streams, args.seconds, args.cap, args.loop)
+    plan = Plan(args.child, args.streams, args.seconds, args.cap, args.loop, args.phases)
     factory = dict(c.loop_kinds("both"))[args.loop]
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(child(plan, args.base, args.server_pid))
@@ -400,6 +419,8 @@ def run_child(server: LoopbackServer, plan: Plan) -> dict[str, Any]:
         str(plan.cap),
         "--loop",
         plan.loop,
+        "--phases",
+        plan.phases,
         "--base",
         server.base,
         "--server-pid",
@@ -442,7 +463,10 @@ def plans(full: bool) -> tuple[list[Plan], list[Plan]]:
     if full:
         seconds, cap = 10.0, 20.0
         main = [Plan("aistream", n, seconds, 60.0) for n in (100, 500, 1000)]
+        main.append(Plan("aistream", 1000, seconds, 60.0, phases="spread"))
         main.append(Plan("aistream client=", 1000, seconds, cap))
+        main.append(Plan("aistream client=", 1000, seconds, cap, phases="spread"))
+        main.append(Plan("aistream client= default-limits", 1000, seconds, cap, phases="spread"))
         main.append(Plan("openai SDK", 1000, seconds, cap))
         exps = [
             Plan(v, 1000, seconds, cap)
@@ -468,6 +492,8 @@ def plans(full: bool) -> tuple[list[Plan], list[Plan]]:
         return _available(main), _available(exps)
     seconds = 4.0  # AIStream as shipped is cut off at the window: its ramp is CPU-bound
     main = [Plan("aistream", n, seconds, seconds) for n in (100, 1000)]
+    main.append(Plan("aistream", 1000, seconds, seconds, phases="spread"))
+    main.append(Plan("aistream client=", 1000, seconds, seconds, phases="spread"))
     return main, []
 
 
@@ -479,6 +505,7 @@ def run(report: Report, server: LoopbackServer, *, full: bool, only_main: bool =
         [
             "variant",
             "loop",
+            "phases",
             "streams",
             "all first token s",
             "median first s",
@@ -497,13 +524,16 @@ def run(report: Report, server: LoopbackServer, *, full: bool, only_main: bool =
         result = run_child(server, plan)
         results.append(result)
         if "error" in result:
-            table.rows.append([plan.variant, plan.loop, str(plan.streams), "ERROR"] + [""] * 9)
+            table.rows.append(
+                [plan.variant, plan.loop, plan.phases, str(plan.streams), "ERROR"] + [""] * 9
+            )
             table.notes.append(f"{plan.variant}: {result['error']}")
             continue
         table.rows.append(
             [
                 plan.variant,
                 plan.loop,
+                plan.phases,
                 str(plan.streams),
                 _first(result),
                 f"{result['median_first']:.2f}" if result["median_first"] is not None else "-",
@@ -525,11 +555,16 @@ def run(report: Report, server: LoopbackServer, *, full: bool, only_main: bool =
         "CPU 100 % = one core; (partial): not every stream had started by the end of the window"
     )
     table.notes.append(
+        "phases: arrival = each stream ticks from its request's arrival; spread = stream i at "
+        "i/N of the token period on a shared grid (every token its own wakeup)"
+    )
+    table.notes.append(
         "CPU µs/token: client CPU per token over the second half (1e6 / it = the tok/s one "
         "whole core would sustain: the capacity, whatever else runs on the box)"
     )
     report.add(table)
     report.data["concurrency"] = results
+    _target_client(report, results)
     target = next(
         (
             r
@@ -558,6 +593,29 @@ def run(report: Report, server: LoopbackServer, *, full: bool, only_main: bool =
             ok,
             f"first tokens {_first(target)} s, {target['toks_sustained']:,.0f} tok/s sustained, "
             f"{target['rss_kb_per_stream']:.0f} KB/stream, client CPU {target['cpu_pct']:.0f} %",
+        )
+    )
+
+
+def _target_client(report: Report, results: list[dict[str, Any]]) -> None:
+    """Issue 16's target 2: 1,000 AIStreams on one user-made client, spread phases."""
+    found = [
+        r for r in results if r.get("variant") == "aistream client=" and r.get("phases") == "spread"
+    ]
+    if not found or "error" in found[0]:
+        return
+    r = found[0]
+    offered = r["streams"] * RATE
+    first = r["all_first"]
+    ok = first is not None and first <= 3.0 and r["toks_sustained"] >= 0.95 * offered
+    report.target(
+        Target(
+            16,
+            "1,000 AIStreams sharing one httpx.AsyncClient (client=, limits raised), phases "
+            "spread: all first tokens ≤ 3 s, ≥ 95 % of offered tok/s",
+            ok,
+            f"first tokens {_first(r)} s, {r['toks_sustained']:,.0f} of {offered:,.0f} tok/s "
+            f"({r['toks_sustained'] / offered:.0%}), {r['rss_kb_per_stream']:.0f} KB/stream",
         )
     )
 

@@ -23,6 +23,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
         pytest.param(["script.py"], id="script"),
         pytest.param(["notebook_style.py"], id="notebook_style"),
         pytest.param(["on_token.py"], id="on_token"),
+        pytest.param(["tools.py"], id="tools"),
         pytest.param(["fastapi_relay.py", "--check"], id="fastapi_relay"),
         pytest.param(["openai_responses.py"], id="openai_responses"),
     ],

@@ -68,11 +68,35 @@ def history() -> list[Message]:
     ]
 
 
+async def ours(url: str, protocol: str) -> tuple[dict[str, Any], Message]:
+    """What AIStream sends for the conversation (recorded by the server), and its reply."""
+    chat = AIStream(
+        url,
+        protocol=protocol,  # type: ignore[arg-type]
+        model="m",
+        system_prompt=SYSTEM,
+        tools=[TOOL],
+        messages=history(),
+        retry=RetryConfig(max_retries=0),
+    )
+    async with chat:
+        reply = await chat.send_tool_results({})  # the history ends with the tool's result
+    return reply, chat  # type: ignore[return-value]
+
+
 def our_body(url: str, protocol: str) -> dict[str, Any]:
     """The body AIStream's dialect builds for the conversation."""
     request = ChatRequest(wire_messages(history()), "m", SYSTEM, {}, wire_tools([TOOL]))
     spec = dialect_factory(protocol, url)().build_request(url, request)
     return json.loads(spec.body)
+
+
+async def sent_by_aistream(server: Any, url: str, protocol: str) -> tuple[dict[str, Any], Message]:
+    """Send the conversation with AIStream to `server`: the body it recorded, and the reply."""
+    before = len(server.requests)
+    reply, _ = await ours(url, protocol)
+    [request] = server.requests[before:]
+    return request.json(), reply
 
 
 def without_nulls(value: Any) -> Any:
@@ -131,11 +155,21 @@ async def test_openai_sdk_and_aistream_send_the_same_tool_conversation(serve: An
             stream=True,
             stream_options={"include_usage": True},
         )
-        async for _ in stream:
-            pass
+        calls: dict[int, list[str]] = {}
+        async for chunk in stream:
+            for delta in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+                slot = calls.setdefault(delta.index, ["", "", ""])
+                slot[0] += delta.id or ""
+                slot[1] += (delta.function and delta.function.name) or ""
+                slot[2] += (delta.function and delta.function.arguments) or ""
     url = server.url + "/v1/chat/completions"
-    assert server.requests[0].path == "/v1/chat/completions"
-    assert without_nulls(our_body(url, "openai")) == without_nulls(server.requests[0].json())
+    body, reply = await sent_by_aistream(server, url, "openai")
+    assert server.requests[0].path == server.requests[1].path == "/v1/chat/completions"
+    assert without_nulls(body) == without_nulls(server.requests[0].json())
+    assert body == our_body(url, "openai")
+    expected = [tuple(calls[i]) for i in sorted(calls)]
+    assert [(c.id, c.name, c.arguments) for c in reply.tool_calls] == expected
+    assert expected and reply.finish_reason == "tool_calls"
 
 
 # --- Anthropic -------------------------------------------------------------------------------
@@ -192,8 +226,20 @@ async def test_anthropic_sdk_and_aistream_send_the_same_tool_conversation(serve:
         async for _ in stream:
             pass
     url = server.url + "/v1/messages"
-    assert server.requests[0].path == "/v1/messages"
-    assert without_nulls(our_body(url, "anthropic")) == without_nulls(server.requests[0].json())
+    body, reply = await sent_by_aistream(server, url, "anthropic")
+    assert server.requests[0].path == server.requests[1].path == "/v1/messages"
+    assert without_nulls(body) == without_nulls(server.requests[0].json())
+    again = anthropic.AsyncAnthropic(base_url=server.url, api_key="k", max_retries=0)
+    async with (
+        again,
+        again.messages.stream(
+            model="m", max_tokens=16, messages=[{"role": "user", "content": "Hi"}]
+        ) as reference,
+    ):
+        message = await reference.get_final_message()
+    expected = [(b.id, b.name, b.input) for b in message.content if b.type == "tool_use"]
+    assert [(c.id, c.name, c.parsed_arguments()) for c in reply.tool_calls] == expected
+    assert expected
 
 
 def test_anthropic_error_results_keep_their_flag_and_share_one_user_message() -> None:
@@ -258,11 +304,16 @@ async def test_ollama_package_and_aistream_send_the_same_tool_conversation(serve
         ],
         stream=True,
     )
-    async for _ in stream:
-        pass
+    calls: list[Any] = []
+    async for chunk in stream:
+        calls += chunk.message.tool_calls or []
     url = server.url + "/api/chat"
-    assert server.requests[0].path == "/api/chat"
-    assert without_nulls(our_body(url, "ollama")) == without_nulls(server.requests[0].json())
+    body, reply = await sent_by_aistream(server, url, "ollama")
+    assert server.requests[0].path == server.requests[1].path == "/api/chat"
+    assert without_nulls(body) == without_nulls(server.requests[0].json())
+    expected = [(c.function.name, dict(c.function.arguments)) for c in calls]
+    assert [(c.name, c.parsed_arguments()) for c in reply.tool_calls] == expected
+    assert expected
 
 
 async def test_ollama_package_and_aistream_read_the_same_tool_calls(serve: Any) -> None:

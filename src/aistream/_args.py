@@ -106,8 +106,13 @@ def check_arguments(
     max_event_bytes: object,
     sleep: object,
     rng: object,
+    max_steps: object = 8,
 ) -> None:
-    """Raise TypeError / ValueError for the first argument of AIStream that cannot work."""
+    """Raise TypeError / ValueError for the first argument of AIStream that cannot work.
+
+    (``tools=`` and ``messages=`` are checked where they are read: `_tools.coerce_tools`,
+    `_history.coerce_messages`.)
+    """
     _optional("model", model, str, "a model name such as 'gpt-4o-mini'")
     _optional("system_prompt", system_prompt, str, "a str")
     _headers(headers)
@@ -127,3 +132,10 @@ def check_arguments(
         raise ValueError(f"max_event_bytes must be positive; got {max_event_bytes}")
     for name, fn in (("sleep", sleep), ("rng", rng)):
         _callable(name, fn, optional=False)
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int):
+        raise TypeError(
+            f"max_steps must be an int (model calls per send), not {_kind(max_steps)} "
+            f"({max_steps!r}); e.g. AIStream(url, tools=[f], max_steps=4)"
+        )
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be at least 1 (one model call); got {max_steps}")

@@ -31,8 +31,8 @@ from aistream import AIStream, AIStreamError, Message, RetryConfig
 from aistream._redact import redact_url
 from aistream.types import ProtocolName
 
-from ._console import Console, retry_line, usage_line
-from ._tour import run_tour
+from ._console import Console, retry_line, show_tools, usage_line
+from ._tour import SAMPLE_TOOLS, run_tour
 from ._wire._dialect import detect_protocol
 from ._wire._registry import auth_headers
 
@@ -264,6 +264,7 @@ def _chat_loop(chat: AIStream, console: Console, stdin: TextIO, interactive: boo
 
 def _cmd_chat(args: argparse.Namespace, console: Console) -> int:
     interactive = sys.stdin.isatty()
+    tools = args.tools if args.tools is not None else not args.endpoint
     with contextlib.ExitStack() as stack:
         model = args.model
         if args.endpoint:
@@ -285,18 +286,21 @@ def _cmd_chat(args: argparse.Namespace, console: Console) -> int:
                 system_prompt=args.system,
                 headers=headers,
                 retry=RetryConfig(max_retries=args.retries),
+                tools=SAMPLE_TOOLS if tools else None,
             )
         except ValueError as exc:
             console.error(f"error: {exc}")
             return 2
         chat.on("token", console.write)
         chat.on("retry", lambda event: console.status(retry_line(event)))
+        show_tools(chat, console)
         if interactive:
             with contextlib.suppress(ImportError):
                 import readline  # noqa: F401  (line editing and history for input())
             console.status(
                 f"aistream chat with {where}\n"
                 "Ctrl-C stops a reply, Ctrl-D exits; /help, /retry, /reset, /exit"
+                + ("\ntools: add_numbers, current_time (name one to see a loop)" if tools else "")
             )
         return _chat_loop(chat, console, sys.stdin, interactive)
 
@@ -577,6 +581,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=3,
         metavar="N",
         help="retries of a failed attempt (default: 3)",
+    )
+    chat.add_argument(
+        "--tools",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="give the model two sample tools (add_numbers, current_time) and run them when "
+        "it calls them (default: on with the demo model, off with --endpoint)",
     )
 
     serve = commands.add_parser(

@@ -8,9 +8,17 @@ from __future__ import annotations
 import os
 from typing import TextIO
 
-from aistream import RetryEvent, Usage
+from aistream import AIStream, RetryEvent, ToolCall, ToolResult, Usage
 
-__all__ = ["Console", "colour_enabled", "retry_line", "usage_line"]
+__all__ = [
+    "Console",
+    "colour_enabled",
+    "retry_line",
+    "show_tools",
+    "tool_call_line",
+    "tool_result_line",
+    "usage_line",
+]
 
 
 def colour_enabled(stream: TextIO) -> bool:
@@ -77,3 +85,20 @@ def retry_line(event: RetryEvent) -> str:
         f"[retry {event.attempt} in {event.delay:.2f} s, resume={event.resume} ({how}): "
         f"{event.error}]"
     )
+
+
+def tool_call_line(call: ToolCall) -> str:
+    """A tool call the model made: its name and arguments."""
+    return f"[tool call {call.name} {call.arguments[:200]}]"
+
+
+def tool_result_line(result: ToolResult) -> str:
+    """What a tool answered (or how it failed)."""
+    what = "failed" if result.is_error else "returned"
+    return f"[tool {result.name} {what}: {' '.join(result.content.split())[:200]}]"
+
+
+def show_tools(chat: AIStream, console: Console) -> None:
+    """Tool calls and results as status lines."""
+    chat.on("tool-call", lambda call: console.status(tool_call_line(call)))
+    chat.on("tool-result", lambda result: console.status(tool_result_line(result)))

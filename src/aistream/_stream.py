@@ -22,13 +22,17 @@ from urllib.parse import quote, urlsplit
 
 from . import _notebook, _otel
 from ._args import check_arguments, coerce_retry
+from ._history import coerce_messages, wire_messages, wire_tools
+from ._history import dump as dump_history
+from ._history import load as load_history
 from ._listeners import TypedEmitter
 from ._redact import redact_url
 from ._retry import IN_STREAM_STATUS, MAX_SERVER_DELAY, GiveUp, RetryBudget, decide
 from ._sync import run_sync
 from ._tokens import END, TokenStream
+from ._tools import coerce_tools, parse_result, run_calls
 from ._transport import CANCEL_TIMEOUT, AttemptState, ClientLease, Transport
-from ._wire._dialect import ChatMessage, ChatRequest, Dialect, RequestSpec
+from ._wire._dialect import ChatRequest, Dialect, RequestSpec
 from ._wire._events import (
     Done,
     FinishReason,
@@ -46,7 +50,7 @@ from ._wire._events import (
 from ._wire._registry import dialect_factory
 from ._wire._text import SurrogateJoiner, has_surrogate
 from .errors import AIStreamError, APIStatusError, ConnectionLostError, StreamBusyError
-from .models import Message, RetryConfig, RetryEvent, ToolCall, Usage
+from .models import Image, Message, RetryConfig, RetryEvent, Tool, ToolCall, ToolResult, Usage
 
 if TYPE_CHECKING:
     import httpx  # the type of client=; the calls are _transport's
@@ -61,13 +65,13 @@ from .types import (
     EVENT_STREAMING_START,
     EVENT_TOKEN,
     EVENT_TOOL_CALL,
+    EVENT_TOOL_RESULT,
     EVENT_USAGE,
     ProtocolName,
 )
 
 log = logging.getLogger("aistream")
 
-_END = END  # end-of-turn marker for tokens()
 _IN_SYNC: contextvars.ContextVar[bool] = contextvars.ContextVar("aistream_in_sync", default=False)
 _BLOCK = 64  # reply deltas kept apart before they are joined (memory of long replies)
 _DEFAULT_RETRY = RetryConfig()  # models are frozen: one instance serves every AIStream
@@ -140,8 +144,8 @@ class _Turn:
     (`_attempts` on a retry that cannot resume, `_other_event` on a new stream id), and
     *discard* (reset() during the turn) settles without touching history or totals.
 
-    A turn holds one `reply` at a time: each model call of a turn (a tool loop makes several)
-    streams into a fresh `_Reply`, with its own retry budget (`_attempts`).
+    A turn holds one `reply` at a time, with its own retry budget (`_attempts`). A turn is one
+    model call: a send with tools makes one turn per step, inside one `_Send`.
     """
 
     __slots__ = (
@@ -186,6 +190,20 @@ class _Turn:
         return f"<_Turn {self.phase} retries={self.retries} stream_id={self.stream_id!r}>"
 
 
+class _Send:
+    """One send() (or retry(), send_tool_results()): its options, whether stop() ended it, the
+    tool handlers running now. It spans every turn (model call) of a tool loop and the tools
+    run between them, so the AIStream stays busy and stop() ends all of it."""
+
+    __slots__ = ("handlers", "loop", "options", "stop_requested")
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.options = options
+        self.stop_requested = False
+        self.handlers: asyncio.Future[list[ToolResult]] | None = None
+
+
 class AIStream(TypedEmitter):
     """A conversation with a model behind a streaming endpoint; an event emitter (pyee).
 
@@ -212,6 +230,12 @@ class AIStream(TypedEmitter):
         max_event_bytes: Largest single stream event accepted (default 1 MiB).
         sleep: Awaitable sleep used for backoff waits (injected in tests).
         rng: Random source in [0, 1) for jitter (injected in tests).
+        tools: Functions (or coroutine functions) and `Tool` objects the model may call;
+            a function's schema comes from its type hints and docstring. A reply asking for
+            tools that all have handlers runs them and streams the next reply.
+        max_steps: Most model calls one send makes (default 8); the last reply's calls are
+            then returned unrun (``finish_reason="tool_calls"``).
+        messages: A history to start from: Messages or their ``model_dump()`` dicts.
 
     ```py
     chat = AIStream("http://127.0.0.1:8000/api/chat", on_token=lambda t: print(t, end=""))
@@ -239,6 +263,9 @@ class AIStream(TypedEmitter):
         max_event_bytes: int = 1 << 20,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
+        tools: Sequence[Tool | Callable[..., Any]] | None = None,
+        max_steps: int = 8,
+        messages: Sequence[Message | Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         parts = urlsplit(endpoint) if isinstance(endpoint, str) else None
@@ -260,6 +287,7 @@ class AIStream(TypedEmitter):
             max_event_bytes=max_event_bytes,
             sleep=sleep,
             rng=rng,
+            max_steps=max_steps,
         )
         if not isinstance(protocol, str):
             raise TypeError(f"protocol must be a str such as 'openai', not {protocol!r}")
@@ -288,9 +316,30 @@ class AIStream(TypedEmitter):
         self._clients = ClientLease(client)
         self._sleep = sleep
         self._rng = rng
-        self._messages: list[Message] = []
+        self._tools = coerce_tools(tools)
+        self._tool_specs = wire_tools(self._tools.values())
+        self._max_steps = max_steps
+        self._messages: list[Message] = coerce_messages(messages)
         self._usage = _NO_USAGE
         self._turn: _Turn | None = None
+        self._send: _Send | None = None
+        # What fork() passes to the new AIStream (listeners are not settings).
+        self._settings: dict[str, Any] = {
+            "model": model,
+            "protocol": protocol,
+            "headers": headers,
+            "system_prompt": system_prompt,
+            "retry": self._retry,
+            "timeout": timeout,
+            "stall_timeout": stall_timeout,
+            "client": client,
+            "options": options,
+            "max_event_bytes": max_event_bytes,
+            "sleep": sleep,
+            "rng": rng,
+            "tools": list(self._tools.values()),
+            "max_steps": max_steps,
+        }
         self._display = False  # chat.display(): every later turn shown live in Jupyter
         self._abandoned_turn: asyncio.Task[Message] | None = None  # stopped by a `break`
         for event, handler in (
@@ -315,8 +364,8 @@ class AIStream(TypedEmitter):
 
     @property
     def is_streaming(self) -> bool:
-        """True while a turn is in flight."""
-        return self._turn is not None
+        """True while a send is in flight (its model calls and the tools run between them)."""
+        return self._turn is not None or self._send is not None
 
     def get_messages(self) -> list[Message]:
         """Same as `messages`."""
@@ -339,14 +388,31 @@ class AIStream(TypedEmitter):
 
     # --- turns ------------------------------------------------------------------------------
 
-    async def send(self, content: str, *, display: bool | None = None) -> Message:
-        """Add a user message and stream the assistant reply.
+    async def send(
+        self,
+        content: str,
+        *,
+        images: Sequence[Image] | None = None,
+        options: Mapping[str, Any] | None = None,
+        display: bool | None = None,
+    ) -> Message:
+        """Add a user message and stream the assistant reply; with `tools`, run the tools it
+        asks for and stream the next reply, until one asks for none (or `max_steps`).
+
+        Args:
+            content: The user's text.
+            images: Images for the model to see with it (`Image`: a URL, bytes or a file).
+            options: Request fields for this send's model calls, merged over ``options=``.
+            display: Show the reply live in Jupyter (see `display()`).
 
         Returns:
-            The assistant Message (``finish_reason="stopped"`` when stop() ended it).
+            The last assistant Message (``finish_reason="stopped"`` when stop() ended it;
+            ``"tool_calls"`` when it asks for tools you answer with `send_tool_results`).
 
         Raises:
             StreamBusyError: a turn is already streaming.
+            ValueError: the provider cannot carry the request (an image URL for Ollama, say);
+                nothing was sent and the history is unchanged.
             APIStatusError: the server refused the request or reported an error.
             ConnectionLostError, StreamTimeoutError: retries ran out.
             ProtocolError: the server sent something unreadable or oversized.
@@ -356,19 +422,27 @@ class AIStream(TypedEmitter):
 
         ```py
         reply = await chat.send("Hello")
+        reply = await chat.send("What is this?", images=[Image.from_path("cat.png")])
         ```
         """
         await self._settle_abandoned()
-        turn = self._begin(content, queue=None)
+        user, options = self._user_message(content, images, options)
         shown = self._show(display)
         try:
-            return await self._run(turn)
+            return await self._converse(self._open_send(options), None, user=user)
         finally:
             if shown is not None:
                 shown.close(self)
 
-    def tokens(self, content: str) -> TokenStream:
-        """Send `content` and yield the reply's text deltas as they arrive.
+    def tokens(
+        self,
+        content: str,
+        *,
+        images: Sequence[Image] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> TokenStream:
+        """Send `content` and yield the reply's text deltas as they arrive (every step's,
+        when tools run in between).
 
         The turn starts at the first iteration. Leaving the ``async for`` early (``break``,
         an exception) stops the turn at once, as ``stop()`` does: the partial reply stays in
@@ -387,9 +461,10 @@ class AIStream(TypedEmitter):
 
         async def begin() -> tuple[asyncio.Queue[Any], asyncio.Task[Message]]:
             await self._settle_abandoned()
+            user, opts = self._user_message(content, images, options)
             queue: asyncio.Queue[Any] = asyncio.Queue()
-            turn = self._begin(content, queue=queue)
-            return queue, asyncio.create_task(self._run(turn))
+            send = self._open_send(opts)
+            return queue, asyncio.create_task(self._converse(send, queue, user=user))
 
         return TokenStream(begin, self.stop, self._abandon)
 
@@ -406,7 +481,14 @@ class AIStream(TypedEmitter):
         if runner is not None and not runner.done() and runner.get_loop() is current:
             await asyncio.wait((runner,))
 
-    def send_sync(self, content: str, *, display: bool | None = None) -> Message:
+    def send_sync(
+        self,
+        content: str,
+        *,
+        images: Sequence[Image] | None = None,
+        options: Mapping[str, Any] | None = None,
+        display: bool | None = None,
+    ) -> Message:
         """Blocking `send`, for scripts; also safe inside a running loop (Jupyter).
 
         It uses its own short-lived connection (an AsyncClient cannot cross event loops).
@@ -420,7 +502,7 @@ class AIStream(TypedEmitter):
         async def once() -> Message:
             _IN_SYNC.set(True)
             try:
-                return await self.send(content, display=display)
+                return await self.send(content, images=images, options=options, display=display)
             finally:
                 await self._clients.release()  # this call's loop only: not the caller's pool
 
@@ -447,6 +529,9 @@ class AIStream(TypedEmitter):
     async def retry(self) -> Message | None:
         """Drop the last assistant reply (if it is last) and stream a new one.
 
+        After `edit`, this regenerates from the edited message; after tool results, it
+        streams the reply to them (and goes on with the tool loop).
+
         Returns:
             The new assistant Message, or None when there is no user message to answer.
         """
@@ -454,25 +539,90 @@ class AIStream(TypedEmitter):
         self._check_idle()
         if self._messages and self._messages[-1].role == "assistant":
             self._messages.pop()
-        if not self._messages or self._messages[-1].role != "user":
+        if not self._messages or self._messages[-1].role not in ("user", "tool"):
             return None
-        return await self._run(self._new_turn(queue=None))
+        return await self._converse(self._open_send(self._options), None)
+
+    async def send_tool_results(
+        self, results: Mapping[str, Any], *, options: Mapping[str, Any] | None = None
+    ) -> Message:
+        """Answer the tool calls of the last reply and stream the next one (the loop goes on).
+
+        Each result (by call id) is a str, a JSON-able value, a `ToolResult` (its `is_error`
+        is kept) or an exception (an error result); calls you leave out are run by their
+        tools' handlers. Emits ``tool-result`` for each result it sends.
+
+        Raises:
+            StreamBusyError: a turn is streaming.
+            ValueError: an id that no call waits for, or a call with neither a result nor a
+                handler.
+
+        ```py
+        reply = await chat.send("Book a table")        # finish_reason "tool_calls"
+        reply = await chat.send_tool_results({reply.tool_calls[0].id: {"booked": True}})
+        ```
+        """
+        await self._settle_abandoned()
+        self._check_idle()
+        if not isinstance(results, Mapping):
+            raise TypeError(
+                "results must map call ids to results, e.g. "
+                f"{{reply.tool_calls[0].id: 'done'}}; got {type(results).__name__}"
+            )
+        options = self._merge_options(options)
+        waiting = self._waiting_calls()
+        ids = [c.id for c in waiting]
+        unknown = [str(k) for k in results if k not in ids]
+        if unknown:
+            raise ValueError(
+                f"no tool call with id {unknown[0]!r} is waiting for a result; waiting: "
+                f"{', '.join(ids) or 'none'}"
+            )
+        given = {call_id: parse_result(value) for call_id, value in results.items()}
+        # Calls of declared tools without a handler need a result; a call of an unknown tool
+        # gets an error result the model sees, as in the automatic loop.
+        missing = [
+            c
+            for c in waiting
+            if c.id not in given
+            and not self._handles(c)
+            and (c.name in self._tools or not self._tools)
+        ]
+        if missing:
+            raise ValueError(
+                "these calls have neither a result nor a handler: "
+                + ", ".join(f"{c.id} ({c.name})" for c in missing)
+            )
+        if not waiting and (not self._messages or self._messages[-1].role not in ("user", "tool")):
+            raise ValueError("no tool calls are waiting for results")
+        return await self._converse(self._open_send(options), None, answers=(waiting, given))
 
     def stop(self) -> None:
         """End the in-flight stream now; the partial reply stays with finish_reason "stopped".
 
-        Safe to call from any thread. On the native protocol it also asks the server to
-        cancel the generation (``DELETE <endpoint>/<stream-id>``, best effort).
+        Ends the whole send: tool handlers running between steps are cancelled (a sync one's
+        result is dropped) and no further step starts. Safe to call from any thread. On the
+        native protocol it also asks the server to cancel the generation
+        (``DELETE <endpoint>/<stream-id>``, best effort).
         """
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        send = self._send
+        if send is not None and not send.stop_requested:
+            send.stop_requested = True
+            handlers = send.handlers
+            if handlers is not None:
+                if running is send.loop:
+                    handlers.cancel()
+                elif not send.loop.is_closed():
+                    send.loop.call_soon_threadsafe(handlers.cancel)
         turn = self._turn
         if turn is None or turn.stop_requested:
             return
         turn.stop_requested = True
         turn.phase = "stopping"
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
         if running is turn.loop:
             self._stop_now(turn)
         elif not turn.loop.is_closed():
@@ -487,6 +637,69 @@ class AIStream(TypedEmitter):
         self._messages.clear()
         self._usage = _NO_USAGE
         self.emit(EVENT_RESET)
+
+    def dump(self) -> dict[str, Any]:
+        """The conversation as a JSON-safe dict: ``{"messages": [...], "usage": {...}}``
+        (messages as ``Message.model_dump(mode="json")``: image bytes as base64).
+
+        ```py
+        saved = json.dumps(chat.dump())
+        chat.load(json.loads(saved))
+        ```
+        """
+        return dump_history(self._messages, self._usage)
+
+    def load(self, data: Mapping[str, Any] | str) -> None:
+        """Replace history and usage totals with what `dump` returned (or its JSON text).
+
+        Raises:
+            StreamBusyError: a turn is streaming.
+            TypeError, ValueError: `data` is not a dump (what is wrong, and where).
+        """
+        self._check_idle()
+        self._messages, self._usage = load_history(data)
+
+    def edit(self, message_id: str, content: str) -> Message:
+        """Rewrite a user message (its id kept) and drop every later message, so that
+        `retry()` regenerates from there. Usage totals stay: those tokens were spent.
+
+        Raises:
+            StreamBusyError: a turn is streaming.
+            ValueError: no message has that id, or it is not a user message.
+
+        ```py
+        chat.edit(question.id, "Shorter, please")
+        reply = await chat.retry()
+        ```
+        """
+        self._check_idle()
+        if not isinstance(content, str):
+            raise TypeError(f"content must be a str; got {type(content).__name__}")
+        for i, message in enumerate(self._messages):
+            if message.id == message_id:
+                if message.role != "user":
+                    raise ValueError(
+                        f"message {message_id!r} is a {message.role} message; edit() rewrites "
+                        "user messages (retry() regenerates the assistant's)"
+                    )
+                edited = message.model_copy(update={"content": content})
+                self._messages[i:] = [edited]
+                return _copy(edited)
+        raise ValueError(f"no message in this conversation has id {message_id!r}")
+
+    def fork(self) -> AIStream:
+        """A new AIStream with a copy of this history and usage totals, the same settings
+        (endpoint, model, tools, options, retry, headers, client, ...) and no listeners.
+
+        ```py
+        branch = chat.fork()
+        await branch.send("What if it rains?")     # chat's history is unchanged
+        ```
+        """
+        twin = AIStream(self._endpoint, **self._settings)
+        twin._messages = [m.model_copy(deep=True) for m in self._messages]
+        twin._usage = self._usage
+        return twin
 
     async def aclose(self) -> None:
         """Stop any turn and let go of the loop's shared pool (the last AIStream to let go
@@ -506,27 +719,179 @@ class AIStream(TypedEmitter):
     # --- internals --------------------------------------------------------------------------
 
     def _check_idle(self) -> None:
-        if self._turn is not None:
+        if self._turn is not None or self._send is not None:
             raise StreamBusyError(
                 "a reply is already streaming on this AIStream; await it, or call stop() "
                 "first (one AIStream holds one conversation: use another for parallel chats)"
             )
 
-    def _begin(self, content: str, queue: asyncio.Queue[Any] | None) -> _Turn:
+    def _merge_options(self, options: Mapping[str, Any] | None) -> Mapping[str, Any]:
+        if options is None:
+            return self._options
+        if not isinstance(options, Mapping):
+            raise TypeError(
+                "options must be a dict of request fields such as {'temperature': 0}; "
+                f"got {type(options).__name__}"
+            )
+        return {**self._options, **options}
+
+    def _user_message(
+        self,
+        content: str,
+        images: Sequence[Image] | None,
+        options: Mapping[str, Any] | None,
+    ) -> tuple[Message, Mapping[str, Any]]:
+        """The user message and the send's options, checked before anything changes: a
+        request the provider cannot carry is a ValueError here, not after the history grew."""
         if not isinstance(content, str):
             raise TypeError(f"content must be a str; got {type(content).__name__}")
         self._check_idle()
-        user = Message(role="user", content=content)
-        self._messages.append(user)
-        turn = self._new_turn(queue)
-        self.emit(EVENT_MESSAGE, user.model_copy())
-        return turn
+        pictures = list(images or ())
+        for image in pictures:
+            if not isinstance(image, Image):
+                raise TypeError(
+                    "images must be Image objects, e.g. images=[Image.from_path('cat.png')] or "
+                    f"[Image(url='https://...')]; got {type(image).__name__}"
+                )
+        user = Message(role="user", content=content, images=pictures)
+        options = self._merge_options(options)
+        if pictures or options or self._tools:
+            request = self._request([*self._messages, user], options)
+            self._dialect_factory().build_request(self._endpoint, request)
+        return user, options
+
+    def _request(self, messages: list[Message], options: Mapping[str, Any]) -> ChatRequest:
+        return ChatRequest(
+            messages=wire_messages(messages),
+            model=self._model,
+            system_prompt=self._system_prompt,
+            options=options,
+            tools=self._tool_specs,
+        )
 
     def _new_turn(self, queue: asyncio.Queue[Any] | None) -> _Turn:
-        self._check_idle()
+        if self._turn is not None:
+            self._check_idle()
         turn = _Turn(self._usage, self._estimate_prompt(), queue)
         self._turn = turn
         return turn
+
+    def _handles(self, call: ToolCall) -> bool:
+        tool = self._tools.get(call.name)
+        return tool is not None and tool.handler is not None
+
+    def _waiting_calls(self) -> list[ToolCall]:
+        """The calls of the last assistant message that no tool message answers yet."""
+        answered: set[str] = set()
+        for message in reversed(self._messages):
+            if message.role == "tool":
+                answered.add(message.tool_call_id or "")
+            elif message.role == "assistant":
+                return [c for c in message.tool_calls if c.id not in answered]
+            else:
+                return []
+        return []
+
+    def _open_send(self, options: Mapping[str, Any]) -> _Send:
+        """Mark this AIStream busy for a whole send (synchronously: stop() finds it at once)."""
+        self._check_idle()
+        send = self._send = _Send(options)
+        return send
+
+    async def _converse(
+        self,
+        send: _Send,
+        queue: asyncio.Queue[Any] | None,
+        *,
+        user: Message | None = None,
+        answers: tuple[list[ToolCall], dict[str, tuple[str, bool]]] | None = None,
+    ) -> Message:
+        """One send: the user message (or the caller's tool results), then model calls with
+        tools run between them, until a reply asks for none, a tool has no handler,
+        `max_steps` calls were made, or stop()."""
+        try:
+            if user is not None:
+                self._messages.append(user)
+                self.emit(EVENT_MESSAGE, _copy(user))
+            if answers is not None:
+                calls, given = answers
+                results = [
+                    ToolResult(call_id=c.id, name=c.name, content=text, is_error=error)
+                    for c in calls
+                    if c.id in given
+                    for text, error in (given[c.id],)
+                ]
+                to_run = [c for c in calls if c.id not in given]
+                if to_run:
+                    ran = await self._run_tools(send, to_run)
+                    if ran is None:
+                        return self._stopped_between_steps()
+                    results += ran
+                order = {c.id: i for i, c in enumerate(calls)}
+                self._add_results(sorted(results, key=lambda r: order[r.call_id]))
+            steps = 0
+            while True:
+                if send.stop_requested and (steps or answers is not None):
+                    return self._stopped_between_steps()
+                turn = self._new_turn(queue)
+                turn.stop_requested = send.stop_requested  # stopped before the first step
+                reply = await self._run(turn)
+                steps += 1
+                calls = reply.tool_calls
+                if send.stop_requested or reply.finish_reason == "stopped" or not calls:
+                    return reply
+                if not self._tools or steps >= self._max_steps:
+                    return reply
+                if any(c.name in self._tools and not self._handles(c) for c in calls):
+                    return reply  # a declared tool without a handler: the caller answers
+                ran = await self._run_tools(send, calls)
+                if ran is None:
+                    return self._stopped_between_steps()
+                self._add_results(ran)
+        finally:
+            self._send = None
+            if queue is not None:
+                queue.put_nowait(END)
+
+    async def _run_tools(self, send: _Send, calls: list[ToolCall]) -> list[ToolResult] | None:
+        """Run the calls' handlers (between steps); None when stop() came first."""
+        if send.stop_requested:
+            return None
+        task = asyncio.ensure_future(run_calls(calls, self._tools))
+        send.handlers = task
+        try:
+            await _finished(task)
+        except asyncio.CancelledError:  # our caller was cancelled: so are the handlers
+            task.cancel()
+            await asyncio.wait((task,))
+            raise
+        finally:
+            send.handlers = None
+        if send.stop_requested or task.cancelled():
+            return None
+        return task.result()
+
+    def _add_results(self, results: list[ToolResult]) -> None:
+        for result in results:
+            message = Message(
+                role="tool",
+                content=result.content,
+                tool_call_id=result.call_id,
+                is_error=result.is_error,
+            )
+            self._messages.append(message)
+            self.emit(EVENT_TOOL_RESULT, result)
+            self.emit(EVENT_MESSAGE, _copy(message))
+
+    def _stopped_between_steps(self) -> Message:
+        """stop() while tools ran: the last assistant message, now finish_reason "stopped"."""
+        for i in range(len(self._messages) - 1, -1, -1):
+            message = self._messages[i]
+            if message.role == "assistant":
+                stopped = message.model_copy(update={"finish_reason": "stopped"})
+                self._messages[i] = stopped
+                return _copy(stopped)
+        return Message(role="assistant", content="", finish_reason="stopped")
 
     def _estimate_prompt(self) -> int:
         """Prompt tokens of the next request: the last reply's own count (in the server's
@@ -547,12 +912,8 @@ class AIStream(TypedEmitter):
         turn.telemetry = _otel.start(
             model=self._model, provider=self._provider, server=self._server
         )
-        request = ChatRequest(
-            messages=tuple(ChatMessage(m.role, m.content) for m in self._messages),
-            model=self._model,
-            system_prompt=self._system_prompt,
-            options=self._options,
-        )
+        send = self._send
+        request = self._request(self._messages, send.options if send else self._options)
         task = asyncio.create_task(self._attempts(turn, request))
         turn.task = task
         try:
@@ -585,8 +946,6 @@ class AIStream(TypedEmitter):
             raise error
         finally:
             self._turn = None
-            if turn.queue is not None:
-                turn.queue.put_nowait(_END)
             self.emit(EVENT_STREAMING_END)
 
     async def _attempts(self, turn: _Turn, request: ChatRequest) -> None:
@@ -804,6 +1163,8 @@ class AIStream(TypedEmitter):
         reply = turn.reply
         # Half a character still held at the end has no partner: U+FFFD (no token event).
         content = reply.text() + reply.text_joiner.flush()
+        if reply.tool_calls and reason == "stop":
+            reason = "tool_calls"  # whatever the provider says (Gemini: STOP)
         empty = not (content or reply.tool_calls or reply.reasoning)
         if not turn.discard and not (empty and reason == "stopped") and reply.usage is None:
             reply.usage = Usage(
@@ -858,7 +1219,7 @@ def _end_step(turn: _Turn, reason: str, error: BaseException | None = None) -> N
         turn.telemetry = None
 
 
-async def _finished(task: asyncio.Task[None]) -> None:
+async def _finished(task: asyncio.Future[Any]) -> None:
     """Wait until `task` is done, whatever its outcome; cancelling the waiter leaves `task` be.
 
     `asyncio.wait((task,))` with one future and one callback instead of its sets and closure:
@@ -882,4 +1243,8 @@ async def _finished(task: asyncio.Task[None]) -> None:
 def _copy(message: Message) -> Message:
     """A copy nobody can use to change our history: Usage and ToolCall are frozen, so only the
     list needs copying (a deep copy costs ~40 µs a turn)."""
+    if message.images:
+        return message.model_copy(
+            update={"tool_calls": list(message.tool_calls), "images": list(message.images)}
+        )
     return message.model_copy(update={"tool_calls": list(message.tool_calls)})

@@ -12,17 +12,18 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import time
 from urllib.parse import urlsplit
 
 import h11
 
-from aistream import AIStream, RetryConfig, RetryEvent, Usage
+from aistream import AIStream, RetryConfig, RetryEvent, ToolResult, Usage
 
-from ._console import Console, retry_line, usage_line
+from ._console import Console, retry_line, show_tools, usage_line
 from ._proxy import FaultProxy
 from ._wire._sse import SSEDecoder
 
-__all__ = ["DEMO_PROMPTS", "DEMO_STOP_AFTER", "run_tour"]
+__all__ = ["DEMO_PROMPTS", "DEMO_STOP_AFTER", "DEMO_TOOL_PROMPT", "SAMPLE_TOOLS", "run_tour"]
 
 
 DEMO_PROMPTS = (
@@ -92,6 +93,30 @@ def _cut_point(response: bytes) -> int:
     if head_end < 4:
         return len(response) // 2
     return head_end + (len(response) - head_end) * 2 // 5
+
+
+def add_numbers(a: float, b: float) -> float:
+    """Add two numbers.
+
+    Args:
+        a: The first number.
+        b: The second number.
+    """
+    return a + b
+
+
+def current_time(city: str) -> str:
+    """The current UTC time (the city is only echoed back).
+
+    Args:
+        city: The city asked about.
+    """
+    return f"{time.strftime('%H:%M', time.gmtime())} UTC (asked for {city})"
+
+
+#: The sample tools of the demo and of ``aistream chat --tools``: name one to see a tool loop.
+SAMPLE_TOOLS = (add_numbers, current_time)
+DEMO_TOOL_PROMPT = "Please add_numbers for me, then say what you found."
 
 
 async def run_tour(base_url: str, console: Console) -> int:
@@ -248,6 +273,36 @@ async def run_tour(base_url: str, console: Console) -> int:
             )
             summed = sum(turns, Usage())
             check(len(turns) == 3 and summed == total, "the totals are the sum of the 3 turns")
+
+        # 4. A tool loop.
+        console.line()
+        console.line(
+            "4. Tools: the model calls add_numbers; the client runs it and streams the answer",
+            "1;36",
+        )
+        ran: list[ToolResult] = []
+        steps: list[None] = []
+        async with AIStream(endpoint, protocol="native", retry=retry, tools=SAMPLE_TOOLS) as agent:
+            agent.on("token", console.write)
+            agent.on("streaming-start", lambda: steps.append(None))
+            agent.on("tool-result", ran.append)
+            show_tools(agent, console)
+            console.line(f"you> {DEMO_TOOL_PROMPT}", "1")
+            reply = await agent.send(DEMO_TOOL_PROMPT)
+            console.status(usage_line(reply.usage, agent.usage))
+            roles = [m.role for m in agent.messages]
+            check(
+                len(steps) == 2 and len(ran) == 1 and not ran[0].is_error,
+                f"one send, two model calls; add_numbers ran once and returned {ran[0].content}"
+                if ran
+                else "the tool ran",
+            )
+            check(
+                roles == ["user", "assistant", "tool", "assistant"]
+                and bool(ran)
+                and reply.content.startswith(f"The add_numbers tool returned: {ran[0].content}"),
+                "history: user, assistant (the call), tool (the result), assistant (the answer)",
+            )
 
     console.line()
     if check.failed:

@@ -21,6 +21,11 @@ different lanes overlap.
 
 The expected reply is computed, not recorded: `ChaosModel` is a function of the conversation.
 
+About one turn in four is a tool turn: the conversations declare a tool (`chaos_lookup`), the
+prompt names it, and one send makes two model calls (the tool call, then the reply to its
+result). Its faults all land in step 2: step 1 must never be requested again, the tool must run
+exactly once, and step 2's reply is checked token by token like any other.
+
 Another target, "replica" (`run_campaign(targets=("replica",))`), runs the native checks
 against three replica processes on a real redis-server behind a round-robin proxy (so nearly
 every resume lands on another replica), while a killer SIGKILLs a random replica every second
@@ -32,6 +37,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
 import os
 import random
@@ -44,9 +51,10 @@ from typing import Any
 
 import httpx
 
-from aistream import AIStream, AIStreamError, Message, RetryConfig, RetryEvent, Usage
+from aistream import AIStream, AIStreamError, Message, RetryConfig, RetryEvent, Tool, Usage
+from aistream._history import wire_messages, wire_tools
 from aistream._proxy import FaultProxy, Faults
-from aistream._wire._dialect import ChatMessage, ChatRequest
+from aistream._wire._dialect import ChatMessage, ChatRequest, ToolCallPart
 from aistream.server import ReplayStore, create_app
 from tests.chaos.model import ChaosModel, HTTPFault, ResponsesUpstream, Upstream
 from tests.loopback import LoopbackServer
@@ -62,6 +70,8 @@ TURNS = int(os.environ.get("AISTREAM_CHAOS_TURNS", "500"))
 LANES = int(os.environ.get("AISTREAM_CHAOS_LANES", "8"))  # per target
 CONVERSATION_TURNS = 3  # turns per AIStream before a fresh conversation
 SYSTEM_PROMPT = "Answer in a few sentences; keep every byte exactly as it is."
+TOOL_NAME = "chaos_lookup"
+TOOL_SHARE = 0.25  # of the turns
 
 # Client timers and proxy faults: the faults outlast the timers, and all are short.
 CLIENT_TIMEOUT = 0.5  # connect and silence on the connection
@@ -229,6 +239,8 @@ def check_events(log: list[tuple[str, Any]], expected: list[str], *, resumable: 
     check = TurnCheck()
     segments: list[list[str]] = [[]]
     for kind, value in log:
+        if kind == "start":
+            continue  # a model call begins (a tool turn makes two)
         if kind == "token":
             segments[-1].append(value)
             check.tokens += 1
@@ -377,6 +389,8 @@ class Figures:
     tokens: int = 0
     lost: int = 0
     duplicated: int = 0
+    tool_turns: int = 0
+    tool_turns_with_fault: int = 0  # in step 2, the only step that gets faults
     kills: int = 0  # replicas SIGKILLed mid-campaign (the replica target)
     replica_output: list[str] = field(default_factory=list)  # what they logged (the last lines)
     failures: list[str] = field(default_factory=list)
@@ -400,7 +414,9 @@ class Figures:
             f"retries={self.retries} resumes={self.resumes} restarts={self.restarts} "
             f"(after tokens: {self.restarts_after_tokens}, tokens re-streamed after an "
             f"announcement: {self.announced_repeats}), tokens={self.tokens}, "
-            f"lost={self.lost} duplicated={self.duplicated} failures={len(self.failures)}"
+            f"lost={self.lost} duplicated={self.duplicated} tool turns={self.tool_turns} "
+            f"(with a fault in step 2: {self.tool_turns_with_fault}) "
+            f"failures={len(self.failures)}"
             + (f", producers killed={self.kills}" if self.kills else "")
         )
 
@@ -469,18 +485,26 @@ class Lane:
         self.rng = random.Random(f"{SEED}:{self.name}")
         self.endpoint_path = endpoint
         self.upstream = upstream
-        self.pending: deque[PlannedFault] = deque()
+        self.pending: deque[PlannedFault | None] = deque()  # None: a clean connection
         self.assigned: dict[int, PlannedFault] = {}
         self.clock = ProxyClock()
         self.proxy = FaultProxy("127.0.0.1", port, plan=self.plan, sleep=self.clock.sleep)
         self.log: list[tuple[str, Any]] = []
         self.faulty = True  # False: a control run, every connection clean
+        self.tool_runs = 0  # calls of the lane's tool in the current turn
+
+    def chaos_lookup(self, word: str) -> str:
+        """Look a word up (the campaign's tool: counts its runs)."""
+        self.tool_runs += 1
+        return lookup_result(word)
 
     def plan(self, index: int) -> Faults:
         """FaultProxy's plan: the next planned fault of the current turn, then none."""
         if not self.pending:
             return Faults()
         fault = self.pending.popleft()
+        if fault is None:
+            return Faults()
         self.assigned[index] = fault
         if fault.http is not None:
             assert self.upstream is not None
@@ -515,16 +539,54 @@ def took_effect(lane: Lane, index: int, fault: PlannedFault, sleeps: Counter[flo
     return False
 
 
-def expected_for(chat: AIStream, prompt: str, model: ChaosModel) -> tuple[list[str], Usage]:
-    history = [ChatMessage(m.role, m.content) for m in chat.messages]
-    request = ChatRequest((*history, ChatMessage("user", prompt)), system_prompt=SYSTEM_PROMPT)
-    prompt_tokens, completion = model.usage(request)
-    usage = Usage(
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion,
-        total_tokens=prompt_tokens + completion,
+def lookup_result(word: str) -> str:
+    return f"{word!r} means something"
+
+
+def conversation_request(chat: AIStream, *extra: ChatMessage) -> ChatRequest:
+    """The request the model sees next: the history, then `extra`."""
+    tools = wire_tools([Tool.from_function(chaos_lookup_schema, name=TOOL_NAME)])
+    history = wire_messages(chat.messages)
+    return ChatRequest((*history, *extra), system_prompt=SYSTEM_PROMPT, tools=tools)
+
+
+def chaos_lookup_schema(word: str) -> str:
+    """Look a word up."""
+    return word
+
+
+def expected_for(
+    chat: AIStream, prompt: str, model: ChaosModel
+) -> tuple[list[str], Usage, Usage | None, list[str]]:
+    """The reply's tokens and usage; for a tool turn also step 1's usage and the call ids."""
+
+    def usage_of(request: ChatRequest) -> Usage:
+        prompt_tokens, completion = model.usage(request)
+        return Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion,
+            total_tokens=prompt_tokens + completion,
+        )
+
+    first = conversation_request(chat, ChatMessage("user", prompt))
+    calls = model.tool_calls(first)
+    if not calls:
+        return model.tokens(first), usage_of(first), None, []
+    parts = tuple(ToolCallPart(c.id, c.name, c.arguments) for c in calls)
+    results = [
+        ChatMessage(
+            "tool",
+            lookup_result(json.loads(c.arguments)["word"]),
+            tool_call_id=c.id,
+            name=c.name,
+        )
+        for c in calls
+    ]
+    second = dataclasses.replace(
+        first,
+        messages=(*first.messages, ChatMessage("assistant", "", tool_calls=parts), *results),
     )
-    return model.tokens(request), usage
+    return model.tokens(second), usage_of(second), usage_of(first), [c.id for c in calls]
 
 
 async def run_turn(
@@ -537,10 +599,15 @@ async def run_turn(
 ) -> Usage | None:
     """One turn: arm its faults, send, then check the reply and the events exactly."""
     prompt = prompt_for(lane.rng)
+    tool_turn = lane.target in ("native", "openai") and lane.rng.random() < TOOL_SHARE
+    if tool_turn:  # unique per lane and turn, so each tool call id is used once in the run
+        prompt = f"{prompt} then {TOOL_NAME} it (lane {lane.name} turn {turn_number})"
     plan = plan_turn(lane.rng, lane.target) if lane.faulty else []
-    expected, usage = expected_for(chat, prompt, model)
+    expected, usage, step_one, call_ids = expected_for(chat, prompt, model)
+    before = len(chat.messages)
     lane.log = []
-    lane.pending = deque(plan)
+    lane.tool_runs = 0
+    lane.pending = deque([None, *plan] if call_ids else plan)  # step 1 clean: faults in step 2
     first = len(lane.proxy.connections)
     sleeps_before = Counter(lane.clock.started)
     described = ", ".join(p.describe() for p in plan)
@@ -571,7 +638,7 @@ async def run_turn(
         figures.turns_without_fault += 1
 
     for kind, value in lane.log:
-        if kind == "retry":
+        if kind == "retry" and value is not None:
             sweep.exception(value.error)
             sweep.text("repr", repr(value))
     check = check_events(lane.log, expected, resumable=lane.target in RESUMABLE)
@@ -595,11 +662,34 @@ async def run_turn(
             problems.append(f"usage {reply.usage!r} != {usage!r}")
         if chat.messages[-1].content != reply.content:
             problems.append("history does not end with the reply")
+    if tool_turn != bool(call_ids):
+        problems.append(f"the prompt {'named' if tool_turn else 'did not name'} the tool")
+    if call_ids:
+        figures.tool_turns += 1
+        figures.tool_turns_with_fault += bool(fired)
+        if lane.tool_runs != len(call_ids):
+            problems.append(f"the tool ran {lane.tool_runs} times for {len(call_ids)} calls")
+        # Step 1 streams again only when it failed itself (a stall under load, say): never
+        # once it completed. Its retries are those before step 2's streaming-start.
+        starts = [i for i, (kind, _) in enumerate(lane.log) if kind == "start"]
+        end_of_one = starts[1] if len(starts) > 1 else len(lane.log)
+        step_one_retries = sum(1 for kind, _ in lane.log[:end_of_one] if kind == "retry")
+        again = [c for c in call_ids if not 1 <= model.tool_steps[c] <= 1 + step_one_retries]
+        if again:
+            problems.append(
+                f"step 1 was generated {model.tool_steps[again[0]]} times "
+                f"({step_one_retries} retries in step 1)"
+            )
+        roles = [m.role for m in chat.messages[before:]]
+        if reply is not None and roles != ["user", "assistant", "tool", "assistant"]:
+            problems.append(f"history after the turn: {roles}")
     if problems:
         errors = [str(v.error)[:120] for k, v in lane.log if k == "retry"]
         problems.append(f"{len(errors)} retries, the last ones after: {errors[-3:]}")
         figures.failures.append(f"{where}: {'; '.join(problems)}")
-    return usage if reply is not None else None
+    if reply is None:
+        return None
+    return usage + step_one if step_one is not None else usage
 
 
 async def run_lane(
@@ -620,9 +710,11 @@ async def run_lane(
                 timeout=CLIENT_TIMEOUT,
                 stall_timeout=STALL_TIMEOUT,
                 client=client,
+                tools=[Tool.from_function(lane.chaos_lookup, name=TOOL_NAME)],
             )
             chat.on("token", lambda token: lane.log.append(("token", token)))
             chat.on("retry", lambda event: lane.log.append(("retry", event)))
+            chat.on("streaming-start", lambda: lane.log.append(("start", None)))
             figures.conversations += 1
             total = Usage()
             complete = True

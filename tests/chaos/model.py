@@ -7,6 +7,9 @@ background streams resume by ``starting_after``. The reply is a function of the 
 only, so the test computes the fault-free reply itself and compares it exactly with what the
 client shows.
 
+A conversation that declares tools and names one in its last user message gets the demo
+model's deterministic tool calls first (a tool step), then the reply to their results.
+
 The words come from the demo model; some are swapped for text that breaks naive decoders:
 multi-byte UTF-8 (cut mid-character by the proxy), CR, LF, CRLF, NUL, U+2028, quotes and
 backslashes, and things that look like SSE fields.
@@ -15,17 +18,26 @@ backslashes, and things that look like SSE fields.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import random
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from aistream._wire._dialect import ChatMessage, ChatRequest
-from aistream._wire._events import FinishReason, StreamEvent, TextDelta, UsageReport
+from aistream._wire._events import (
+    FinishReason,
+    StreamEvent,
+    TextDelta,
+    ToolCallDone,
+    UsageReport,
+)
 from aistream.server import DemoModel
+from aistream.server._formats import parse_openai
 from tests.loopback import Handler, LoopbackServer, Reply, Request
 from tests.responses_upstream import responses_events
 
@@ -71,10 +83,17 @@ class ChaosModel:
 
     def __init__(self, delay: float = 0.0) -> None:
         self._demo = DemoModel(tokens_per_second=None)
+        #: How many times each tool call was generated: a step that ran twice shows here.
+        self.tool_steps: Counter[str] = Counter()
         self.delay = delay  # seconds before each token (the replica campaign paces replies)
 
     def model_for(self, request: ChatRequest) -> str:
         return "chaos"
+
+    def tool_calls(self, request: ChatRequest) -> list[ToolCallDone]:
+        """The demo's deterministic tool behaviour: the declared tools the last user message
+        names are called (then `tokens` answers with their results)."""
+        return self._demo.tool_calls(request)
 
     def tokens(self, request: ChatRequest) -> list[str]:
         """The reply as tokens; never an empty token (the native server skips those)."""
@@ -85,15 +104,32 @@ class ChaosModel:
         ]
 
     def usage(self, request: ChatRequest) -> tuple[int, int]:
-        """(prompt_tokens, completion_tokens) the reply reports."""
+        """(prompt_tokens, completion_tokens) the reply reports (a tool step: one per call)."""
         prompt = sum(len(m.content) for m in request.messages) + len(request.system_prompt or "")
-        return prompt // 4 + 1, len(self.tokens(request))
+        calls = self.tool_calls(request)
+        return prompt // 4 + 1, len(calls) if calls else len(self.tokens(request))
 
     def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        calls = self.tool_calls(request)
+        if calls:
+            return self._calls(request, calls)
         return self._from(request, 0)
+
+    async def _calls(
+        self, request: ChatRequest, calls: list[ToolCallDone]
+    ) -> AsyncIterator[StreamEvent]:
+        for call in calls:
+            self.tool_steps[call.id] += 1
+            await asyncio.sleep(0)
+            yield call
+        prompt, completion = self.usage(request)
+        yield UsageReport(prompt, completion, prompt + completion)
+        yield FinishReason("tool_calls")
 
     def continuation(self, request: ChatRequest, sent: str) -> AsyncIterator[StreamEvent] | None:
         """The rest of the reply after `sent` (a replica taking over a dead producer's stream)."""
+        if self.tool_calls(request):
+            return None  # a tool step is not continued: the survivor ends it with producer_lost
         tokens = self.tokens(request)
         done = count = 0
         while done < len(sent) and count < len(tokens):
@@ -176,6 +212,15 @@ class Upstream:
             await reply.send(b"data: " + json.dumps({**base, **obj}).encode() + b"\n\n")
 
         await chunk({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+        calls = self.model.tool_calls(chat)
+        if calls:
+            for i, call in enumerate(calls):
+                self.model.tool_steps[call.id] += 1
+                function = {"name": call.name, "arguments": call.arguments}
+                entry = {"index": i, "id": call.id, "type": "function", "function": function}
+                await chunk({"choices": [{"index": 0, "delta": {"tool_calls": [entry]}}]})
+            await chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+            tokens = []
         for i, token in enumerate(tokens):
             if fault is not None and fault.kind == "stream-error" and i == fault.after_tokens:
                 served.append("stream-error")
@@ -184,7 +229,8 @@ class Upstream:
                 await reply.end()
                 return
             await chunk({"choices": [{"index": 0, "delta": {"content": token}}]})
-        await chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        if not calls:
+            await chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
         prompt, completion = self.model.usage(chat)
         usage = {"prompt_tokens": prompt, "completion_tokens": completion}
         await chunk({"choices": [], "usage": {**usage, "total_tokens": prompt + completion}})
@@ -194,14 +240,13 @@ class Upstream:
 
 def _chat_request(body: dict[str, Any]) -> ChatRequest:
     """The conversation as the native server would see it: the system message taken out."""
-    messages = body["messages"]
+    request, _ = parse_openai(json.dumps(body).encode())
+    messages = request.messages
     system = None
-    if messages and messages[0]["role"] == "system":
-        system = messages[0]["content"]
+    if messages and messages[0].role == "system":
+        system = messages[0].content
         messages = messages[1:]
-    return ChatRequest(
-        tuple(ChatMessage(m["role"], m["content"]) for m in messages), system_prompt=system
-    )
+    return dataclasses.replace(request, messages=messages, system_prompt=system)
 
 
 @dataclass

@@ -82,6 +82,18 @@ def test_responses_replies_resume_by_sequence_number_and_are_exact(
     assert_faults_took_effect(responses, list(PROXY_KINDS))
 
 
+def test_tool_turns_with_faults_in_step_two_ran_each_tool_once_and_lost_nothing(
+    campaign: CampaignResult,
+) -> None:
+    """Failures above cover the checks of each tool turn (the tool ran once, step 1 was never
+    generated again, the reply is exact); here: there were such turns, with faults."""
+    for target in ("native", "openai"):  # the Responses upstream speaks no tools
+        figures = campaign.figures[target]
+        assert figures.tool_turns > 0.1 * figures.turns, figures.row()
+        assert figures.tool_turns_with_fault > 0.8 * figures.tool_turns, figures.row()
+        assert figures.failures == [], "\n".join(figures.failures[:20])
+
+
 def test_campaign_leaks_the_api_key_into_no_exception_log_line_or_repr(
     campaign: CampaignResult,
 ) -> None:
