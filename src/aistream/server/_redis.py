@@ -327,16 +327,21 @@ class RedisReplayStore:
         producer = self._producers.get(stream_id)
         if producer is None:
             return
+        ended = False
         try:
             while producer.flushing is not None and not producer.flushing.done():
                 await asyncio.shield(producer.flushing)
             if producer.error is None:
                 await self._flush(stream_id, producer, True)
+                ended = producer.error is None
         finally:
             self._producers.pop(stream_id, None)
             if producer.renewing is not None:
                 producer.renewing.cancel()
-            await self._mirror.finish(stream_id)
+            if ended or producer.error is not None:
+                await self._mirror.finish(stream_id)
+            else:  # interrupted before the end was stored: readers follow Redis from here
+                self._mirror.drop(stream_id)
             self._stored(stream_id)
 
     async def read(self, stream_id: str, after: int) -> Replay | None:
