@@ -269,6 +269,16 @@ class Generations:
             await append(stream_id, frame)
             notify()
 
+        if self.shared is not None:
+            lives = self.live
+
+            async def put(frame: bytes) -> None:
+                # A generation this replica lost may still be winding down when the same
+                # replica takes the stream over again: its frames must not go to the new one.
+                if lives.get(stream_id) is not live:
+                    raise StoreUnavailable("another generation produces this stream now")
+                await append(stream_id, frame)
+
         try:
             if events is None:
                 encoder.model = self.backend.model_for(request)
@@ -310,14 +320,16 @@ class Generations:
     async def _close_books(self, live: _Live) -> None:
         """Close the books on a generation, whichever way it ended."""
         stream_id = live.stream_id
-        if self.live.get(stream_id) is live:  # (a takeover may have replaced a lost one)
+        current = self.live.get(stream_id) is live
+        if current:  # (else a takeover here replaced this lost generation: its books are not ours)
             del self.live[stream_id]
         if live.slot is not None:
             live.slot.release()
         if live.grace is not None:
             live.grace.cancel()
         try:
-            await self.store.finish(stream_id)
+            if current:
+                await self.store.finish(stream_id)
         except StoreUnavailable:
             log.warning("aistream.server: could not mark a stream finished in the store")
         finally:
