@@ -615,10 +615,11 @@ def plans(full: bool) -> tuple[list[Plan], list[Plan]]:
             ]
         return _available(main), _available(exps)
     seconds = 4.0  # AIStream as shipped is cut off at the window: its ramp is CPU-bound
-    main = [Plan("aistream", n, seconds, seconds) for n in (100, 1000)]
+    # (quick stays under a minute: the 100-stream and aiohttp rows are in --full only)
+    main = [Plan("aistream", 1000, seconds, seconds)]
     main.append(Plan("aistream", 1000, seconds, seconds, phases="spread"))
     main.append(Plan("aistream client=", 1000, seconds, seconds, phases="spread"))
-    main += [Plan(v, 1000, seconds, seconds, phases="spread") for v in FLOORS]
+    main.append(Plan(FLOORS[0], 1000, seconds, seconds, phases="spread"))
     return _available(main), []
 
 
