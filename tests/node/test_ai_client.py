@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from aistream._wire._dialect import ChatRequest
+from aistream._wire._dialect import ChatMessage, ChatRequest
 from aistream._wire._events import (
     FinishReason,
     Metadata,
@@ -72,6 +72,12 @@ SCRIPTS: dict[str, list[StreamEvent]] = {
         ServerError("upstream overloaded", "overloaded", retryable=True),
     ],
     "length": [TextDelta("Cut"), UsageReport(3, 1, 4), FinishReason("length")],
+    "loop:weather?": [
+        TextDelta("Checking."),
+        ToolCallDone("call_1", "get_weather", '{"city": "Paris"}'),
+        USAGE,
+        FinishReason("tool_calls"),
+    ],
     "escape": [TextDelta('<script>alert("x")</script> \u2028 caf\u00e9 \U0001f600'), USAGE],
 }
 
@@ -83,8 +89,18 @@ class Scripted:
         return "scripted-1"
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        for event in SCRIPTS[request.messages[-1].content]:
+        last = request.messages[-1]
+        if last.role == "tool":  # the browser ran the tool: say what the model was sent
+            yield TextDelta(json.dumps([_shown(m) for m in request.messages]))
+            yield FinishReason("stop")
+            return
+        for event in SCRIPTS[last.content]:
             yield event
+
+
+def _shown(message: ChatMessage) -> list[Any]:
+    calls = [[c.id, c.name, json.loads(c.arguments)] for c in message.tool_calls]
+    return [message.role, message.content, calls, message.tool_call_id, message.name]
 
 
 async def run_node(package: str, *prompts: str) -> dict[str, dict[str, Any]]:
@@ -124,6 +140,24 @@ def usage_metadata(input_tokens: int = 7, output_tokens: int = 5) -> dict[str, A
 def results(request: pytest.FixtureRequest) -> dict[str, dict[str, Any]]:
     """Every prompt read by one of the `ai` packages, once per module."""
     return asyncio.run(run_node(request.param, *SCRIPTS))
+
+
+def test_a_browser_side_tool_loop_reaches_the_model_as_a_call_and_its_result(
+    results: dict[str, dict[str, Any]],
+) -> None:
+    """useChat's tool loop (PROVIDERS.md §4.6): the tool parts it sends back are the model's
+    call and its result, so the model answers instead of calling the tool again."""
+    r = results["loop:weather?"]
+    assert r.get("error") is None and r["requests"] == 2 and r["status"] == "ready"
+    assistant = r["messages"][-1]
+    [tool] = [p for p in assistant["parts"] if p["type"] == "tool-get_weather"]
+    assert (tool["state"], tool["output"]) == ("output-available", {"temp": 21})
+    sent = json.loads([p for p in assistant["parts"] if p["type"] == "text"][-1]["text"])
+    assert sent == [
+        ["user", "loop:weather?", [], None, None],
+        ["assistant", "Checking.", [["call_1", "get_weather", {"city": "Paris"}]], None, None],
+        ["tool", '{"temp":21}', [], "call_1", "get_weather"],
+    ]
 
 
 def test_text_and_usage(results: dict[str, dict[str, Any]]) -> None:

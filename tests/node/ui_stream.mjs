@@ -2,7 +2,10 @@
 //
 // usage: node ui_stream.mjs <node_modules dir> <package: ai | ai5> <chat url> <prompt>...
 //
-// For each prompt: DefaultChatTransport.sendMessages() POSTs the body useChat sends, and
+// A prompt starting with "loop:" runs a client-side tool loop instead: the Chat answers every
+// tool call in the browser (onToolCall + addToolOutput, v5: addToolResult) and sends the
+// results back by itself (sendAutomaticallyWhen); prints {prompt, requests, messages}.
+// For each other prompt: DefaultChatTransport.sendMessages() POSTs the body useChat sends, and
 // readUIMessageStream() builds the assistant UIMessage useChat would render. Prints one JSON
 // line per prompt: {prompt, message (the last snapshot), snapshots (count), errors (onError
 // and thrown, as strings), status} where status is what AbstractChat reports after the turn.
@@ -66,7 +69,32 @@ async function chatStatus(prompt) {
   return { status: chat.status, finished, chatMessage: last?.role === 'assistant' ? last : null };
 }
 
+// What useChat does for tools that run in the browser: answer each call, then send again.
+async function toolLoop(prompt) {
+  let requests = 0, finishes = 0, settled;
+  const done = new Promise((resolve) => { settled = resolve; });
+  const transport = new ai.DefaultChatTransport({
+    api,
+    fetch: (url, init) => { requests += 1; return fetch(url, init); },
+  });
+  const chat = new NodeChat({
+    transport,
+    sendAutomaticallyWhen: ai.lastAssistantMessageIsCompleteWithToolCalls,
+    onToolCall: ({ toolCall }) => {
+      const answer = chat.addToolOutput ?? chat.addToolResult;  // v5 has only addToolResult
+      // Not awaited: the ai docs warn that awaiting it inside onToolCall deadlocks.
+      answer.call(chat, { tool: toolCall.toolName, toolCallId: toolCall.toolCallId, output: { temp: 21 } });
+    },
+    onError: (e) => settled({ error: String(e?.message ?? e) }),
+    onFinish: () => { finishes += 1; if (finishes === 2) settled({}); },
+  });
+  await chat.sendMessage({ text: prompt });
+  const outcome = await done;
+  return { prompt, requests, status: chat.status, messages: chat.messages, ...outcome };
+}
+
 for (const prompt of prompts) {
+  if (prompt.startsWith('loop:')) { console.log(JSON.stringify(await toolLoop(prompt))); continue; }
   const result = await read(prompt);
   const chat = await chatStatus(prompt);
   console.log(JSON.stringify({ prompt, ...result, ...chat }));

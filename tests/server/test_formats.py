@@ -32,7 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import aistream
-from aistream._wire._dialect import ChatRequest
+from aistream._wire._dialect import ChatMessage, ChatRequest, ImagePart, ToolCallPart
 from aistream._wire._events import (
     Done,
     FinishReason,
@@ -640,26 +640,99 @@ async def test_unknown_format_is_a_400_naming_the_formats(rich: tuple[str, RichB
     assert backend.requests == []
 
 
-async def test_use_chat_file_parts_are_refused_and_tool_parts_are_logged(
+async def test_use_chat_files_other_than_user_images_are_refused(
+    rich: tuple[str, RichBackend],
+) -> None:
+    url, backend = rich
+    pdf = {
+        "type": "file",
+        "mediaType": "application/pdf",
+        "url": "data:application/pdf;base64,AA==",
+    }
+    body = {"messages": [{"id": "u", "role": "user", "parts": [pdf]}]}
+    response = await post(url, "/api/chat", body)
+    assert response.status_code == 422 and response.json()["code"] == "unsupported_content"
+    assert "messages[0].parts[0] is a file (application/pdf)" in response.json()["error"]
+    image = {"type": "file", "mediaType": "image/png", "url": "data:image/png;base64,AA=="}
+    body = {
+        "messages": [
+            {"id": "u", "role": "user", "parts": [image, {"type": "text", "text": "text"}]}
+        ]
+    }
+    response = await post(url, "/api/chat", body)
+    assert vercel_reply(response.content).text == "Just text."
+    [user] = backend.requests[-1].messages
+    assert user.images == (ImagePart(data=b"\x00", media_type="image/png"),)
+    assert backend.requests[-1].messages[-1].content == "text"
+
+
+#: What useChat sends back after a two-step turn whose tools ran in the browser
+#: (`addToolOutput`), as in PROVIDERS.md §4.6; the last part was never answered.
+TOOL_TURN: list[dict[str, Any]] = [
+    {"type": "step-start"},
+    {"type": "reasoning", "text": "Let me look.", "state": "done"},
+    {"type": "text", "text": "Checking.", "state": "done"},
+    {
+        "type": "tool-get_weather",
+        "toolCallId": "c1",
+        "state": "output-available",
+        "input": {"city": "Paris"},
+        "output": {"temp": 21},
+    },
+    {
+        "type": "dynamic-tool",
+        "toolName": "get_time",
+        "toolCallId": "c2",
+        "state": "output-error",
+        "input": {},
+        "errorText": "clock unavailable",
+    },
+    {"type": "step-start"},
+    {"type": "text", "text": "It is 21 degrees.", "state": "done"},
+    {"type": "tool-lookup", "toolCallId": "c3", "state": "input-available", "input": {}},
+    {"type": "data-x", "data": 1},
+]
+
+
+async def test_use_chat_tool_parts_become_calls_and_results_step_by_step(
     rich: tuple[str, RichBackend], caplog: pytest.LogCaptureFixture
 ) -> None:
     url, backend = rich
-    file_part = {"type": "file", "mediaType": "image/png", "url": "data:image/png;base64,AA=="}
-    body = {"messages": [{"id": "u", "role": "user", "parts": [file_part]}]}
-    response = await post(url, "/api/chat", body)
-    assert response.status_code == 422 and response.json()["code"] == "unsupported_content"
-    tool_part = {"type": "tool-get_weather", "toolCallId": "c", "state": "output-available"}
     body = {
         "messages": [
-            {"id": "a", "role": "assistant", "parts": [tool_part, {"type": "data-x", "data": 1}]},
+            {"id": "u0", "role": "user", "parts": [{"type": "text", "text": "Weather?"}]},
+            {"id": "a", "role": "assistant", "parts": TOOL_TURN},
             {"id": "u", "role": "user", "parts": [{"type": "text", "text": "text"}]},
         ]
     }
     with caplog.at_level(logging.WARNING, "aistream.server"):
         response = await post(url, "/api/chat", body)
     assert vercel_reply(response.content).text == "Just text."
-    assert "tool-get_weather" in caplog.text and "data-x" not in caplog.text
-    assert [m.content for m in backend.requests[-1].messages] == ["", "text"]
+    weather = ToolCallPart("c1", "get_weather", '{"city":"Paris"}')
+    clock = ToolCallPart("c2", "get_time", "{}")
+    assert backend.requests[-1].messages == (
+        ChatMessage("user", "Weather?"),
+        ChatMessage("assistant", "Checking.", tool_calls=(weather, clock)),
+        ChatMessage("tool", '{"temp":21}', tool_call_id="c1", name="get_weather"),
+        ChatMessage("tool", "clock unavailable", tool_call_id="c2", is_error=True, name="get_time"),
+        ChatMessage("assistant", "It is 21 degrees."),
+        ChatMessage("user", "text"),
+    )
+    # The call that has no result yet is left out (every provider refuses it), and said so.
+    assert "tool-lookup (input-available)" in caplog.text and "data-x" not in caplog.text
+
+
+async def test_use_chat_tool_parts_are_checked_like_native_calls(
+    rich: tuple[str, RichBackend],
+) -> None:
+    url, backend = rich
+    bad = {"type": "tool-get_weather", "toolCallId": "", "state": "output-available", "output": 1}
+    user = {"id": "u", "role": "user", "parts": [{"type": "text", "text": "text"}]}
+    body = {"messages": [{"id": "a", "role": "assistant", "parts": [bad]}, user]}
+    response = await post(url, "/api/chat", body)
+    assert response.status_code == 422 and response.json()["code"] == "invalid_request"
+    assert "messages[0].parts[0].id must be a non-empty string" in response.json()["error"]
+    assert backend.requests == []
 
 
 # --- resume: a native feature -----------------------------------------------------------------

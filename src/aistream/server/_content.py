@@ -29,6 +29,7 @@ __all__ = [
     "check_tool_results",
     "image_from_url",
     "native_images",
+    "native_tool_call",
     "native_tool_calls",
     "native_tools",
     "openai_tool_calls",
@@ -203,6 +204,11 @@ def _openai_call(item: Any, where: str) -> ToolCallPart:
 def native_tool_calls(value: Any, where: str) -> tuple[ToolCallPart, ...]:
     """An assistant message's ``toolCalls`` (native)."""
     return _calls(value, where, _native_call)
+
+
+def native_tool_call(item: Any, where: str) -> ToolCallPart:
+    """One call in the native shape ``{"id", "name", "arguments"}``."""
+    return _native_call(item, where)
 
 
 def openai_tool_calls(value: Any, where: str) -> tuple[ToolCallPart, ...]:

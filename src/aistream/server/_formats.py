@@ -47,6 +47,7 @@ from ._content import (
 )
 from ._encoders import FORMATS, Format
 from ._options import InvalidOption, request_options
+from ._ui import UnsupportedPart, ui_messages
 
 __all__ = [
     "BadRequest",
@@ -66,8 +67,6 @@ _ROLES: Final = ("system", "user", "assistant")
 _NATIVE_ROLES: Final = ("system", "user", "assistant", "tool")
 _EXAMPLE: Final = '{"messages": [{"role": "user", "content": "Hello"}]}'
 _OPENAI_EXAMPLE: Final = '{"model": "m", "messages": [{"role": "user", "content": "Hello"}]}'
-#: UI message parts that are not model input: skipped without a word.
-_UI_SKIP: Final = frozenset({"reasoning", "step-start", "source-url", "source-document"})
 #: Fields of a native (or useChat) body that are not sampling options.
 _NATIVE_FIELDS: Final = frozenset(
     {
@@ -258,9 +257,8 @@ def parse_native(body: Mapping[str, Any]) -> ChatRequest:
     ``toolCallId`` (each must answer a call of the assistant message before it) and user
     ``images``, checked and bounded by `_content`.
 
-    UI message parts: ``text`` parts are the content; ``reasoning``, ``step-start``, sources and
-    ``data-*`` parts are not model input and are skipped; tool parts cannot be expressed as a
-    text message and are skipped with a warning in the log; ``file`` parts are refused (422).
+    UI messages (``parts`` instead of ``content``, what ``useChat`` sends) become model
+    messages in `_ui.ui_messages`: text, answered tool calls with their results, user images.
 
     Raises:
         BadRequest: 422 for a body of the wrong shape.
@@ -282,18 +280,20 @@ def parse_native(body: Mapping[str, Any]) -> ChatRequest:
                 f"messages[{i}].role is {shown}; use one of: {', '.join(_NATIVE_ROLES)}",
             )
         parts = message.get("parts")
-        if content is None and isinstance(parts, list):
-            content = _ui_text(i, parts)
-        if not isinstance(content, str):
-            raise BadRequest(
-                422,
-                "invalid_request",
-                f"messages[{i}].content must be a string; got {_type_name(content)}",
-            )
         try:
+            if content is None and isinstance(parts, list) and role != "tool":
+                parsed.extend(ui_messages(i, role, parts))
+                continue
+            if not isinstance(content, str):
+                raise BadRequest(
+                    422,
+                    "invalid_request",
+                    f"messages[{i}].content must be a string; got {_type_name(content)}",
+                )
             parsed.append(_native_message(i, role, content, message))
         except ContentError as exc:
-            raise BadRequest(422, "invalid_request", str(exc), exc.param) from None
+            code = "unsupported_content" if isinstance(exc, UnsupportedPart) else "invalid_request"
+            raise BadRequest(422, code, str(exc), exc.param) from None
     try:
         tools = native_tools(body.get("tools"))
         check_tool_results(parsed)
@@ -340,46 +340,6 @@ def _native_message(i: int, role: str, content: str, message: Mapping[str, Any])
     if not calls and not images:
         return ChatMessage(role, content)
     return ChatMessage(role, content, tool_calls=calls, images=images)
-
-
-def _ui_text(i: int, parts: list[Any]) -> str:
-    """The text of a UI message's parts (see `parse_native`)."""
-    texts: list[str] = []
-    skipped: list[str] = []
-    for j, part in enumerate(parts):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if not isinstance(kind, str):
-            raise BadRequest(
-                422,
-                "invalid_request",
-                f"messages[{i}].parts[{j}] must be an object with a type; got {_type_name(part)}",
-            )
-        if kind == "text":
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise BadRequest(
-                    422,
-                    "invalid_request",
-                    f"messages[{i}].parts[{j}].text must be a string; got {_type_name(text)}",
-                )
-            texts.append(text)
-        elif kind == "file":
-            raise BadRequest(
-                422,
-                "unsupported_content",
-                f"messages[{i}].parts[{j}] is a file; this server relays text conversations "
-                "only: send the text of the message",
-            )
-        elif kind not in _UI_SKIP and not kind.startswith("data-"):
-            skipped.append(kind)
-    if skipped:
-        log.warning(
-            "aistream.server: messages[%d] has parts that cannot be sent as text (%s); only "
-            "its text parts are relayed",
-            i,
-            ", ".join(sorted(set(skipped)))[:200],
-        )
-    return "".join(texts)
 
 
 @dataclass(frozen=True, slots=True)
