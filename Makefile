@@ -24,8 +24,9 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Branch coverage: the floor of pyproject.toml for the package, 100% for the sans-I/O `_wire`.
+# One pytest worker per core (pytest-xdist); every test picks free ports and its own temp dirs.
 test: lint typecheck redis-server npm-ai
-	$(BIN)/python -m pytest --cov --cov-report=term:skip-covered
+	$(BIN)/python -m pytest -n auto --cov --cov-report=term:skip-covered
 	$(BIN)/coverage report --include='src/aistream/_wire/*' --fail-under=100
 
 # The replica tests run a real redis-server. Installed from Debian's package when missing and we
