@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench chaos fuzz clean redis-server npm-ai
+.PHONY: demo test lint typecheck bench chaos fuzz clean redis-server npm-ai chromium screenshots
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "aistream needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -25,7 +25,7 @@ typecheck: $(STAMP)
 
 # Branch coverage: the floor of pyproject.toml for the package, 100% for the sans-I/O `_wire`.
 # One pytest worker per core (pytest-xdist); every test picks free ports and its own temp dirs.
-test: lint typecheck redis-server npm-ai
+test: lint typecheck redis-server npm-ai chromium
 	$(BIN)/python -m pytest -n auto --cov --cov-report=term:skip-covered
 	$(BIN)/coverage report --include='src/aistream/_wire/*' --fail-under=100
 
@@ -41,6 +41,20 @@ redis-server:
 	    apt-get install -y -qq --no-install-recommends redis-server </dev/null >/dev/null; \
 	  else \
 	    echo "redis-server is missing: install it (apt-get install redis-server, brew install redis) for the replica tests"; \
+	  fi; }
+
+# The chat page tests drive Debian's chromium with Playwright (its Python package, which
+# brings its own driver; no browser download). Installed with apt-get when missing and we are
+# root; otherwise say how (the tests skip; under CI=true that fails).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt-get)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq </dev/null >/dev/null && \
+	    apt-get install -y -qq --no-install-recommends chromium </dev/null >/dev/null; \
+	  else \
+	    echo "chromium is missing: install it (apt-get install chromium) for the chat page tests"; \
 	  fi; }
 
 # The node tests read our Vercel output with the `ai` package as users run it: npm installs the

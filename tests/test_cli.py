@@ -155,6 +155,9 @@ def test_serve_port_0_prints_its_url_and_answers(served: str) -> None:
     chat = run("chat", "--endpoint", f"{served}/api/chat", stdin="hello there\n")
     assert chat.returncode == 0, chat.stderr
     assert '"hello there"' in chat.stdout
+    page = httpx.get(f"{served}/", timeout=GUARD)  # the chat page, open like /healthz
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<title>aistream chat</title>" in page.text
 
 
 # --- arguments -------------------------------------------------------------------------------

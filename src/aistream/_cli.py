@@ -404,6 +404,7 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
     import uvicorn
 
     from aistream.server import create_app
+    from aistream.server._page import with_chat_page
 
     options: dict[str, Any] = {"protocol": args.protocol}
     if args.upstream:
@@ -455,11 +456,14 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
     if args.store:
         console.line(f"streams kept in {app.state.aistream.store.address} (shared by replicas)")
     console.line(f"listening on {url}")
+    console.line(f"chat page: {url}/  (open it in a browser)")
     console.line(
         f"chat endpoint: POST {url}/api/chat  (try: aistream chat --endpoint {url}/api/chat)"
     )
     protocol = _header_deadline(args.header_timeout)
-    server = uvicorn.Server(uvicorn.Config(app, http=protocol, timeout_graceful_shutdown=5))
+    server = uvicorn.Server(
+        uvicorn.Config(with_chat_page(app), http=protocol, timeout_graceful_shutdown=5)
+    )
     logging.getLogger("uvicorn.access").addFilter(_mask_stream_ids)
     try:
         server.run(sockets=[sock])

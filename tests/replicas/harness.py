@@ -41,7 +41,8 @@ class Replica:
         return self.process is not None and self.process.poll() is None
 
     def start(self) -> Replica:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        path = f"{ROOT / 'src'}{os.pathsep}{ROOT}"  # this checkout's code, not another install's
+        env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
         process = subprocess.Popen(
             [sys.executable, "-m", "tests.replicas.app", json.dumps(self.options)],
             stdin=subprocess.DEVNULL,
