@@ -24,9 +24,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Branch coverage: the floor of pyproject.toml for the package, 100% for the sans-I/O `_wire`.
-# One pytest worker per core (pytest-xdist); every test picks free ports and its own temp dirs.
+# One pytest worker per core (pytest-xdist); every test picks free ports and its own temp dirs;
+# the Redis and replica tests share one worker (tests/conftest.py).
 test: lint typecheck redis-server npm-ai chromium
-	$(BIN)/python -m pytest -n auto --cov --cov-report=term:skip-covered
+	$(BIN)/python -m pytest -n auto --dist loadgroup --cov --cov-report=term:skip-covered
 	$(BIN)/coverage report --include='src/aistream/_wire/*' --fail-under=100
 
 # The replica tests run a real redis-server. Installed from Debian's package when missing and we

@@ -30,6 +30,19 @@ def _skip_fails(report: pytest.TestReport | pytest.CollectReport) -> None:
     report.longrepr = f"skipped under CI=true, which must run every test: {reason}"
 
 
+#: Tests that run redis-server and replica processes: one xdist worker runs them one after
+#: another (`make test` uses --dist loadgroup), so two of them never share a machine's ports
+#: and CPU in the same moment (a restart test freeing its port while another starts, say).
+_REDIS_TESTS = ("tests/replicas/", "tests/chaos/test_replica_campaign.py", "redis")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        if any(part in path for part in _REDIS_TESTS):
+            item.add_marker(pytest.mark.xdist_group("redis"))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[Any]:
     outcome = yield
