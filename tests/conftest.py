@@ -30,17 +30,26 @@ def _skip_fails(report: pytest.TestReport | pytest.CollectReport) -> None:
     report.longrepr = f"skipped under CI=true, which must run every test: {reason}"
 
 
-#: Tests that run redis-server and replica processes: one xdist worker runs them one after
-#: another (`make test` uses --dist loadgroup), so two of them never share a machine's ports
-#: and CPU in the same moment (a restart test freeing its port while another starts, say).
-_REDIS_TESTS = ("tests/replicas/", "tests/chaos/test_replica_campaign.py", "redis")
+#: xdist groups (`make test` runs with --dist loadgroup): each group runs on one worker.
+#: "redis": the tests that run redis-server and replica processes, one after another, so two
+#: of them never share ports and CPU at the same moment (a restart freeing its port while
+#: another server starts, say). "chaos", "node": modules whose expensive module-scoped fixture
+#: (a whole campaign; node runs of five ai packages) would otherwise run once per worker.
+_GROUPS = {
+    "tests/replicas/": "redis",
+    "tests/chaos/test_replica_campaign.py": "redis",
+    "redis": "redis",
+    "tests/chaos/test_campaign.py": "chaos",
+    "tests/node/": "node",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         path = item.nodeid.split("::")[0]
-        if any(part in path for part in _REDIS_TESTS):
-            item.add_marker(pytest.mark.xdist_group("redis"))
+        group = next((g for part, g in _GROUPS.items() if part in path), None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.hookimpl(hookwrapper=True)
