@@ -5,6 +5,7 @@ schedules, stalls, timeouts and in-stream errors, against real loopback servers.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from typing import Any
 
@@ -295,7 +296,10 @@ async def test_silent_connection_hits_timeout(serve: Any, fake_sleep: RecordingS
     await chat.aclose()
 
 
-async def test_connection_refused_is_retried_then_clear(fake_sleep: RecordingSleep) -> None:
+async def test_connection_refused_is_retried_then_clear(
+    fake_sleep: RecordingSleep, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, "aistream")
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -308,8 +312,14 @@ async def test_connection_refused_is_retried_then_clear(fake_sleep: RecordingSle
     with pytest.raises(ConnectionLostError, match="could not connect") as info:
         await chat.send("hi")
     assert "gave up after 2 retries" in str(info.value)
+    assert "--retries in `aistream chat`" in str(info.value)  # the CLI's own flag, named
     assert fake_sleep.delays == [1.0, 2.0]
     await chat.aclose()
+    # The logger's name says "aistream"; the messages do not say it again (the trial saw
+    # "DEBUG:aistream:aistream: POST ..." with logging.basicConfig).
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("aistream")]
+    assert any("attempt failed" in m for m in messages), messages
+    assert not [m for m in messages if m.startswith("aistream")]
 
 
 async def test_in_stream_error_not_transient_fails_turn(serve: Any) -> None:

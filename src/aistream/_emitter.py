@@ -32,7 +32,7 @@ class SafeEmitter(AsyncIOEventEmitter):
         try:
             result = f(*args, **kwargs)
         except Exception:
-            log.exception("aistream: listener %s raised; the stream goes on", _name(f))
+            log.exception("listener %s raised; the stream goes on", _name(f))
             return
         if result is not None:
             self._schedule(f, result)
@@ -46,9 +46,7 @@ class SafeEmitter(AsyncIOEventEmitter):
         except RuntimeError:  # no running loop: a coroutine listener cannot run here
             if inspect.iscoroutine(result):
                 result.close()
-            log.warning(
-                "aistream: coroutine listener %s skipped: no event loop is running", _name(f)
-            )
+            log.warning("coroutine listener %s skipped: no event loop is running", _name(f))
             return
         self._waiting.add(future)
         future.add_done_callback(self._listener_done)
@@ -71,7 +69,7 @@ class SafeEmitter(AsyncIOEventEmitter):
             try:
                 result = f(arg)
             except Exception:
-                log.exception("aistream: listener %s raised; the stream goes on", _name(f))
+                log.exception("listener %s raised; the stream goes on", _name(f))
                 continue
             if result is not None:
                 self._schedule(f, result)
@@ -79,7 +77,7 @@ class SafeEmitter(AsyncIOEventEmitter):
     def _listener_done(self, future: asyncio.Future[Any]) -> None:
         self._waiting.discard(future)
         if not future.cancelled() and (exc := future.exception()) is not None:
-            log.error("aistream: coroutine listener raised; the stream goes on", exc_info=exc)
+            log.error("coroutine listener raised; the stream goes on", exc_info=exc)
 
     def _emit_handle_potential_error(self, event: str, error: Any) -> None:
         # pyee raises an unhandled 'error'; aistream reports failures by raising from send().

@@ -158,7 +158,7 @@ def _warn_fallback(found: object) -> None:
         return
     _fallback_warned = True
     log.warning(
-        "aistream: httpx %s no longer keeps its connection pool where aistream expects it "
+        "httpx %s no longer keeps its connection pool where aistream expects it "
         "(AsyncHTTPTransport._pool is a %s), so streams use httpx's own transport: about a "
         "third more CPU per token, nothing else changes. Please report it with your httpx "
         "version.",

@@ -210,7 +210,8 @@ def cannot_resume(error: AIStreamError, reached: str) -> tuple[AIStreamError, st
 def gave_up(error: AIStreamError, retries: int) -> AIStreamError:
     """The same kind of error, its message saying that the retries ran out."""
     message = (
-        f"{error} (gave up after {retries} retries; raise RetryConfig.max_retries to try longer)"
+        f"{error} (gave up after {retries} retries; raise RetryConfig.max_retries, or "
+        "--retries in `aistream chat`, to try longer)"
     )
     if isinstance(error, APIStatusError):
         return APIStatusError(

@@ -1004,7 +1004,7 @@ class AIStream(TypedEmitter):
                     ),
                 )
                 log.info(
-                    "aistream: attempt failed (%s); retry %d in %.3g s%s",
+                    "attempt failed (%s); retry %d in %.3g s%s",
                     decision.error,
                     decision.attempt,
                     decision.delay,
@@ -1132,9 +1132,9 @@ class AIStream(TypedEmitter):
                 retry_after=None if too_long else wait,
             )
         elif isinstance(event, Skipped):
-            log.warning("aistream: skipped an event: %s: %.200r", event.reason, event.raw)
+            log.warning("skipped an event: %s: %.200r", event.reason, event.raw)
         elif isinstance(event, Metadata):
-            log.debug("aistream: metadata %.200r", event.data)
+            log.debug("metadata %.200r", event.data)
         elif isinstance(event, Done | Heartbeat):
             pass
 

@@ -97,7 +97,7 @@ async def run_call(call: ToolCall, tools: Mapping[str, Tool]) -> ToolResult:
         value = await _invoke(tool.handler, arguments)
         return ToolResult(call_id=call.id, name=call.name, content=result_content(value))
     except Exception as exc:
-        log.warning("aistream: tool %s raised", call.name, exc_info=True)
+        log.warning("tool %s raised", call.name, exc_info=True)
         return ToolResult(
             call_id=call.id, name=call.name, content=f"{type(exc).__name__}: {exc}", is_error=True
         )
@@ -115,7 +115,7 @@ async def _invoke(handler: Callable[..., Any], arguments: dict[str, Any]) -> Any
 
 
 def _failure(call: ToolCall, message: str) -> ToolResult:
-    log.warning("aistream: tool call %s failed: %s", call.name, message)
+    log.warning("tool call %s failed: %s", call.name, message)
     return ToolResult(call_id=call.id, name=call.name, content=message, is_error=True)
 
 

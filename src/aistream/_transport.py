@@ -273,7 +273,7 @@ class Transport:
             shown = {
                 k: "[redacted]" if k.lower() in self._sensitive else v for k, v in headers.items()
             }
-            log.debug("aistream: %s %s headers=%s", spec.method, url, redact_headers(shown))
+            log.debug("%s %s headers=%s", spec.method, url, redact_headers(shown))
         watchdog: _StallWatchdog | None = None
         try:
             async with client.stream(
@@ -367,7 +367,7 @@ class Transport:
         try:
             await client.delete(url, headers=self.headers, timeout=CANCEL_TIMEOUT)
         except (httpx.HTTPError, OSError, RuntimeError) as exc:  # RuntimeError: pool closed
-            log.debug("aistream: best-effort cancel %s failed: %s", redact_url(url), exc)
+            log.debug("best-effort cancel %s failed: %s", redact_url(url), exc)
 
     async def send_cancel(self, client: httpx.AsyncClient, spec: RequestSpec) -> None:
         """A dialect's own cancel request (Responses: ``POST …/<id>/cancel``) with our
@@ -378,7 +378,7 @@ class Transport:
                 spec.method, spec.url, headers=headers, content=spec.body, timeout=CANCEL_TIMEOUT
             )
         except (httpx.HTTPError, OSError, RuntimeError) as exc:  # RuntimeError: pool closed
-            log.debug("aistream: best-effort cancel %s failed: %s", redact_url(spec.url), exc)
+            log.debug("best-effort cancel %s failed: %s", redact_url(spec.url), exc)
 
     def _url(self, url: str) -> tuple[httpx.URL, str]:
         return _parsed_url(url)

@@ -239,7 +239,7 @@ class ChatService:
                     model = self.backend.model_for(chat) or chat.model
                     events = self._stream(chat, model)
                 except Exception as exc:
-                    log.exception("aistream.server: the backend refused a completion")
+                    log.exception("the backend refused a completion")
                     events = _failing(exc)
                     model = chat.model
                 return await openai_completion(events, f"chatcmpl-{self._new_id()}", model)
@@ -278,7 +278,7 @@ class ChatService:
                 encoder.model = self.backend.model_for(chat) or chat.model
                 events = self._stream(chat, encoder.model)
             except Exception as exc:
-                log.exception("aistream.server: the backend refused a response")
+                log.exception("the backend refused a response")
                 events = _failing(exc)
             response, failure = await response_object(events, encoder)
         finally:
@@ -445,13 +445,13 @@ class ChatService:
             model = self.backend.model_for(chat) or chat.model
             events = self._stream(chat, model)
         except Exception as exc:
-            log.exception("aistream.server: the backend refused a new reply")
+            log.exception("the backend refused a new reply")
             events = _failing(exc)
             model = chat.model
         failure, events = await early_failure(events, self.first_event_wait)
         if failure is not None:
             slot.release()
-            log.warning("aistream.server: answered HTTP %s: %s", failure.status, failure.message)
+            log.warning("answered HTTP %s: %s", failure.status, failure.message)
             return error_response(failure, openai=openai_errors)
         if fmt == "native":
             try:
@@ -463,7 +463,7 @@ class ChatService:
             except ReplayFull as exc:
                 slot.release()
                 await aclose_events(events)
-                log.warning("aistream.server: refusing a new stream: %s", exc)
+                log.warning("refusing a new stream: %s", exc)
                 if exc.over_share:
                     return _error(
                         429,
@@ -649,7 +649,7 @@ async def _failing(exc: Exception) -> AsyncIterator[StreamEvent]:
 
 def _busy(exc: Busy, openai: bool) -> JSONResponse:
     """A limit's refusal: 429 (the caller's own limit) or 503 (the app's), with Retry-After."""
-    log.info("aistream.server: refused a generation: %s", exc.code)
+    log.info("refused a generation: %s", exc.code)
     return guard_error(
         exc.status,
         exc.code,
@@ -675,7 +675,7 @@ class _SlotHeld(Response):
 
 def _store_down(exc: StoreUnavailable) -> JSONResponse:
     """503 while the shared store is unreachable (clients retry after Retry-After)."""
-    log.warning("aistream.server: refusing a request: %s", exc)
+    log.warning("refusing a request: %s", exc)
     return JSONResponse(
         {"error": f"{exc}; retry shortly", "code": "store_unavailable", "retryable": True},
         status_code=503,

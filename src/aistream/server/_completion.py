@@ -81,7 +81,7 @@ async def openai_completion(
                 case Done():
                     break
     except Exception as exc:
-        log.exception("aistream.server: the generation of completion %s failed", completion_id)
+        log.exception("the generation of completion %s failed", completion_id)
         failure = f"the server failed while generating the reply ({type(exc).__name__})"
         return openai_error(failure, "internal_error", False)
     finally:

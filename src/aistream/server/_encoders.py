@@ -234,8 +234,7 @@ class _Reports:
         if what not in self._seen:
             self._seen.add(what)
             log.info(
-                "aistream.server: stream %s: the %s format cannot express %s; not sent "
-                "(reported once per stream)",
+                "stream %s: the %s format cannot express %s; not sent (reported once per stream)",
                 stream_tag(stream_id),
                 fmt,
                 what,

@@ -159,7 +159,7 @@ class Generations:
         """
         live = self.live.get(stream_id)
         if live is not None and live.task is not None:
-            log.info("aistream.server: stream %s cancelled by DELETE", stream_tag(stream_id))
+            log.info("stream %s cancelled by DELETE", stream_tag(stream_id))
             live.task.cancel()
             await asyncio.wait((live.task,), timeout=CANCEL_WAIT)
             return True
@@ -190,7 +190,7 @@ class Generations:
     def cancel(self, stream_id: str) -> None:
         live = self.live.get(stream_id)
         if live is not None and live.task is not None and not live.task.done():
-            log.info("aistream.server: a stream was cancelled through the store")
+            log.info("a stream was cancelled through the store")
             live.task.cancel()
 
     # --- the generation ------------------------------------------------------------------------
@@ -301,11 +301,9 @@ class Generations:
             raise
         except StoreUnavailable:
             # the shared store is gone (its followers were told) or another replica took over
-            log.warning("aistream.server: a generation stopped: the store is unavailable")
+            log.warning("a generation stopped: the store is unavailable")
         except Exception as exc:
-            log.exception(
-                "aistream.server: the generation of stream %s failed", stream_tag(stream_id)
-            )
+            log.exception("the generation of stream %s failed", stream_tag(stream_id))
             if not encoder.finished:
                 message = f"the server failed while generating the reply ({type(exc).__name__})"
                 with contextlib.suppress(StoreUnavailable):
@@ -331,7 +329,7 @@ class Generations:
             if current:
                 await self.store.finish(stream_id)
         except StoreUnavailable:
-            log.warning("aistream.server: could not mark a stream finished in the store")
+            log.warning("could not mark a stream finished in the store")
         finally:
             live.notify()
 
@@ -491,7 +489,7 @@ class Generations:
             events = self.backend.continuation(request, state.text)
         if events is None:
             log.warning(
-                "aistream.server: a stream's producer was lost after %d events and the reply "
+                "a stream's producer was lost after %d events and the reply "
                 "cannot be continued exactly; ending it with producer_lost",
                 state.events,
             )
@@ -557,7 +555,7 @@ class Generations:
         await self._sleep(self.resume_grace)
         if live.followers == 0 and live.task is not None and not live.task.done():
             log.info(
-                "aistream.server: nobody resumed stream %s within %g s (resume_grace); cancelling",
+                "nobody resumed stream %s within %g s (resume_grace); cancelling",
                 stream_tag(live.stream_id),
                 self.resume_grace,
             )

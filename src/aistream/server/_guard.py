@@ -286,9 +286,7 @@ class Guard:
             if inspect.isawaitable(result):
                 result = await result
         except Exception as exc:
-            log.warning(
-                "aistream.server: authenticate raised %s; answering 401", type(exc).__name__
-            )
+            log.warning("authenticate raised %s; answering 401", type(exc).__name__)
             result = None
         if not isinstance(result, Principal):
             return ANONYMOUS, refuse(

@@ -129,8 +129,7 @@ def request_options(body: Mapping[str, Any], consumed: frozenset[str]) -> dict[s
             options[name] = check(key, value)
     if dropped:
         log.warning(
-            "aistream.server: dropped request fields the relay does not forward: %s "
-            "(it forwards %s)",
+            "dropped request fields the relay does not forward: %s (it forwards %s)",
             _names(dropped),
             ", ".join(KNOWN_OPTIONS),
         )
@@ -220,7 +219,7 @@ def upstream_options(options: Mapping[str, Any], protocol: str) -> dict[str, Any
     out = translate(options, dropped)
     if dropped:
         log.warning(
-            "aistream.server: dropped request options the %s upstream has no field for: %s",
+            "dropped request options the %s upstream has no field for: %s",
             protocol,
             _names(dropped),
         )

@@ -105,7 +105,7 @@ def apply_policy(policy: Policy, request: ChatRequest) -> ChatRequest:
         kept = tuple(m for m in messages if m.role != "system")
         if len(kept) != len(messages) or (system and system != policy.system_prompt):
             log.warning(
-                "aistream.server: dropped the caller's system prompt (%d system messages%s); "
+                "dropped the caller's system prompt (%d system messages%s); "
                 "the operator's applies (Policy.allow_client_system is off)",
                 len(messages) - len(kept),
                 ", systemPrompt" if system and system != policy.system_prompt else "",

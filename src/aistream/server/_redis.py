@@ -276,7 +276,7 @@ class RedisReplayStore:
     def _down(self, exc: BaseException) -> None:
         if self._available:
             log.warning(
-                "aistream.server: the replay store at %s is unavailable: %s",
+                "the replay store at %s is unavailable: %s",
                 self.address,
                 type(exc).__name__,
             )
@@ -410,7 +410,7 @@ class RedisReplayStore:
         producer = _Producer(keys, token, len(frames))
         self._producers[stream_id] = producer
         producer.renewing = asyncio.create_task(self._keep_lease(stream_id, producer))
-        log.info("aistream.server: took over a stream whose producer's lease expired")
+        log.info("took over a stream whose producer's lease expired")
         return Takeover(frames, (owner or b"").decode(), bytes(context or b""))
 
     async def request_cancel(self, stream_id: str) -> str:
@@ -473,18 +473,18 @@ class RedisReplayStore:
     def _failure(self, stream_id: str, exc: Exception) -> Exception:
         if isinstance(exc, ResponseError) and "LEASE" in str(exc):
             log.warning(
-                "aistream.server: lost the lease of stream %s to another replica",
+                "lost the lease of stream %s to another replica",
                 stream_tag(stream_id),
             )
             return _LeaseLost(f"another replica produces stream {stream_id!r} now")
         if isinstance(exc, ResponseError) and str(exc).startswith("GONE"):
-            log.warning("aistream.server: a live stream vanished from the replay store")
+            log.warning("a live stream vanished from the replay store")
             return StoreUnavailable(
                 f"the replay store at {self.address} lost this stream (restarted without "
                 "persistence, or flushed)"
             )
         if isinstance(exc, ResponseError):
-            log.error("aistream.server: the store refused a write: %s", exc)
+            log.error("the store refused a write: %s", exc)
             return _LeaseLost(f"the store refused a write of stream {stream_id!r}")
         return exc
 

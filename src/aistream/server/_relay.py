@@ -178,7 +178,7 @@ class UpstreamRelay:
         try:
             spec = dialect.build_request(self.endpoint, request)
         except ValueError as exc:  # content this upstream cannot carry (an image URL, say)
-            log.warning("aistream.server: cannot relay a request: %s", exc)
+            log.warning("cannot relay a request: %s", exc)
             yield ServerError(
                 f"the upstream ({self.protocol}) cannot take this request: {exc}",
                 "unsupported_request",
@@ -194,14 +194,14 @@ class UpstreamRelay:
                 if item is _END:
                     return
                 if isinstance(item, AIStreamError):
-                    log.warning("aistream.server: upstream failed: %s", self._scrub(str(item)))
+                    log.warning("upstream failed: %s", self._scrub(str(item)))
                     yield self._scrub.error(upstream_error(item, before_content=not yielded))
                     return
                 yielded = yielded or bool(item)
                 for event in item:
                     if type(event) is Skipped:
                         log.warning(
-                            "aistream.server: skipped an upstream event: %s: %.200s",
+                            "skipped an upstream event: %s: %.200s",
                             self._scrub(event.reason),
                             self._scrub(repr(event.raw)),
                         )

@@ -201,8 +201,7 @@ class _EventStream(Response):
             self.disconnected = True
         if self.timed_out:
             log.warning(
-                "aistream.server: a client accepted no data for %g s (send_timeout); "
-                "closing its event stream",
+                "a client accepted no data for %g s (send_timeout); closing its event stream",
                 self.send_timeout,
             )
         error = None if body.cancelled() else body.exception()
@@ -464,9 +463,7 @@ class EventStreamResponse(_EventStream):
         except Exception as exc:
             if self._aborting:
                 return
-            log.exception(
-                "aistream.server: the event source of stream %s failed", stream_tag(self.stream_id)
-            )
+            log.exception("the event source of stream %s failed", stream_tag(self.stream_id))
             async with self._lock:
                 if not encoder.finished and not self._closed:
                     await self._send_event(encoder.error(_describe(exc), "internal_error", False))

@@ -527,9 +527,7 @@ async def response_object(
         if not encoder.finished and failure is None:
             encoder.done()
     except Exception as exc:
-        log.exception(
-            "aistream.server: the generation of %s failed", stream_tag(encoder.response_id)
-        )
+        log.exception("the generation of %s failed", stream_tag(encoder.response_id))
         failure = ServerError(
             f"the server failed while generating the reply ({type(exc).__name__})",
             "internal_error",

@@ -144,7 +144,7 @@ def ui_messages(i: int, role: str, parts: list[Any]) -> list[ChatMessage]:
             left_out.append(kind)
     if left_out:
         log.warning(
-            "aistream.server: messages[%d] has parts that are not relayed (%s): only text, "
+            "messages[%d] has parts that are not relayed (%s): only text, "
             "answered tool calls and user images are",
             i,
             ", ".join(sorted(set(left_out)))[:200],
