@@ -42,7 +42,7 @@ from tests.servers import running
 
 CLIENTS = 500
 WARM_UP = 30
-RESUME_GRACE = 2.5  # > a resuming client's reconnect time on a busy box
+RESUME_GRACE = 2.4681  # a value no other timer of the server sleeps (see GraceGate)
 REPLAY_TTL = 60.0
 REPLAY_MAX_STREAMS = 1000
 REPLAY_MAX_BYTES = 1 << 20  # above the ~0.7 MB the run holds: see test_replay_pressure.py
@@ -70,6 +70,25 @@ class Skew:
         return time.monotonic() + self.offset
 
 
+class GraceGate:
+    """The server's sleep, with its resume grace ended by the test instead of the wall clock.
+
+    A grace timer (a sleep of RESUME_GRACE) returns once `open` is set: when every resuming
+    client of the run is back. Each hung-up client's generation is then cancelled if it still
+    runs, and no resuming client can lose its stream to a busy box's slow reconnect. Every
+    other sleep (heartbeats) is a real one.
+    """
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        if seconds == RESUME_GRACE:
+            await self.open.wait()
+        else:
+            await asyncio.sleep(seconds)
+
+
 @dataclass
 class Figures:
     completed: int = 0
@@ -81,6 +100,7 @@ class Figures:
     max_streams: int = 0
     max_bytes: int = 0
     max_fds: int = 0
+    back: Callable[[], None] = lambda: None  # a resuming client has its stream again
 
 
 def open_fds() -> int:
@@ -172,6 +192,7 @@ async def resume(client: httpx.AsyncClient, url: str, n: int, figures: Figures) 
         request = client.stream("GET", f"{url}/api/chat/{first.stream_id}", headers=headers)
     async with request as response:
         rest = Events(response)
+        figures.back()  # the response started: the server counts this follower
         await rest.read()
     got = first.tokens + rest.tokens
     want = list(enumerate(expected_tokens(prompt)))
@@ -191,7 +212,18 @@ async def sample(service: Any, figures: Figures, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), 0.02)
 
 
-async def run_clients(url: str, count: int, figures: Figures) -> None:
+async def run_clients(url: str, count: int, figures: Figures, gate: GraceGate) -> None:
+    """`count` clients at once, a third of each role; `gate` opens once the resumers are back."""
+    gate.open.clear()
+    waiting = len(range(2, count, 3))
+
+    def back() -> None:
+        nonlocal waiting
+        waiting -= 1
+        if waiting == 0:
+            gate.open.set()
+
+    figures.back = back
     roles: list[Callable[[httpx.AsyncClient, str, int, Figures], Any]] = [
         complete,
         disconnect,
@@ -290,7 +322,7 @@ class ServerLog(logging.Handler):
 
 
 async def test_500_clients_leave_no_task_no_descriptor_no_memory_behind() -> None:
-    clock = Skew()
+    clock, gate = Skew(), GraceGate()
     app = create_app(
         backend=demo(),
         resume_grace=RESUME_GRACE,
@@ -299,6 +331,7 @@ async def test_500_clients_leave_no_task_no_descriptor_no_memory_behind() -> Non
         replay_max_bytes=REPLAY_MAX_BYTES,
         heartbeat_interval=1.0,
         clock=clock,
+        sleep=gate,
     )
     service = app.state.aistream
     store = service.store
@@ -308,7 +341,7 @@ async def test_500_clients_leave_no_task_no_descriptor_no_memory_behind() -> Non
             # A full-size warm-up first: imports, caches, and the loop's own tables grow to
             # their size for 500 connections. The baseline is taken after it, and memory is
             # traced from there: what the measured run allocates and keeps is what leaked.
-            await run_clients(url, CLIENTS, Figures())
+            await run_clients(url, CLIENTS, Figures(), gate)
             await settle(service)
             clock.offset += REPLAY_TTL + 1
             await store.read("-", -1)  # purges the expired logs
@@ -320,7 +353,7 @@ async def test_500_clients_leave_no_task_no_descriptor_no_memory_behind() -> Non
                 sampler = asyncio.create_task(sample(service, figures, stop))
                 started = time.perf_counter()
                 with server_log.installed():
-                    await run_clients(url, CLIENTS, figures)
+                    await run_clients(url, CLIENTS, figures, gate)
                     elapsed = time.perf_counter() - started
                     await settle(service)
                 stop.set()
