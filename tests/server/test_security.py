@@ -33,7 +33,7 @@ from aistream.server import (
     create_app,
 )
 
-from .helpers import EventReader, ScriptedBackend, chat_body, guard, native_events
+from .helpers import GUARD, EventReader, ScriptedBackend, chat_body, guard, native_events
 from .hostile_upstream import HostileUpstream
 
 KEY = "sk-SECRET0123456789abcdefXYZ"
@@ -819,3 +819,60 @@ async def test_f12_the_chained_httpx_error_keeps_no_secret_header_or_query_value
     shown = f"{failed.value} {cause} {cause.request.url} {cause.request.headers!r}"
     for secret in ("QUERY-SECRET-1", "xkey-SECRET-2", "ck-SECRET-3"):
         assert secret not in shown
+
+
+# --- F11: a reply has a size bound, in every output format -----------------------------------
+
+
+class Endless:
+    """A backend that would stream forever; records whether its iterator was closed."""
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+
+    def model_for(self, request: Any) -> str:
+        return "endless-1"
+
+    async def stream(self, request: Any) -> AsyncIterator[TextDelta]:
+        try:
+            while True:
+                yield TextDelta("x" * 100)
+                await asyncio.sleep(0)
+        finally:
+            self.closed.set()
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/chat", chat_body("hi")),
+        ("/v1/chat/completions", {**chat_body("hi"), "model": "m", "stream": True}),
+        ("/api/chat?format=vercel", chat_body("hi")),
+        ("/v1/responses", {"model": "m", "input": "hi", "stream": True}),
+    ],
+    ids=["native", "openai", "vercel", "responses"],
+)
+async def test_a_reply_past_max_reply_chars_ends_with_an_error_and_stops_the_backend(
+    serve_app: Serve, path: str, body: dict[str, Any]
+) -> None:
+    backend = Endless()
+    app = create_app(backend=backend, limits=Limits(max_reply_chars=1000))
+    url = await serve_app(app)
+    async with httpx.AsyncClient(timeout=GUARD) as client:
+        response = await client.post(url + path, json=body)
+    assert response.status_code == 200
+    assert "Limits.max_reply_chars" in response.text  # the error says which bound
+    # what was sent before the bound, and no more (Responses repeats the text in its summary
+    # events, so up to a few times 1,000 characters; unbounded, the reply would never end)
+    assert 1000 <= response.text.count("x") <= 6000
+    await guard(backend.closed.wait())  # the generation stopped: nothing runs on
+    assert app.state.aistream.live == {}
+
+
+async def test_the_client_sees_reply_too_large_as_a_final_error(serve_app: Serve) -> None:
+    url = await serve_app(create_app(backend=Endless(), limits=Limits(max_reply_chars=500)))
+    chat = AIStream(url + "/api/chat", retry=RetryConfig(max_retries=3))
+    with pytest.raises(APIStatusError, match="reply_too_large|Limits.max_reply_chars") as info:
+        await chat.send("hi")
+    assert "gave up" not in str(info.value)  # not retried: asking again would do the same
+    await chat.aclose()

@@ -59,7 +59,15 @@ from ._formats import (
 from ._generations import ChatBackend, Generations, Sleep, aclose_events
 from ._guard import Authenticate, Guard, Principal, key_authenticator, principal_of
 from ._guard import error_response as guard_error
-from ._limits import Busy, Limits, RateLimiter, Slot, Slots, request_size_problem
+from ._limits import (
+    Busy,
+    Limits,
+    RateLimiter,
+    Slot,
+    Slots,
+    bounded_reply,
+    request_size_problem,
+)
 from ._options import InvalidOption
 from ._peek import early_failure
 from ._policy import Policy, apply_policy
@@ -507,6 +515,8 @@ class ChatService:
         """The backend's events for `chat`; with OpenTelemetry on, recorded as a ``chat`` span
         (a child of the request's trace context) and the GenAI client metrics."""
         events = self.backend.stream(chat)
+        if self.limits.max_reply_chars is not None:
+            events = bounded_reply(events, self.limits.max_reply_chars)
         if not _otel.available():
             return events
         backend = self.backend

@@ -1,20 +1,31 @@
 """What one caller, and the whole app, may spend: `Limits` and the counters that enforce them.
 
-Stdlib only, the clock injected. `RateLimiter` is a token bucket per principal (requests per
-minute, bursts up to the minute's worth); `Slots` counts running generations per principal
-and for the whole app, in every output format (a slot is taken before a generation starts and
-given back when it ends, however it ends); `check_request` bounds a conversation's size.
+The stdlib and `_wire`'s events only, the clock injected. `RateLimiter` is a token bucket per
+principal (requests per minute, bursts up to the minute's worth); `Slots` counts running
+generations per principal and for the whole app, in every output format (a slot is taken
+before a generation starts and given back when it ends, however it ends);
+`request_size_problem` bounds a conversation's size and `bounded_reply` a reply's.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["Busy", "Limits", "RateLimiter", "Slot", "Slots", "request_size_problem"]
+from .._wire._events import ReasoningDelta, ServerError, StreamEvent, TextDelta, ToolCallDone
+
+__all__ = [
+    "Busy",
+    "Limits",
+    "RateLimiter",
+    "Slot",
+    "Slots",
+    "bounded_reply",
+    "request_size_problem",
+]
 
 _PRUNE_AT: Final = 4096  # buckets kept before full ones are dropped
 
@@ -32,6 +43,10 @@ class Limits:
         max_messages: Messages in one request (413 beyond).
         max_chars: Characters of one request's messages and system prompt together (413).
         max_followers: Clients following one stream at once (429 beyond).
+        max_reply_chars: Characters one reply may stream (text, reasoning and tool call
+            arguments together); beyond, the reply ends with an in-stream ``reply_too_large``
+            error and the generation stops, in every output format. It bounds what a replay
+            log holds and what an upstream can make the server relay.
 
     ```py
     Limits(requests_per_minute=60, concurrent_streams=4, max_streams=200)
@@ -44,6 +59,7 @@ class Limits:
     max_messages: int | None = 1000
     max_chars: int | None = 200_000
     max_followers: int | None = 16
+    max_reply_chars: int | None = 1_000_000
 
     def __post_init__(self) -> None:
         for name in (
@@ -53,6 +69,7 @@ class Limits:
             "max_messages",
             "max_chars",
             "max_followers",
+            "max_reply_chars",
         ):
             value = getattr(self, name)
             if value is not None and (
@@ -200,3 +217,34 @@ def request_size_problem(limits: Limits, messages: int, chars: int) -> str | Non
             f"({limits.max_chars}, max_chars); send a shorter one"
         )
     return None
+
+
+async def bounded_reply(
+    events: AsyncIterator[StreamEvent], limit: int
+) -> AsyncIterator[StreamEvent]:
+    """`events` until the reply passes `limit` characters; then a ``reply_too_large`` error.
+
+    The backend's iterator is closed however this one ends (an upstream request stops).
+    """
+    size = 0
+    try:
+        async for event in events:
+            if type(event) is TextDelta or type(event) is ReasoningDelta:
+                size += len(event.text)
+            elif isinstance(event, str):
+                size += len(event)
+            elif isinstance(event, ToolCallDone):
+                size += len(event.arguments)
+            if size > limit:
+                yield ServerError(
+                    f"the reply passed {limit} characters, the most this server streams "
+                    "(Limits.max_reply_chars); ask for a shorter reply",
+                    "reply_too_large",
+                    False,
+                )
+                return
+            yield event
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
