@@ -872,7 +872,19 @@ async def test_a_reply_past_max_reply_chars_ends_with_an_error_and_stops_the_bac
 async def test_the_client_sees_reply_too_large_as_a_final_error(serve_app: Serve) -> None:
     url = await serve_app(create_app(backend=Endless(), limits=Limits(max_reply_chars=500)))
     chat = AIStream(url + "/api/chat", retry=RetryConfig(max_retries=3))
-    with pytest.raises(APIStatusError, match="reply_too_large|Limits.max_reply_chars") as info:
+    with pytest.raises(APIStatusError, match=r"reply_too_large|Limits\.max_reply_chars") as info:
         await chat.send("hi")
     assert "gave up" not in str(info.value)  # not retried: asking again would do the same
     await chat.aclose()
+
+
+async def test_every_answer_says_nosniff_even_a_404_that_quotes_the_path(serve_app: Serve) -> None:
+    """F14: a JSON error that quotes a request path is never sniffed into HTML."""
+    url = await serve_app(create_app())
+    async with httpx.AsyncClient(timeout=GUARD) as client:
+        missing = await client.get(url + "/api/chat/<script>alert(1)</script>/x")
+        stream = await client.post(url + "/api/chat", json=chat_body("hi"))
+        health = await client.get(url + "/healthz")
+    assert missing.status_code == 404
+    for response in (missing, stream, health):
+        assert response.headers["x-content-type-options"] == "nosniff"

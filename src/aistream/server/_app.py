@@ -39,7 +39,7 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import _otel
 from .._wire._dialect import ChatRequest
@@ -630,25 +630,38 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _error(exc.status_code, "http_error", str(exc.detail))
 
 
+_NOSNIFF: Final = (b"x-content-type-options", b"nosniff")
+
+
 class HeaderLimit:
-    """ASGI middleware: requests whose headers exceed `max_bytes` get a 431 JSON error."""
+    """ASGI middleware: requests whose headers exceed `max_bytes` get a 431 JSON error, and
+    every response says ``X-Content-Type-Options: nosniff`` (an error that quotes a path or
+    a model's text is never read as HTML)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            size = sum(len(k) + len(v) + 4 for k, v in scope["headers"])
-            if size > self.max_bytes:
-                response = _error(
-                    431,
-                    "headers_too_large",
-                    f"the request headers are {size} bytes, more than {self.max_bytes} "
-                    "(max_header_bytes); send fewer or shorter headers",
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def nosniff(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), _NOSNIFF]
+            await send(message)
+
+        size = sum(len(k) + len(v) + 4 for k, v in scope["headers"])
+        if size > self.max_bytes:
+            response = _error(
+                431,
+                "headers_too_large",
+                f"the request headers are {size} bytes, more than {self.max_bytes} "
+                "(max_header_bytes); send fewer or shorter headers",
+            )
+            await response(scope, receive, nosniff)
+            return
+        await self.app(scope, receive, nosniff)
 
 
 async def _failing(exc: Exception) -> AsyncIterator[StreamEvent]:

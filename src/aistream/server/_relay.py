@@ -330,7 +330,15 @@ def _upstream_error(error: AIStreamError) -> ServerError:
         if status == 429:
             return ServerError(message, "rate_limited", True, error.body)
         if status in (401, 403):
-            return ServerError(message + " (check the relay's api_key)", "upstream_auth", False)
+            # The operator's problem: the log says why; callers learn only that it is not
+            # theirs (the upstream's words would tell anyone the key is bad or revoked).
+            log.error("%s (check the relay's api_key)", message)
+            return ServerError(
+                "the relay's upstream model server refused this server's credentials: a "
+                "problem of the server's configuration, not of your request",
+                "upstream_auth",
+                False,
+            )
         if status == 404:
             message += " (check the relay's upstream URL and model)"
         if status == 408:
