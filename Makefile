@@ -91,5 +91,9 @@ fuzz: $(STAMP)             ## fuzz the decoders with atheris for FUZZ_SECONDS (d
 	mkdir -p .fuzz-corpus   # new inputs go here; tests/fuzz/corpus is the tracked seed set
 	$(BIN)/python tests/fuzz/fuzz_decoders.py -max_total_time=$${FUZZ_SECONDS:-300} .fuzz-corpus tests/fuzz/corpus
 
+screenshots: $(STAMP) chromium  ## the README's screenshots again (docs/*.png)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check nbconvert
+	$(BIN)/python docs/screenshots.py
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .cache
