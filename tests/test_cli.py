@@ -39,6 +39,19 @@ def aistream_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "aistream", *args]
 
 
+def interruptible_cmd(*args: str) -> list[str]:
+    """`aistream_cmd` with Ctrl-C live even when this test runs as a background job.
+
+    A shell without job control starts `cmd &` with SIGINT ignored, and a Python started with it
+    ignored keeps it so (as `nohup` wants), so the child would never see the test's SIGINT.
+    """
+    start = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from aistream._cli import main; raise SystemExit(main(sys.argv[1:]))"
+    )
+    return [sys.executable, "-c", start, *args]
+
+
 def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "NO_COLOR": "1"}
     return subprocess.run(
@@ -99,7 +112,7 @@ def test_chat_piped_error_is_one_line_and_exits_1() -> None:
 def test_chat_ctrl_c_during_a_reply_stops_it_and_the_chat_goes_on() -> None:
     env = {**os.environ, "NO_COLOR": "1"}
     with subprocess.Popen(
-        aistream_cmd("chat"),
+        interruptible_cmd("chat"),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -127,7 +140,7 @@ def served() -> Iterator[str]:
     """``aistream serve --port 0`` as a subprocess; yields the URL it prints."""
     env = {**os.environ, "NO_COLOR": "1"}
     with subprocess.Popen(
-        aistream_cmd("serve", "--port", "0", "--demo-rate", "0"),
+        interruptible_cmd("serve", "--port", "0", "--demo-rate", "0"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -367,7 +380,7 @@ def test_chat_slash_lines_are_commands_never_sent_to_the_model() -> None:
 def test_chat_ctrl_c_at_the_prompt_prints_a_line_and_exits_130() -> None:
     env = {**os.environ, "NO_COLOR": "1"}
     with subprocess.Popen(
-        aistream_cmd("chat"),
+        interruptible_cmd("chat"),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
