@@ -22,7 +22,7 @@ from typing import Any
 from aistream._wire._dialect import ChatRequest
 from aistream._wire._events import FinishReason, StreamEvent, TextDelta
 from aistream._wire._sse import SSEDecoder
-from aistream.server import create_app
+from aistream.server import Limits, create_app
 from tests.servers import running
 
 GUARD = 10.0
@@ -76,7 +76,12 @@ async def generations_done(app: Any) -> None:
 
 async def test_a_client_behind_a_live_reply_gets_its_end_when_it_reads_on() -> None:
     backend = Backend()
-    app = create_app(backend=backend, heartbeat_interval=None, send_timeout=None)
+    app = create_app(
+        backend=backend,
+        heartbeat_interval=None,
+        send_timeout=None,
+        limits=Limits(max_reply_chars=None),  # the reply is bigger than the default bound
+    )
     body = json.dumps({"messages": [{"role": "user", "content": "go"}]}).encode()
     head = (
         "POST /api/chat HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"

@@ -25,7 +25,7 @@ import httpx
 from aistream._wire._dialect import ChatRequest
 from aistream._wire._events import FinishReason, StreamEvent, TextDelta
 from aistream._wire._sse import SSEDecoder
-from aistream.server import create_app
+from aistream.server import Limits, create_app
 from tests.servers import running
 
 GUARD = 10.0
@@ -100,6 +100,7 @@ async def test_a_reader_behind_a_finished_reply_gets_its_end_despite_eviction() 
     app = create_app(
         backend=backend,
         replay_max_bytes=1 << 20,
+        limits=Limits(max_reply_chars=None),  # the reply is bigger than the default bound
         heartbeat_interval=None,
         send_timeout=None,
     )
