@@ -11,7 +11,6 @@ is `_transport`'s (this module imports httpx for annotations only). Imports `_tr
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import math
 import random
@@ -72,7 +71,6 @@ from .types import (
 
 log = logging.getLogger("aistream")
 
-_IN_SYNC: contextvars.ContextVar[bool] = contextvars.ContextVar("aistream_in_sync", default=False)
 _BLOCK = 64  # reply deltas kept apart before they are joined (memory of long replies)
 _DEFAULT_RETRY = RetryConfig()  # models are frozen: one instance serves every AIStream
 _NO_USAGE = Usage()
@@ -195,11 +193,14 @@ class _Send:
     tool handlers running now. It spans every turn (model call) of a tool loop and the tools
     run between them, so the AIStream stays busy and stop() ends all of it."""
 
-    __slots__ = ("handlers", "loop", "options", "stop_requested")
+    __slots__ = ("handlers", "loop", "options", "own_pool", "stop_requested")
 
-    def __init__(self, options: Mapping[str, Any]) -> None:
+    def __init__(self, options: Mapping[str, Any], own_pool: bool = False) -> None:
         self.loop = asyncio.get_running_loop()
         self.options = options
+        # send_sync's: its loop ends with the call, so it must not borrow (or keep) a pool
+        # of the caller's, nor the user's client=, which belongs to another loop.
+        self.own_pool = own_pool
         self.stop_requested = False
         self.handlers: asyncio.Future[list[ToolResult]] | None = None
 
@@ -425,11 +426,22 @@ class AIStream(TypedEmitter):
         reply = await chat.send("What is this?", images=[Image.from_path("cat.png")])
         ```
         """
+        return await self._send_user(content, images, options, display, own_pool=False)
+
+    async def _send_user(
+        self,
+        content: str,
+        images: Sequence[Image] | None,
+        options: Mapping[str, Any] | None,
+        display: bool | None,
+        *,
+        own_pool: bool,
+    ) -> Message:
         await self._settle_abandoned()
         user, options = self._user_message(content, images, options)
         shown = self._show(display)
         try:
-            return await self._converse(self._open_send(options), None, user=user)
+            return await self._converse(self._open_send(options, own_pool), None, user=user)
         finally:
             if shown is not None:
                 shown.close(self)
@@ -500,9 +512,8 @@ class AIStream(TypedEmitter):
         """
 
         async def once() -> Message:
-            _IN_SYNC.set(True)
             try:
-                return await self.send(content, images=images, options=options, display=display)
+                return await self._send_user(content, images, options, display, own_pool=True)
             finally:
                 await self._clients.release()  # this call's loop only: not the caller's pool
 
@@ -792,10 +803,10 @@ class AIStream(TypedEmitter):
                 return []
         return []
 
-    def _open_send(self, options: Mapping[str, Any]) -> _Send:
+    def _open_send(self, options: Mapping[str, Any], own_pool: bool = False) -> _Send:
         """Mark this AIStream busy for a whole send (synchronously: stop() finds it at once)."""
         self._check_idle()
-        send = self._send = _Send(options)
+        send = self._send = _Send(options, own_pool)
         return send
 
     async def _converse(
@@ -914,7 +925,8 @@ class AIStream(TypedEmitter):
         )
         send = self._send
         request = self._request(self._messages, send.options if send else self._options)
-        task = asyncio.create_task(self._attempts(turn, request))
+        own_pool = send is not None and send.own_pool
+        task = asyncio.create_task(self._attempts(turn, request, own_pool))
         turn.task = task
         try:
             try:
@@ -948,7 +960,7 @@ class AIStream(TypedEmitter):
             self._turn = None
             self.emit(EVENT_STREAMING_END)
 
-    async def _attempts(self, turn: _Turn, request: ChatRequest) -> None:
+    async def _attempts(self, turn: _Turn, request: ChatRequest, own_pool: bool) -> None:
         """One model call: attempt, and retry while `_retry.decide` says so.
 
         Each attempt gets a fresh dialect; `state` carries the resume point between them. The
@@ -964,7 +976,7 @@ class AIStream(TypedEmitter):
         if turn.telemetry is not None:  # only while tracing: the token path is otherwise bare
             sink, on_text = turn.telemetry.watch(sink, on_text)
         try:
-            client = turn.client = self._clients.client(own_pool=_IN_SYNC.get())
+            client = turn.client = self._clients.client(own_pool=own_pool)
             while True:
                 dialect = self._dialect_factory()
                 resumed_from = state.last_event_id

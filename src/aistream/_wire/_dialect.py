@@ -240,6 +240,7 @@ _FINISH_REASONS = {
     "length": "length",
     "max_tokens": "length",
     "tool_calls": "tool_calls",
+    "function_call": "tool_calls",  # OpenAI's legacy name
     "tool_use": "tool_calls",
     "content_filter": "content_filter",
     "stopped": "stopped",

@@ -155,7 +155,7 @@ class OpenAIDialect:
             reason = choice.get("finish_reason")
             if type(reason) is str and reason:
                 events.extend(self._complete_tool_calls())
-                events.append(FinishReason(_FINISH.get(reason) or normalize_finish(reason)))
+                events.append(FinishReason(normalize_finish(reason)))
         usage = obj.get("usage")
         if isinstance(usage, Mapping):
             events.append(usage_report(usage))
@@ -265,9 +265,6 @@ class _Call:
         self.id = ""
         self.name = ""
         self.parts: list[str] = []
-
-
-_FINISH = {"function_call": "tool_calls"}
 
 
 def _texts(parts: Any) -> list[str]:
