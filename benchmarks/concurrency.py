@@ -71,6 +71,7 @@ class Plan:
     cap: float
     loop: str = "asyncio"
     phases: str = "arrival"  # "spread": stream i at phase i/N of the token period
+    rate: float = RATE  # tokens per second of each stream
 
 
 # --- the child ---------------------------------------------------------------------------------
@@ -441,6 +442,7 @@ def monitor(
         "loop": plan.loop,
         "phases": plan.phases,
         "streams": plan.streams,
+        "rate": plan.rate,
         "seconds": plan.seconds,
         "cap": plan.cap,
         "started": len(firsts),
@@ -474,8 +476,8 @@ SPREAD = 0  # N when phases are spread, else 0
 
 async def child(plan: Plan, base: str, server_pid: int) -> None:
     global PROMPT, T0, SPREAD
-    n_tokens = int(RATE * (plan.cap + plan.seconds + 30))
-    PROMPT = c.prompt(n_tokens, RATE)
+    n_tokens = int(plan.rate * (plan.cap + plan.seconds + 30))
+    PROMPT = c.prompt(n_tokens, plan.rate)
     SPREAD = plan.streams if plan.phases == "spread" else 0
     _ssl_context()  # a once-per-process cost (~870 KB), whichever variant, so not per stream
     base_rss = rss_kb()  # before build(): the pools a variant makes count as its streams' memory
@@ -507,12 +509,13 @@ def child_main(argv: list[str]) -> None:
     parser.add_argument("--cap", type=float, required=True)
     parser.add_argument("--loop", default="asyncio")
     parser.add_argument("--phases", default="arrival", choices=["arrival", "spread"])
+    parser.add_argument("--rate", type=float, default=RATE)
     parser.add_argument("--base", required=True)
     parser.add_argument("--server-pid", type=int, required=True)
     args = parser.parse_args(argv)
     raise_fd_limit()
     pin_client()
-    plan = Plan(args.child, args.streams, args.seconds, args.cap, args.loop, args.phases)
+    plan = Plan(args.child, args.streams, args.seconds, args.cap, args.loop, args.phases, args.rate)
     factory = dict(c.loop_kinds("both"))[args.loop]
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(child(plan, args.base, args.server_pid))
@@ -539,6 +542,8 @@ def run_child(server: LoopbackServer, plan: Plan) -> dict[str, Any]:
         plan.loop,
         "--phases",
         plan.phases,
+        "--rate",
+        str(plan.rate),
         "--base",
         server.base,
         "--server-pid",
@@ -579,6 +584,7 @@ def _available(plans: list[Plan]) -> list[Plan]:
 
 HAS_AIOHTTP = importlib.util.find_spec("aiohttp") is not None
 FLOORS = ("floor (raw socket)", "aiohttp")  # what the spread AIStream row is held against
+FIVE_K = ("aistream", "floor (raw socket)")  # 5,000 streams at 4 tok/s
 
 
 def plans(full: bool) -> tuple[list[Plan], list[Plan]]:
@@ -592,6 +598,7 @@ def plans(full: bool) -> tuple[list[Plan], list[Plan]]:
         main.append(Plan("aistream client= default-limits", 1000, seconds, cap, phases="spread"))
         main.append(Plan("openai SDK", 1000, seconds, cap))
         main += [Plan(v, 1000, seconds, cap, phases="spread") for v in FLOORS]
+        main += [Plan(v, 5000, seconds, 60.0, phases="spread", rate=4.0) for v in FIVE_K]
         exps = [
             Plan(v, 1000, seconds, cap)
             for v in (
@@ -620,19 +627,22 @@ def plans(full: bool) -> tuple[list[Plan], list[Plan]]:
     main.append(Plan("aistream", 1000, seconds, seconds, phases="spread"))
     main.append(Plan("aistream client=", 1000, seconds, seconds, phases="spread"))
     main.append(Plan(FLOORS[0], 1000, seconds, seconds, phases="spread"))
+    # 5,000 streams take longer to start than the quick window: their own, longer one
+    main += [Plan(v, 5000, 8.0, 12.0, phases="spread", rate=4.0) for v in FIVE_K]
     return _available(main), []
 
 
 def run(report: Report, server: LoopbackServer, *, full: bool, only_main: bool = False) -> None:
     main, exps = plans(full)
     table = Table(
-        f"concurrency: N streams at {RATE:g} tok/s in one process "
+        f"concurrency: N streams at {RATE:g} tok/s (unless said) in one process "
         f"({main[0].seconds:g} s window{'' if full else ', quick'})",
         [
             "variant",
             "loop",
             "phases",
             "streams",
+            "tok/s each",
             "all first token s",
             "median first s",
             "tok/s sustained",
@@ -651,7 +661,8 @@ def run(report: Report, server: LoopbackServer, *, full: bool, only_main: bool =
         results.append(result)
         if "error" in result:
             table.rows.append(
-                [plan.variant, plan.loop, plan.phases, str(plan.streams), "ERROR"] + [""] * 9
+                [plan.variant, plan.loop, plan.phases, str(plan.streams), f"{plan.rate:g}", "ERROR"]
+                + [""] * 9
             )
             table.notes.append(f"{plan.variant}: {result['error']}")
             continue
@@ -661,11 +672,12 @@ def run(report: Report, server: LoopbackServer, *, full: bool, only_main: bool =
                 plan.loop,
                 plan.phases,
                 str(plan.streams),
+                f"{plan.rate:g}",
                 _first(result),
                 f"{result['median_first']:.2f}" if result["median_first"] is not None else "-",
                 f"{result['toks_sustained']:,.0f}",
                 f"{result['toks_window']:,.0f}",
-                f"{plan.streams * RATE:,.0f}",
+                f"{plan.streams * plan.rate:,.0f}",
                 f"{result['cpu_pct']:.0f}",
                 f"{result['cpu_us_per_token']:.0f}" if result["toks_sustained"] else "-",
                 f"{result['server_cpu_pct']:.0f}",
@@ -692,6 +704,7 @@ def run(report: Report, server: LoopbackServer, *, full: bool, only_main: bool =
     report.data["concurrency"] = results
     _target_floor(report, results)
     _target_client(report, results)
+    _target_5000(report, results)
     target = next(
         (
             r
@@ -767,7 +780,7 @@ def _target_client(report: Report, results: list[dict[str, Any]]) -> None:
     if not found or "error" in found[0]:
         return
     r = found[0]
-    offered = r["streams"] * RATE
+    offered = r["streams"] * r["rate"]
     first = r["all_first"]
     ok = first is not None and first <= 3.0 and r["toks_sustained"] >= 0.95 * offered
     report.target(
@@ -778,6 +791,33 @@ def _target_client(report: Report, results: list[dict[str, Any]]) -> None:
             ok,
             f"first tokens {_first(r)} s, {r['toks_sustained']:,.0f} of {offered:,.0f} tok/s "
             f"({r['toks_sustained'] / offered:.0%}), {r['rss_kb_per_stream']:.0f} KB/stream",
+        )
+    )
+
+
+def _target_5000(report: Report, results: list[dict[str, Any]]) -> None:
+    """Issue 16's target 3: 5,000 AIStreams at 4 tok/s in one process, phases spread."""
+    found = [r for r in results if r.get("variant") == "aistream" and r.get("streams") == 5000]
+    if not found or "error" in found[0]:
+        return
+    r = found[0]
+    offered = r["streams"] * r["rate"]
+    first = r["all_first"]
+    ok = (
+        first is not None
+        and first <= 5.0
+        and r["toks_sustained"] >= 0.95 * offered
+        and r["rss_kb_per_stream"] <= 30.0
+    )
+    report.target(
+        Target(
+            16,
+            "5,000 AIStreams at 4 tok/s, phases spread: all first tokens ≤ 5 s, ≥ 95 % of "
+            "offered tok/s, ≤ 30 KB RSS per stream",
+            ok,
+            f"first tokens {_first(r)} s, {r['toks_sustained']:,.0f} of {offered:,.0f} tok/s "
+            f"({r['toks_sustained'] / offered:.0%}), {r['rss_kb_per_stream']:.1f} KB/stream, "
+            f"client CPU {r['cpu_pct']:.0f} %",
         )
     )
 

@@ -21,7 +21,7 @@ import pytest
 import trustme
 
 from aistream import AIStream, ConnectionLostError, RetryConfig
-from aistream._pool import AsyncioBackend, AsyncioTransport, new_client
+from aistream._pool import AsyncioBackend, AsyncioTransport, OpenPool, new_client, ssl_context
 from tests.helpers import stream_handler
 from tests.loopback import LoopbackServer, Reply, Request, openai_events
 
@@ -310,3 +310,120 @@ async def test_a_host_name_races_its_addresses_and_an_address_connects_directly(
         for host in ("localhost", "127.0.0.1"):
             response = await client.post(f"http://{host}:{port}/v1/chat/completions")
             assert response.status_code == 200 and b"[DONE]" in response.content
+
+
+# --- OpenPool: the pool with no connection limit (the shared pool and the relay's) -----------
+
+
+def open_client(keep: int = 100) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=keep)
+    return httpx.AsyncClient(timeout=5.0, transport=AsyncioTransport(ssl_context(), limits))
+
+
+def pool_of(client: httpx.AsyncClient) -> Any:
+    return client._transport._pool  # type: ignore[attr-defined]
+
+
+async def test_the_shared_pool_is_an_open_pool_and_bounded_ones_stay_httpcores() -> None:
+    async with AIStream("http://127.0.0.1:9/v1/chat/completions") as chat:
+        shared = chat._clients.client(own_pool=False)
+        assert type(pool_of(shared)) is OpenPool
+    async with new_client(5.0) as bounded:  # max_connections=100: httpcore's pool queues
+        assert type(pool_of(bounded)) is httpcore.AsyncConnectionPool
+
+
+async def test_open_pool_never_queues_a_request_past_httpcores_default_limit(serve: Any) -> None:
+    """150 responses held open at once (httpx's default pool would start 100 and queue 50)."""
+    count = 150
+    all_in = asyncio.Event()
+
+    async def handler(request: Request, reply: Reply) -> None:
+        if len(server.requests) == count:
+            all_in.set()
+        await all_in.wait()  # no response starts before every request has arrived
+        await reply.start()
+        await reply.send(b"data: x\n\n")
+        await reply.end(keep_alive=True)
+
+    server = await serve(handler)
+    async with open_client() as client:
+
+        async def one() -> bytes:
+            async with client.stream("GET", server.url) as response:
+                return await response.aread()
+
+        bodies = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(count))), 20)
+        assert bodies == [b"data: x\n\n"] * count
+        assert server.connections == count
+        pool = pool_of(client)
+        assert "100 connections, 100 idle" in repr(pool)  # the other 50 closed: over keep-alive
+
+
+async def test_open_pool_reuses_idle_connections_and_keeps_at_most_its_keepalive(
+    serve: Any,
+) -> None:
+    server = await serve(keep_alive)
+    async with open_client(keep=2) as client:
+
+        async def one() -> None:
+            async with client.stream("GET", server.url) as response:
+                assert b"[DONE]" in await response.aread()
+
+        await asyncio.wait_for(asyncio.gather(*(one() for _ in range(5))), 10)
+        assert server.connections == 5
+        assert len(pool_of(client).connections) == 2  # three closed as they came back
+        for _ in range(4):  # one at a time: the warm connection each time
+            await asyncio.wait_for(one(), 10)
+        assert server.connections == 5
+
+
+async def test_open_pool_replaces_a_connection_the_server_closed_while_idle(serve: Any) -> None:
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.body(200, {"ok": len(server.requests)})
+        reply.close()  # keep-alive on the wire, but the socket closes after the body
+
+    server = await serve(handler)
+    async with open_client() as client:
+        for n in range(1, 4):
+            response = await client.get(server.url)
+            assert response.json() == {"ok": n}
+            await asyncio.sleep(0.05)  # bounded: lets the FIN reach the idle connection
+        assert server.connections == 3
+        assert len(pool_of(client).connections) <= 1
+
+
+async def test_open_pool_drops_the_connection_of_a_cancelled_stream_and_closes_all(
+    serve: Any,
+) -> None:
+    started = asyncio.Event()
+
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.start()
+        await reply.send(b"data: a\n\n")
+        started.set()
+        await asyncio.Event().wait()  # the rest never comes
+
+    server = await serve(handler)
+    client = open_client()
+    pool = pool_of(client)
+
+    async def read() -> None:
+        async with client.stream("GET", server.url) as response:
+            async for _ in response.aiter_bytes():
+                pass
+
+    task = asyncio.create_task(read())
+    await asyncio.wait_for(started.wait(), 5)
+    assert len(pool.connections) == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert pool.connections == []  # mid-body: closed, never handed to the next request
+    started.clear()
+    held = asyncio.create_task(read())  # a second stream, left open
+    await asyncio.wait_for(started.wait(), 5)
+    assert server.connections == 2 and len(pool.connections) == 1
+    await client.aclose()  # closes every connection, busy ones too
+    assert pool.connections == []
+    with pytest.raises(httpx.HTTPError):
+        await asyncio.wait_for(held, 5)  # its socket was closed under it

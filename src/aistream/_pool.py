@@ -35,7 +35,9 @@ import httpcore
 import httpx
 
 __all__ = [
+    "UNLIMITED",
     "AsyncioBackend",
+    "OpenPool",
     "acquire_client",
     "drop_client",
     "new_client",
@@ -46,7 +48,7 @@ __all__ = [
 log = logging.getLogger("aistream")
 
 _LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
-_SHARED_LIMITS = httpx.Limits(
+UNLIMITED = httpx.Limits(  # the shared pool's and the relay's: an `OpenPool`
     max_connections=None, max_keepalive_connections=100, keepalive_expiry=5.0
 )
 _HIGH_WATER = 256 * 1024  # bytes buffered before the socket stops being read
@@ -89,7 +91,7 @@ def acquire_client() -> httpx.AsyncClient:
         entry = _shared.get(loop)
         client = entry.client() if entry is not None else None
         if entry is None or client is None or client.is_closed:
-            client = new_client(None, _SHARED_LIMITS)  # (users of a collected one are gone)
+            client = new_client(None, UNLIMITED)  # (users of a collected one are gone)
             entry = _shared[loop] = _Shared(client)
         entry.users += 1
         return client
@@ -137,7 +139,8 @@ class AsyncioTransport(httpx.AsyncHTTPTransport):
         # (encode/httpx#3749 would add network_backend= to httpx's transports: then use that.)
         found = getattr(self, "_pool", None)
         if type(found) is httpcore.AsyncConnectionPool:
-            self._pool = httpcore.AsyncConnectionPool(
+            pool = OpenPool if limits.max_connections is None else httpcore.AsyncConnectionPool
+            self._pool = pool(
                 ssl_context=context,
                 max_connections=limits.max_connections,
                 max_keepalive_connections=limits.max_keepalive_connections,
@@ -146,6 +149,136 @@ class AsyncioTransport(httpx.AsyncHTTPTransport):
             )
         else:
             _warn_fallback(found)
+
+
+_Key = tuple[bytes, bytes, int]  # an origin: scheme, host, port (httpcore's Origin has no hash)
+
+
+class OpenPool(httpcore.AsyncConnectionPool):
+    """httpcore's pool for ``max_connections=None``, at a constant cost per request.
+
+    httpcore's own pool rescans every connection and every queued request whenever a request
+    starts or a response ends (`_assign_requests_to_connections`): O(connections) per event,
+    O(N²) to open N streams. 5,000 streams took 13.5 s to start and delivered no token in a
+    10 s window, the CPU spent in those scans (a py-spy profile in benchmarks/README.md). With
+    no limit nothing ever queues, so this pool needs none of that: a request takes its
+    origin's most recently used idle connection, or a new one, and a finished response gives
+    the connection back. At most ``max_keepalive_connections`` wait idle; a connection that
+    expired or that the server closed is dropped when it is next looked at. httpcore still does
+    each connection's HTTP/1.1; HTTP/2 is not used by aistream's pools.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._keep = kwargs.get("max_keepalive_connections")
+        self._all: dict[httpcore.AsyncConnectionInterface, _Key] = {}  # each one's origin
+        self._idle: dict[_Key, list[httpcore.AsyncConnectionInterface]] = {}
+        self._idle_count = 0
+
+    @property
+    def connections(self) -> list[httpcore.AsyncConnectionInterface]:
+        return list(self._all)
+
+    async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
+        url = request.url
+        if url.scheme not in (b"http", b"https"):
+            raise httpcore.UnsupportedProtocol(
+                f"Request URL has an unsupported protocol '{url.scheme.decode()}://'."
+            )
+        origin = url.origin
+        key = (origin.scheme, origin.host, origin.port)
+        while True:
+            connection = await self._checkout(key, origin)
+            try:
+                response = await connection.handle_async_request(request)
+            except httpcore.ConnectionNotAvailable:
+                await self._drop(connection)  # it closed meanwhile: take another
+                continue
+            except BaseException:
+                await self._checkin(connection)
+                raise
+            return httpcore.Response(
+                status=response.status,
+                headers=response.headers,
+                content=_Release(cast(Any, response.stream), self, connection),
+                extensions=response.extensions,
+            )
+
+    async def _checkout(
+        self, key: _Key, origin: httpcore.Origin
+    ) -> httpcore.AsyncConnectionInterface:
+        idle = self._idle.get(key)
+        while idle:
+            connection = idle.pop()  # the warmest
+            self._idle_count -= 1
+            if connection.is_available() and not connection.has_expired():
+                return connection
+            await self._drop(connection)
+        connection = self.create_connection(origin)
+        self._all[connection] = key
+        return connection
+
+    async def _checkin(self, connection: httpcore.AsyncConnectionInterface) -> None:
+        """A connection its request is done with: kept idle, or closed and forgotten."""
+        key = self._all.get(connection)
+        if key is None:
+            return  # the pool was closed meanwhile
+        if (
+            not connection.is_idle()
+            or connection.is_closed()
+            or connection.has_expired()
+            or (self._keep is not None and self._idle_count >= self._keep)
+        ):
+            await self._drop(connection)
+        else:
+            self._idle.setdefault(key, []).append(connection)
+            self._idle_count += 1
+
+    async def _drop(self, connection: httpcore.AsyncConnectionInterface) -> None:
+        self._all.pop(connection, None)
+        await connection.aclose()
+
+    async def aclose(self) -> None:
+        connections, self._all = list(self._all), {}
+        self._idle.clear()
+        self._idle_count = 0
+        for connection in connections:
+            await connection.aclose()
+
+    def __repr__(self) -> str:
+        return f"<OpenPool [{len(self._all)} connections, {self._idle_count} idle]>"
+
+
+class _Release:
+    """A response body that gives its connection back to the `OpenPool` when closed (as
+    httpcore's PoolByteStream does for its pool)."""
+
+    __slots__ = ("_closed", "_connection", "_pool", "_stream")
+
+    def __init__(
+        self, stream: Any, pool: OpenPool, connection: httpcore.AsyncConnectionInterface
+    ) -> None:
+        self._stream = stream
+        self._pool = pool
+        self._connection = connection
+        self._closed = False
+
+    async def __aiter__(self) -> Any:
+        try:
+            async for part in self._stream:
+                yield part
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._stream.aclose()
+        finally:
+            await self._pool._checkin(self._connection)
 
 
 _fallback_warned = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -31,6 +32,7 @@ from aistream.server._relay import upstream_error
 from .helpers import chat_body, native_events
 
 API_KEY = "sk-test-0123456789secret"
+GUARD = 30  # seconds: a bound, never a wait
 
 
 def chunk(obj: Any) -> bytes:
@@ -58,11 +60,20 @@ class Upstream:
 
     def __init__(self) -> None:
         self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
+        self.hold = 0  # "held": no reply starts before this many such requests are in
+        self.held = 0
+        self.all_held = asyncio.Event()
 
     async def completions(self, request: Request) -> Response:
         body = await request.json()
         self.requests.append((dict(request.headers), body))
         scenario = body["model"]
+        if scenario == "held":
+            self.held += 1
+            if self.held == self.hold:
+                self.all_held.set()
+            await asyncio.wait_for(self.all_held.wait(), GUARD)
+            scenario = "ok"
         if scenario.startswith("status-"):
             status = int(scenario.removeprefix("status-"))
             error = {"error": {"message": f"upstream says {status}", "type": "server_error"}}
@@ -212,6 +223,29 @@ async def test_relay_in_stream_error_keeps_the_upstream_code(relay_url: Any) -> 
     assert isinstance(error, ServerError)
     assert error.message == "Context length exceeded"
     assert (error.code, error.retryable) == ("context_length_exceeded", False)
+
+
+async def test_relay_holds_more_upstream_streams_at_once_than_httpx_pools_allow(
+    serve_app: Any,
+) -> None:
+    """120 relayed replies open at once: the relay's pool has no connection limit (the app's
+    Limits bound the streams), where httpx's default 100 would queue 20 behind the rest."""
+    upstream = Upstream()
+    upstream.hold = 120
+    base = await serve_app(upstream.app())
+    app = create_app(upstream=base + "/v1", api_key=API_KEY, model="held", heartbeat_interval=None)
+    url = await serve_app(app)
+    limits = httpx.Limits(max_connections=None)
+    async with httpx.AsyncClient(limits=limits, timeout=GUARD) as client:
+
+        async def one() -> bytes:
+            response = await client.post(url + "/api/chat", json=chat_body("Hello"))
+            assert response.status_code == 200
+            return response.content
+
+        replies = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(120))), GUARD)
+    assert all(TextDelta("lo", 1) in native_events(reply) for reply in replies)
+    assert upstream.held == 120
 
 
 async def test_relay_upstream_cut_mid_stream_is_retryable_unavailable(relay_url: Any) -> None:

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 
-from .._pool import new_client
+from .._pool import UNLIMITED, new_client
 from .._redact import SENSITIVE_HEADERS, redact_bearer, redact_text, redact_url
 from .._transport import AttemptState, Transport
 from .._wire._anthropic import AnthropicDialect
@@ -229,7 +229,9 @@ class UpstreamRelay:
         """The pool, made in the running loop on first use (never shared across loops)."""
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
-            self._client = new_client(self._transport.timeout)
+            # No connection limit: the app's Limits bound the streams, and a pool limit
+            # (httpx's 100) would queue the next relayed reply behind whole replies.
+            self._client = new_client(self._transport.timeout, UNLIMITED)
             self._client_loop = loop
         return self._client
 
