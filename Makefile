@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench chaos fuzz clean redis-server npm-ai chromium screenshots
+.PHONY: demo test lint typecheck bench chaos fuzz clean redis-server npm-ai chromium screenshots bench-litellm
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "aistream needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -80,7 +80,17 @@ $(NPM_AI)/.installed: tests/node/package.json tests/node/package-lock.json
 	  echo "npm is missing: install Node.js and npm for the ai package tests (tests/node)"; \
 	fi
 
-bench: $(STAMP) redis-server  ## quick benchmark run (< 60 s); `make bench BENCH_ARGS=--full` for all modes
+# The relay mode compares create_app with LiteLLM's proxy, which lives in its own environment
+# (its many dependencies stay out of ours): made once, the version pinned.
+LITELLM_ENV := .cache/bench-litellm
+bench-litellm: $(LITELLM_ENV)/.installed
+
+$(LITELLM_ENV)/.installed:
+	python3 -m venv $(LITELLM_ENV)
+	$(LITELLM_ENV)/bin/python -m pip install --quiet --disable-pip-version-check 'litellm[proxy]==1.108.7'
+	touch $@
+
+bench: $(STAMP) redis-server bench-litellm  ## quick benchmark run (< 60 s); `make bench BENCH_ARGS=--full` for all modes
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 chaos: $(STAMP) redis-server  ## the long chaos campaign (10,000 turns); CI runs the short one in `make test`

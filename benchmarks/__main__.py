@@ -18,7 +18,7 @@ from . import clients as c
 from ._server import LoopbackServer, pin_client, raise_fd_limit
 from .report import Report, machine_line
 
-MODES = ("unpaced", "paced", "turn", "server", "concurrency", "decode", "replicas")
+MODES = ("unpaced", "paced", "turn", "server", "concurrency", "relay", "decode", "replicas")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -41,6 +41,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write all samples to this JSON file")
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.only.split(",") if m.strip()]
+    if not args.full and args.only == parser.get_default("only"):
+        modes.remove("relay")  # ~2 min (it starts LiteLLM's proxy): --full, or --only relay
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         parser.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
@@ -118,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
 
             concurrency.run(report, server, full=full)
             done("concurrency")
+        if "relay" in args.modes:
+            from . import relay
+
+            relay.run(report, server, full=full)
+            done("relay")
     if "server" in args.modes:
         from . import server as server_mode
 

@@ -137,9 +137,10 @@ class _Floor(asyncio.Protocol):
     """The floor: one asyncio Protocol per stream, chunked SSE parsed by hand, no HTTP library
     (no pool, no header parsing beyond finding their end). It counts what the raw loop counts."""
 
-    def __init__(self, counter: Counter, done: asyncio.Future[None]) -> None:
+    def __init__(self, counter: Counter, done: asyncio.Future[None], native: bool = False) -> None:
         self.counter = counter
         self.done = done
+        self.native = native  # aistream's native frames (the relay mode), not OpenAI chunks
         self.buf = b""
         self.head = True
         self.first = True
@@ -169,8 +170,18 @@ class _Floor(asyncio.Protocol):
             pos = eol + 4 + size
             for line in chunk.split(b"\n"):
                 if not line.startswith(b"data: "):
+                    if self.native and line == b"event: done":
+                        _done(self.done)
+                        return
                     continue
                 data_ = line[6:]
+                if self.native:
+                    if b'"token"' in data_ and loads(data_).get("token"):
+                        self.counter.tokens += 1
+                        if self.first:
+                            self.first = False
+                            self.counter.first.append(time.perf_counter())
+                    continue
                 if data_ == b"[DONE]":
                     _done(self.done)
                     return
@@ -192,15 +203,22 @@ def _done(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _floor(base: str) -> Stream:
+def _floor(base: str, native: bool = False) -> Stream:
     host, _, port = base.removeprefix("http://").partition(":")
-    path = "/" + c.PATHS["openai"]
+    path = "/" + c.PATHS["native" if native else "openai"]
+
+    def payload(i: int) -> dict[str, Any]:
+        if native:
+            return {"model": c.MODEL, "messages": [{"role": "user", "content": prompt_of(i)}]}
+        return c.payload(prompt_of(i))
 
     async def stream(i: int, counter: Counter) -> None:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        transport, _ = await loop.create_connection(lambda: _Floor(counter, done), host, int(port))
-        body = json.dumps(c.payload(prompt_of(i))).encode()
+        transport, _ = await loop.create_connection(
+            lambda: _Floor(counter, done, native), host, int(port)
+        )
+        body = json.dumps(payload(i)).encode()
         head = (
             f"POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\n"
             "content-type: application/json\r\naccept: text/event-stream\r\n"
@@ -338,6 +356,8 @@ def build(variant: str, base: str, streams: int) -> Stream:
         return _openai(base)
     if variant == "floor (raw socket)":
         return _floor(base)
+    if variant == "floor native":  # the relay mode's native clients
+        return _floor(base, native=True)
     if variant == "aiohttp":
         return _aiohttp(base)
     if variant.startswith("aistream x-"):
@@ -429,6 +449,7 @@ def monitor(
 
     sleep_until(t0 + plan.seconds / 2)
     half_tokens, half_time, c_half = counter.tokens, time.perf_counter(), time.process_time()
+    s_half = proc_cpu_seconds(server_pid)
     sleep_until(t0 + plan.seconds)
     end_tokens, end_time = counter.tokens, time.perf_counter()
     c1 = time.process_time()
@@ -455,6 +476,8 @@ def monitor(
         "cpu_pct": (c1 - c0) / (end_time - t0) * 100,
         "cpu_us_per_token": (c1 - c_half) / max(end_tokens - half_tokens, 1) * 1e6,
         "server_cpu_pct": (s1 - s0) / (end_time - t0) * 100,
+        # the server's CPU per token over the second half (the relay mode's measure)
+        "server_us_per_token": (s1 - s_half) / max(end_tokens - half_tokens, 1) * 1e6,
         "rss_kb_per_stream": (peak - base_rss) / plan.streams,
         "errors": list(ERRORS),
     }
