@@ -107,6 +107,7 @@ def check_arguments(
     sleep: object,
     rng: object,
     max_steps: object = 8,
+    max_reply_chars: object = None,
 ) -> None:
     """Raise TypeError / ValueError for the first argument of AIStream that cannot work.
 
@@ -139,3 +140,12 @@ def check_arguments(
         )
     if max_steps < 1:
         raise ValueError(f"max_steps must be at least 1 (one model call); got {max_steps}")
+    if max_reply_chars is not None and (
+        isinstance(max_reply_chars, bool)
+        or not isinstance(max_reply_chars, int)
+        or max_reply_chars < 1
+    ):
+        raise ValueError(
+            "max_reply_chars must be a whole number of characters >= 1, or None for no "
+            f"bound; got {max_reply_chars!r}"
+        )

@@ -94,6 +94,7 @@ class _Reply:
 
     __slots__ = (
         "blocks",
+        "chars",
         "finish_reason",
         "next_index",
         "parts",
@@ -107,6 +108,7 @@ class _Reply:
     def __init__(self) -> None:
         self.parts: list[str] = []  # the latest deltas of the reply text
         self.blocks: list[str] = []  # earlier deltas, joined _BLOCK at a time
+        self.chars = 0  # characters in `blocks` and `reasoning` (max_reply_chars)
         self.reasoning: list[str] = []
         self.text_joiner = SurrogateJoiner()  # characters split into UTF-16 halves, rejoined
         self.reasoning_joiner = SurrogateJoiner()
@@ -150,6 +152,7 @@ class _Turn:
         "base",
         "cancel_request",
         "client",
+        "cut",
         "discard",
         "loop",
         "phase",
@@ -174,6 +177,7 @@ class _Turn:
         self.queue = queue  # tokens() reads the text here
         self.stop_requested = False
         self.discard = False
+        self.cut = False  # ended at max_reply_chars: settles as "length", not "stopped"
         self.stream_id: str | None = None  # the server's id of the generation (native)
         self.retries = 0
         self.telemetry: _otel.Step | None = None  # set per model call when OpenTelemetry is on
@@ -236,6 +240,10 @@ class AIStream(TypedEmitter):
             tools that all have handlers runs them and streams the next reply.
         max_steps: Most model calls one send makes (default 8); the last reply's calls are
             then returned unrun (``finish_reason="tool_calls"``).
+        max_reply_chars: Characters one reply may bring (text and reasoning; default
+            10,000,000, None for no bound). A longer one is cut there, as by `stop()`, and
+            settles with ``finish_reason="length"`` and a WARNING: a server sending without
+            end cannot exhaust the memory of the process.
         messages: A history to start from: Messages or their ``model_dump()`` dicts.
 
     ```py
@@ -267,6 +275,7 @@ class AIStream(TypedEmitter):
         tools: Sequence[Tool | Callable[..., Any]] | None = None,
         max_steps: int = 8,
         messages: Sequence[Message | Mapping[str, Any]] | None = None,
+        max_reply_chars: int | None = 10_000_000,
     ) -> None:
         super().__init__()
         parts = urlsplit(endpoint) if isinstance(endpoint, str) else None
@@ -289,6 +298,7 @@ class AIStream(TypedEmitter):
             sleep=sleep,
             rng=rng,
             max_steps=max_steps,
+            max_reply_chars=max_reply_chars,
         )
         if not isinstance(protocol, str):
             raise TypeError(f"protocol must be a str such as 'openai', not {protocol!r}")
@@ -320,6 +330,7 @@ class AIStream(TypedEmitter):
         self._tools = coerce_tools(tools)
         self._tool_specs = wire_tools(self._tools.values())
         self._max_steps = max_steps
+        self._max_reply_chars = max_reply_chars
         self._messages: list[Message] = coerce_messages(messages)
         self._usage = _NO_USAGE
         self._turn: _Turn | None = None
@@ -329,6 +340,7 @@ class AIStream(TypedEmitter):
             "model": model,
             "protocol": protocol,
             "headers": headers,
+            "secret_headers": secret_names,
             "system_prompt": system_prompt,
             "retry": self._retry,
             "timeout": timeout,
@@ -340,6 +352,7 @@ class AIStream(TypedEmitter):
             "rng": rng,
             "tools": list(self._tools.values()),
             "max_steps": max_steps,
+            "max_reply_chars": max_reply_chars,
         }
         self._display = False  # chat.display(): every later turn shown live in Jupyter
         self._abandoned_turn: asyncio.Task[Message] | None = None  # stopped by a `break`
@@ -944,7 +957,13 @@ class AIStream(TypedEmitter):
                 raise
             error = None if task.cancelled() else task.exception()
             if error is None:
-                reason = "stopped" if turn.stop_requested else (turn.reply.finish_reason or "stop")
+                reason = (
+                    "length"
+                    if turn.cut
+                    else "stopped"
+                    if turn.stop_requested
+                    else (turn.reply.finish_reason or "stop")
+                )
                 reply = self._settle(turn, reason)
                 _end_step(turn, reason)
                 await self._finish_cancel_request(turn)
@@ -1035,6 +1054,7 @@ class AIStream(TypedEmitter):
     ) -> tuple[Callable[[Sequence[StreamEvent]], None], Callable[[str], None]]:
         """The per-frame handler and the per-token one (the hot path of every token)."""
         queue = turn.queue
+        limit = self._max_reply_chars
 
         emit_one = self.emit_to
 
@@ -1050,8 +1070,12 @@ class AIStream(TypedEmitter):
             parts = reply.parts
             parts.append(text)
             if len(parts) == _BLOCK:  # one str per delta is ~60 bytes: keep them joined
-                reply.blocks.append("".join(parts))
+                block = "".join(parts)
+                reply.blocks.append(block)
                 parts.clear()
+                reply.chars += len(block)
+                if limit is not None and reply.chars > limit:
+                    self._cut(turn)  # checked per block, not per token: off the token path
             # pyee's {event: {key: listener}}, read (never written) per token: a listener may
             # call remove_all_listeners(), which replaces the dict. Without pyee's lock: under
             # the GIL the snapshot below is atomic (a free-threaded build would need the lock).
@@ -1117,7 +1141,11 @@ class AIStream(TypedEmitter):
                 text = reply.reasoning_joiner.feed(text)
             if text:
                 reply.reasoning.append(text)
+                reply.chars += len(text)
                 self.emit(EVENT_REASONING, text)
+                limit = self._max_reply_chars
+                if limit is not None and reply.chars > limit:
+                    self._cut(turn)
         elif isinstance(event, ToolCallDone):
             call = ToolCall(
                 id=event.id, name=event.name, arguments=event.arguments, signature=event.signature
@@ -1204,6 +1232,19 @@ class AIStream(TypedEmitter):
         """Emit `error` only when someone listens (pyee would raise otherwise)."""
         if self.listeners(EVENT_ERROR):
             self.emit(EVENT_ERROR, error)
+
+    def _cut(self, turn: _Turn) -> None:
+        """End a reply that passed max_reply_chars: as stop() does, settling as "length"."""
+        if turn.cut or turn.stop_requested:
+            return
+        turn.cut = True
+        log.warning(
+            "a reply passed %s characters (max_reply_chars), so it was cut there and ends with "
+            "finish_reason 'length'; pass a larger max_reply_chars (or None) to AIStream if "
+            "replies this long are expected",
+            f"{self._max_reply_chars:,}",
+        )
+        self.stop()
 
     def _stop_now(self, turn: _Turn) -> None:
         """Cancel the turn's task; on the native protocol also send the cancelling DELETE

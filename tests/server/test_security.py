@@ -878,6 +878,50 @@ async def test_the_client_sees_reply_too_large_as_a_final_error(serve_app: Serve
     await chat.aclose()
 
 
+async def test_the_client_cuts_a_reply_past_its_max_reply_chars_and_keeps_it(
+    serve_app: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    """F11, the client's half: a server streaming without end (its own bound lifted) cannot
+    fill the client's memory. The reply is cut as by stop(): kept, "length", a WARNING, and on
+    the native protocol the server is told to stop generating."""
+    backend = Endless()
+    app = create_app(backend=backend, limits=Limits(max_reply_chars=None))
+    url = await serve_app(app)
+    async with AIStream(url + "/api/chat", max_reply_chars=20_000) as chat:
+        reply = await asyncio.wait_for(chat.send("hi"), GUARD)
+        assert reply.finish_reason == "length"
+        # checked per 64 deltas: past the bound by less than one block of 100-char deltas
+        assert 20_000 < len(reply.content) <= 20_000 + 64 * 100
+        assert set(reply.content) == {"x"}
+        assert chat.messages[-1] == reply  # kept, like a stopped reply
+        assert "max_reply_chars" in caplog.text and "'length'" in caplog.text
+        await guard(backend.closed.wait())  # the DELETE stopped the generation
+        with pytest.raises(ValueError, match="max_reply_chars"):
+            AIStream(url + "/api/chat", max_reply_chars=0)
+        assert AIStream(url + "/api/chat", max_reply_chars=None) is not None
+
+
+async def test_f12_a_fork_keeps_the_secret_headers(
+    serve_app: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def echo(request: Request) -> JSONResponse:
+        return JSONResponse({"error": {"message": f"you sent {dict(request.headers)}"}}, 401)
+
+    url = await serve_app(Starlette(routes=[Route("/v1/chat/completions", echo, methods=["POST"])]))
+    caplog.set_level(logging.DEBUG, logger="aistream")
+    secret = "ck-FORKSECRET-7777"
+    chat = AIStream(
+        url + "/v1/chat/completions",
+        headers={"X-Auth-Token": secret},
+        secret_headers=["x-auth-token"],
+    )
+    async with chat.fork() as twin:
+        with pytest.raises(APIStatusError) as failed:
+            await twin.send("hi")
+    await chat.aclose()
+    assert secret not in f"{failed.value} {failed.value.body!r} {caplog.text}"
+
+
 async def test_every_answer_says_nosniff_even_a_404_that_quotes_the_path(serve_app: Serve) -> None:
     """F14: a JSON error that quotes a request path is never sniffed into HTML."""
     url = await serve_app(create_app())
