@@ -40,7 +40,7 @@ from typing import Any
 import httpx
 
 from . import clients as c
-from ._server import ROOT, LoopbackServer
+from ._server import ROOT, LoopbackServer, stop_process
 from .concurrency import Plan, _first, run_child
 from .report import Report, Table, Target
 
@@ -186,12 +186,7 @@ def _relay(kind: str, upstream: str) -> Iterator[_Relay | str]:
         why = _ready(relay, "/v1/chat/completions", 120 if kind == "litellm" else 30)
         yield relay if why is None else f"did not start: {why}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         for name in files:
             os.unlink(name)
 
