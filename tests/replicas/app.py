@@ -3,7 +3,8 @@
 Serves ``create_app(**options)`` with uvicorn on 127.0.0.1 (a free port) and prints
 ``ready <port>`` once it accepts connections, so the parent waits on a line, not a timer.
 ``{"continuable": false}`` wraps the demo model so that it cannot continue a reply (its
-takeovers end with producer_lost); ``{"chaos_delay": s}`` serves the chaos campaign's model.
+takeovers end with producer_lost); ``{"chaos_delay": s}`` serves the chaos campaign's model;
+``{"graceful_shutdown": s}`` bounds how long a SIGTERM waits for open connections.
 """
 
 from __future__ import annotations
@@ -55,9 +56,16 @@ def main() -> None:
     if not options.pop("continuable", True):
         rate = options.pop("demo_tokens_per_second", 40.0)
         options["backend"] = NotContinuable(DemoModel(tokens_per_second=rate))
+    graceful = options.pop("graceful_shutdown", None)  # uvicorn's timeout_graceful_shutdown
     app = create_app(**options)
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", loop="asyncio"
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
+        loop="asyncio",
+        timeout_graceful_shutdown=graceful,
     )
     asyncio.run(_Server(config).serve())
 

@@ -180,6 +180,39 @@ async def test_killed_producers_are_taken_over_and_replies_stay_exact(
                 await asyncio.to_thread(replica.start)
 
 
+async def test_a_replica_stopped_with_sigterm_hands_its_streams_over(
+    cluster: MakeCluster,
+) -> None:
+    """A rolling deploy: SIGTERM, uvicorn's graceful wait runs out with a reply in flight, the
+    app shuts down. Its generation must not end the shared stream as "stopped" (the user did
+    not stop it): the replica gives its lease up, and another one continues the reply."""
+    (a, b), _ = await cluster(2, graceful_shutdown=0.2, producer_lease=3.0)
+    prompt = "a replica stopped for a deploy, mid-reply"
+    want = expected_tokens(prompt)
+    async with httpx.AsyncClient(timeout=10) as http:
+        async with http.stream("POST", f"{a.url}/api/chat", json=body(prompt)) as response:
+            reader = Events(response)
+            got = [await reader.next() for _ in range(8)]
+            stopping = asyncio.create_task(asyncio.to_thread(a.stop))  # SIGTERM
+            with pytest.raises((httpx.HTTPError, StopAsyncIteration)):
+                while True:
+                    got.append(await reader.next())
+            await stopping
+        stream_id = got[0][1]["id"]
+        seen = len(tokens_of(got))
+        started = time.monotonic()
+        async with http.stream("GET", f"{b.url}/api/chat/{stream_id}") as whole:
+            reader = Events(whole)
+            events = []
+            while len(tokens_of(events)) <= seen:  # what a replayed, then b's first new token
+                events.append(await reader.next())
+            waited = time.monotonic() - started
+            events += await reader.until_end()
+    assert tokens_of(events) == want  # all of it: replayed, then continued by b
+    assert events[-1][0] == "done" and events[-1][1].get("reason") != "stopped", events[-3:]
+    assert waited < 1.5  # the lease was given up: no wait for it to run out (3 s)
+
+
 async def test_a_producer_that_cannot_be_continued_ends_with_producer_lost(
     cluster: MakeCluster,
 ) -> None:

@@ -132,6 +132,8 @@ class Generations:
         self._new_id = id_factory
         self.live: dict[str, _Live] = {}
         self._cleanups: set[asyncio.Task[None]] = set()
+        # Shutting down with a shared store: generations are handed over, not ended "stopped"
+        self.handing_over = False
 
     def follow(
         self, stream_id: str, after: int, attached: bool = False
@@ -168,7 +170,9 @@ class Generations:
         return await self.store.read(stream_id, sys.maxsize) is not None
 
     async def aclose(self) -> None:
-        """Cancel every running generation and grace timer, and wait for them."""
+        """Cancel every running generation and grace timer, and wait for them. With a shared
+        store the streams are handed over to the other replicas (`hand_over`), not ended."""
+        self.handing_over = self.shared is not None
         tasks: list[asyncio.Task[None]] = []
         for live in list(self.live.values()):
             for task in (live.grace, live.task):
@@ -295,7 +299,7 @@ class Generations:
             if not encoder.finished:
                 await put(encoder.done())
         except asyncio.CancelledError:
-            if not encoder.finished:
+            if not encoder.finished and not self.handing_over:
                 with contextlib.suppress(StoreUnavailable):
                     await put(encoder.done("stopped"))
             raise
@@ -326,7 +330,9 @@ class Generations:
         if live.grace is not None:
             live.grace.cancel()
         try:
-            if current:
+            if current and self.handing_over and self.shared is not None:
+                await self.shared.hand_over(stream_id)
+            elif current:
                 await self.store.finish(stream_id)
         except StoreUnavailable:
             log.warning("could not mark a stream finished in the store")

@@ -113,6 +113,12 @@ redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
+# KEYS: lease.  ARGV: token.  Gives a held lease up (a replica shutting down hands over).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 # KEYS: meta.  ARGV: channel, stream id.  Marks a live stream cancelled and tells its producer.
 _CANCEL = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -207,6 +213,7 @@ class RedisReplayStore:
         self._renew = self._redis.register_script(_RENEW)
         self._take = self._redis.register_script(_TAKE)
         self._cancel = self._redis.register_script(_CANCEL)
+        self._release = self._redis.register_script(_RELEASE)
         self._channel = f"{prefix}:cancel"
         self._mirror = MemoryReplayStore(ttl=ttl, max_streams=max_streams, max_bytes=max_bytes)
         self._producers: dict[str, _Producer] = {}
@@ -343,6 +350,29 @@ class RedisReplayStore:
             else:  # interrupted before the end was stored: readers follow Redis from here
                 self._mirror.drop(stream_id)
             self._stored(stream_id)
+
+    async def hand_over(self, stream_id: str) -> None:
+        """Write what is queued and give the lease up, without an end: this replica is shutting
+        down, and a reader on another one takes the stream over at once instead of after the
+        lease runs out (and nobody reads a "stopped" the user never asked for)."""
+        producer = self._producers.get(stream_id)
+        if producer is None:
+            return
+        try:
+            while producer.flushing is not None and not producer.flushing.done():
+                await asyncio.shield(producer.flushing)
+            if producer.error is None and producer.pending:
+                await self._flush(stream_id, producer, False)
+            if producer.error is None:
+                lease = producer.keys[1]
+                await self._call(self._release(keys=[lease], args=[producer.token]))
+        finally:
+            self._producers.pop(stream_id, None)
+            if producer.renewing is not None:
+                producer.renewing.cancel()
+            self._mirror.drop(stream_id)  # readers here (if any) follow Redis from now on
+            self._stored(stream_id)
+        log.info("handed a stream over: this replica is shutting down")
 
     async def read(self, stream_id: str, after: int) -> Replay | None:
         """The frames after event `after`: from the mirror when produced here, else Redis."""

@@ -179,6 +179,11 @@ class SharedReplayStore(ReplayStore, Protocol):
         """Ask the stream's producer, wherever it is, to stop: "live", "done" or "unknown"."""
         ...
 
+    async def hand_over(self, stream_id: str) -> None:
+        """Store what is queued and give the lease up, without an end (this replica is
+        shutting down): another replica's reader takes the stream over at once."""
+        ...
+
 
 class _Log:
     __slots__ = ("data", "finished_at", "offsets", "owner")
