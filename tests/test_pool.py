@@ -71,11 +71,16 @@ async def test_new_client_leaves_an_environment_proxy_to_httpx(
         assert not isinstance(client._transport, AsyncioTransport)  # type: ignore[attr-defined]
 
 
+UNBOUNDED = httpx.Limits(max_connections=None, max_keepalive_connections=10)
+
+
+@pytest.mark.parametrize("limits", [httpx.Limits(max_connections=100), UNBOUNDED])
 async def test_tls_streams_a_reply_and_refuses_an_untrusted_certificate(
-    tls_server: LoopbackServer, ca: trustme.CA
+    tls_server: LoopbackServer, ca: trustme.CA, limits: httpx.Limits
 ) -> None:
+    """Through httpcore's pool and through `OpenPool` (no connection limit)."""
     url = tls_server.url + "/v1/chat/completions"
-    async with httpx.AsyncClient(transport=AsyncioTransport(trusting(ca))) as client:
+    async with httpx.AsyncClient(transport=AsyncioTransport(trusting(ca), limits)) as client:
         chat = AIStream(url, protocol="openai", client=client)
         reply = await asyncio.wait_for(chat.send("hi"), 10)
         assert reply.content == "".join(TOKENS)
@@ -83,7 +88,7 @@ async def test_tls_streams_a_reply_and_refuses_an_untrusted_certificate(
         assert response.status_code == 200 and b"data: [DONE]" in response.content
     assert len({r.headers.get("host") for r in tls_server.requests}) == 1
     untrusting = ssl.create_default_context()  # system CAs only: ours is unknown
-    async with httpx.AsyncClient(transport=AsyncioTransport(untrusting)) as client:
+    async with httpx.AsyncClient(transport=AsyncioTransport(untrusting, limits)) as client:
         chat = AIStream(url, protocol="openai", client=client, retry=RetryConfig(max_retries=0))
         with pytest.raises(ConnectionLostError, match=r"could not connect.*CERTIFICATE_VERIFY"):
             await asyncio.wait_for(chat.send("hi"), 10)
