@@ -182,8 +182,103 @@ def test_every_upstream_dialect_builds_a_request_from_every_known_option(protoco
     from aistream._wire._dialect import ChatMessage, ChatRequest
     from aistream.server._relay import UPSTREAM_PROTOCOLS
 
-    options = upstream_options({**OPTIONS, "top_k": 3}, protocol)
+    options = upstream_options({**OPTIONS, **TOOL_OPTIONS, "top_k": 3}, protocol)
     kind = UPSTREAM_PROTOCOLS[protocol]
     request = ChatRequest((ChatMessage("user", "hi"),), "m", None, options)
     spec = kind.dialect().build_request(kind.endpoint("http://127.0.0.1:1/v1"), request)
     assert b"hi" in spec.body
+
+
+# --- tool_choice and parallel_tool_calls ------------------------------------------------------
+
+ADD = {"type": "function", "function": {"name": "add"}}
+TOOL_OPTIONS = {"tool_choice": ADD, "parallel_tool_calls": False}
+
+
+@pytest.mark.parametrize(
+    ("protocol", "options", "sent"),
+    [
+        ("openai", TOOL_OPTIONS, TOOL_OPTIONS),
+        ("anthropic", {"tool_choice": "required"}, {"tool_choice": {"type": "any"}}),
+        ("anthropic", {"tool_choice": "none"}, {"tool_choice": {"type": "none"}}),
+        (
+            "anthropic",
+            TOOL_OPTIONS,
+            {"tool_choice": {"type": "tool", "name": "add", "disable_parallel_tool_use": True}},
+        ),
+        (
+            "anthropic",
+            {"parallel_tool_calls": False},
+            {"tool_choice": {"type": "auto", "disable_parallel_tool_use": True}},
+        ),
+        (
+            "responses",
+            TOOL_OPTIONS,
+            {"tool_choice": {"type": "function", "name": "add"}, "parallel_tool_calls": False},
+        ),
+        (
+            "gemini",
+            {"tool_choice": "required"},
+            {"toolConfig": {"functionCallingConfig": {"mode": "ANY"}}},
+        ),
+        (
+            "gemini",
+            {"tool_choice": ADD},
+            {
+                "toolConfig": {
+                    "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["add"]}
+                }
+            },
+        ),
+        (
+            "gemini",
+            {"tool_choice": "none"},
+            {"toolConfig": {"functionCallingConfig": {"mode": "NONE"}}},
+        ),
+        ("ollama", TOOL_OPTIONS, {}),  # Ollama has no field for either: dropped, with a WARNING
+    ],
+)
+def test_tool_choice_is_written_in_each_upstreams_own_form(
+    protocol: str, options: dict[str, Any], sent: dict[str, Any]
+) -> None:
+    assert upstream_options(options, protocol) == sent
+
+
+def test_tool_choice_takes_the_responses_form_and_refuses_anything_else() -> None:
+    flat = {"tool_choice": {"type": "function", "name": "add"}}
+    assert request_options(flat, frozenset()) == {"tool_choice": ADD}
+    for bad in ("sometimes", {"type": "function"}, {"type": "function", "name": "x" * 65}, 3):
+        with pytest.raises(ValueError, match='"tool_choice" must be "auto"'):
+            request_options({"tool_choice": bad}, frozenset())
+    with pytest.raises(ValueError, match='"parallel_tool_calls" must be true or false'):
+        request_options({"parallel_tool_calls": "no"}, frozenset())
+
+
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+async def test_tool_choice_reaches_the_upstream_with_tools_and_is_dropped_without(
+    serve_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    url, recorder = await relay(serve_app)
+    options = {"tool_choice": "required", "parallel_tool_calls": False}
+    async with AIStream(url + "/api/chat", tools=[add], options=options) as chat:
+        assert (await chat.send("hi")).content == "ok"
+    with_tools = recorder.bodies[0]
+    assert with_tools["tools"][0]["function"]["name"] == "add"
+    assert with_tools["tool_choice"] == "required" and with_tools["parallel_tool_calls"] is False
+    async with AIStream(url + "/api/chat", options=options) as chat:
+        assert (await chat.send("hi")).content == "ok"
+    assert (
+        "tool_choice" not in recorder.bodies[1] and "parallel_tool_calls" not in recorder.bodies[1]
+    )
+    assert any("has no tools to choose from" in r.getMessage() for r in caplog.records)
+
+
+async def test_tool_choice_reaches_an_anthropic_upstream_in_its_form(serve_app: Any) -> None:
+    url, recorder = await relay(serve_app, "anthropic")
+    async with AIStream(url + "/api/chat", tools=[add], options={"tool_choice": ADD}) as chat:
+        assert (await chat.send("hi")).content == "ok"
+    assert recorder.bodies[0]["tool_choice"] == {"type": "tool", "name": "add"}

@@ -67,6 +67,34 @@ def _response_format(name: str, value: Any) -> Any:
     return value
 
 
+_MODES: Final = ("auto", "none", "required")
+_MAX_TOOL_NAME: Final = 64  # OpenAI's bound on a function name
+
+
+def _tool_choice(name: str, value: Any) -> Any:
+    """ "auto" / "none" / "required", or one function by name, in Chat Completions' form
+    ``{"type": "function", "function": {"name": ...}}``; the Responses form
+    ``{"type": "function", "name": ...}`` is accepted and written in the Chat one."""
+    if value in _MODES:
+        return value
+    if isinstance(value, dict) and value.get("type") == "function":
+        function = value.get("function")
+        tool = function.get("name") if isinstance(function, dict) else value.get("name")
+        if isinstance(tool, str) and 0 < len(tool) <= _MAX_TOOL_NAME:
+            return {"type": "function", "function": {"name": tool}}
+    raise _bad(
+        name,
+        'must be "auto", "none", "required" or {"type": "function", "function": {"name": '
+        f'"<a tool of the request, at most {_MAX_TOOL_NAME} characters>"}}}}',
+    )
+
+
+def _flag(name: str, value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise _bad(name, f"must be true or false; got {value!r:.60}")
+    return value
+
+
 class InvalidOption(ValueError):
     """A known option with a value of the wrong type or size; `name` is the field."""
 
@@ -90,7 +118,10 @@ KNOWN_OPTIONS: Final[Mapping[str, Callable[[str, Any], Any]]] = {
     "response_format": _response_format,
     "presence_penalty": _number,
     "frequency_penalty": _number,
+    "tool_choice": _tool_choice,
+    "parallel_tool_calls": _flag,
 }
+_TOOL_OPTIONS: Final = ("tool_choice", "parallel_tool_calls")  # only with tools
 #: Other names for a known option: the first name present wins.
 _ALIASES: Final = {"max_completion_tokens": "max_tokens"}
 
@@ -136,6 +167,10 @@ def request_options(body: Mapping[str, Any], consumed: frozenset[str]) -> dict[s
     return options
 
 
+def _function_name(choice: Any) -> str | None:
+    return choice["function"]["name"] if isinstance(choice, dict) else None
+
+
 def _anthropic(options: Mapping[str, Any], dropped: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in options.items():
@@ -143,8 +178,16 @@ def _anthropic(options: Mapping[str, Any], dropped: list[str]) -> dict[str, Any]
             out[key] = value
         elif key == "stop":
             out["stop_sequences"] = [value] if isinstance(value, str) else value
-        else:
+        elif key not in _TOOL_OPTIONS:
             dropped.append(key)
+    choice = options.get("tool_choice")
+    if choice is not None or options.get("parallel_tool_calls") is False:
+        name = _function_name(choice)
+        kind = {"required": "any", "none": "none"}.get(str(choice), "auto") if not name else "tool"
+        tool_choice: dict[str, Any] = {"type": "tool", "name": name} if name else {"type": kind}
+        if options.get("parallel_tool_calls") is False and kind != "none":
+            tool_choice["disable_parallel_tool_use"] = True
+        out["tool_choice"] = tool_choice
     return out
 
 
@@ -157,6 +200,9 @@ def _openai(options: Mapping[str, Any], dropped: list[str]) -> dict[str, Any]:
 
 def _ollama(options: Mapping[str, Any], dropped: list[str]) -> dict[str, Any]:
     out = dict(options)  # OllamaDialect moves the sampling ones into its "options" object
+    for key in _TOOL_OPTIONS:  # Ollama always lets the model choose
+        if out.pop(key, None) is not None:
+            dropped.append(key)
     response_format = out.pop("response_format", None)
     if response_format is not None:
         kind = response_format.get("type")
@@ -173,8 +219,11 @@ def _ollama(options: Mapping[str, Any], dropped: list[str]) -> dict[str, Any]:
 def _responses(options: Mapping[str, Any], dropped: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}  # ResponsesDialect writes max_tokens as max_output_tokens
     for key, value in options.items():
-        if key in ("temperature", "top_p", "max_tokens", "response_format"):
+        if key in ("temperature", "top_p", "max_tokens", "response_format", "parallel_tool_calls"):
             out[key] = value
+        elif key == "tool_choice":  # a function by name is flat in the Responses API
+            name = _function_name(value)
+            out[key] = {"type": "function", "name": name} if name else value
         else:  # stop, seed, penalties, top_k: the Responses API has no field for them
             dropped.append(key)
     return out
@@ -182,6 +231,16 @@ def _responses(options: Mapping[str, Any], dropped: list[str]) -> dict[str, Any]
 
 def _gemini(options: Mapping[str, Any], dropped: list[str]) -> dict[str, Any]:
     out = dict(options)  # GeminiDialect writes them into generationConfig
+    choice = out.pop("tool_choice", None)
+    if choice is not None:  # a top-level toolConfig
+        name = _function_name(choice)
+        mode = {"required": "ANY", "none": "NONE"}.get(choice, "AUTO") if not name else "ANY"
+        config: dict[str, Any] = {"mode": mode}
+        if name:
+            config["allowedFunctionNames"] = [name]
+        out["toolConfig"] = {"functionCallingConfig": config}
+    if out.pop("parallel_tool_calls", None) is not None:
+        dropped.append("parallel_tool_calls")
     response_format = out.pop("response_format", None)
     if response_format is not None:
         kind = response_format.get("type")
@@ -204,10 +263,14 @@ _UPSTREAM: Final[dict[str, Callable[[Mapping[str, Any], list[str]], dict[str, An
 }
 
 
-def upstream_options(options: Mapping[str, Any], protocol: str) -> dict[str, Any]:
+def upstream_options(
+    options: Mapping[str, Any], protocol: str, tools: bool = True
+) -> dict[str, Any]:
     """Portable `options` written in the fields of a `protocol` upstream.
 
-    What that upstream has no field for is dropped with one WARNING naming it.
+    What that upstream has no field for is dropped with one WARNING naming it; so are
+    ``tool_choice`` and ``parallel_tool_calls`` for a request without `tools` (providers
+    refuse them then).
 
     ```py
     upstream_options({"stop": "END", "seed": 1}, "anthropic")
@@ -215,6 +278,12 @@ def upstream_options(options: Mapping[str, Any], protocol: str) -> dict[str, Any
     ```
     """
     dropped: list[str] = []
+    if not tools and any(key in options for key in _TOOL_OPTIONS):
+        log.warning(
+            "dropped %s: the request has no tools to choose from",
+            _names([key for key in _TOOL_OPTIONS if key in options]),
+        )
+        options = {k: v for k, v in options.items() if k not in _TOOL_OPTIONS}
     translate = _UPSTREAM.get(protocol, _openai)
     out = translate(options, dropped)
     if dropped:

@@ -172,7 +172,7 @@ class UpstreamRelay:
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         """Relay one reply. Failures end it with a `ServerError` instead of raising."""
         model = request.model or self.model
-        options = upstream_options(request.options, self.protocol)
+        options = upstream_options(request.options, self.protocol, bool(request.tools))
         request = dataclasses.replace(request, model=model, options=options)
         dialect = self._kind.dialect()
         try:

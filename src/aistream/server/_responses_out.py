@@ -299,8 +299,6 @@ _FIELDS: Final = frozenset(
         "instructions",
         "tools",
         "stream",
-        "tool_choice",
-        "parallel_tool_calls",
         "store",
         "metadata",
         "user",
