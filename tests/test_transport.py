@@ -4,13 +4,14 @@ borrowed client, and secrets kept out of reprs, errors and logs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
 
 import pytest
 
-from aistream import AIStream, APIStatusError, ProtocolError, Usage
+from aistream import AIStream, APIStatusError, ProtocolError, RetryConfig, Usage
 from tests.helpers import RecordingSleep, stream_handler
 from tests.loopback import Reply, Request, native_events, openai_events
 
@@ -119,3 +120,25 @@ async def test_secrets_never_in_repr_errors_or_logs(
     assert all(secret not in t for t in texts)
     assert "Incorrect API key provided" in str(info.value)
     await chat.aclose()
+
+
+async def test_a_stall_after_the_last_event_does_not_fail_the_finished_reply(serve: Any) -> None:
+    """The body's last bytes (the chunked terminator) are held back after `done`: the reply is
+    complete, so a stall_timeout shorter than the drain of the finished body must not fail it
+    (it used to, and the resume that followed found nothing after `done`, again and again)."""
+    held = asyncio.Event()
+
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.start()
+        for event in native_events(["All", " of", " it"]):
+            await reply.send(event)
+        held.set()
+        await asyncio.Event().wait()  # the end of the body never comes
+
+    server = await serve(handler)
+    retry = RetryConfig(max_retries=2, initial_delay=0.01, jitter=False)
+    async with AIStream(server.url + "/api/chat", stall_timeout=0.05, retry=retry) as chat:
+        reply = await asyncio.wait_for(chat.send("hi"), 10)
+    assert held.is_set()
+    assert reply.content == "All of it" and reply.finish_reason == "stop"
+    assert len(server.requests) == 1  # no retry: nothing had failed

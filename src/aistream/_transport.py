@@ -406,6 +406,8 @@ class Transport:
             if feed(chunk) and watchdog is not None:
                 watchdog.last = now()
             if reader.finished:
+                if watchdog is not None:  # the reply is whole: a stall now only delays the
+                    watchdog.close()  # drain, and must not fail (and resume) a finished reply
                 await _drain(chunks)
                 return
         reader.eof()
