@@ -180,6 +180,22 @@ async def test_killed_producers_are_taken_over_and_replies_stay_exact(
                 await asyncio.to_thread(replica.start)
 
 
+async def read_until_lost(
+    http: httpx.AsyncClient, replica: Replica, prompt: str, lose: Callable[[], Awaitable[None]]
+) -> list[tuple[str, dict[str, Any], str]]:
+    """POST `prompt` to `replica`, read 8 events, `lose` the replica (kill or stop it) and read
+    on until its connection ends; what was read."""
+    async with http.stream("POST", f"{replica.url}/api/chat", json=body(prompt)) as response:
+        reader = Events(response)
+        got = [await reader.next() for _ in range(8)]
+        losing = asyncio.create_task(lose())
+        with pytest.raises((httpx.HTTPError, StopAsyncIteration)):
+            while True:
+                got.append(await reader.next())
+        await losing
+    return got
+
+
 async def test_a_replica_stopped_with_sigterm_hands_its_streams_over(
     cluster: MakeCluster,
 ) -> None:
@@ -190,14 +206,7 @@ async def test_a_replica_stopped_with_sigterm_hands_its_streams_over(
     prompt = "a replica stopped for a deploy, mid-reply"
     want = expected_tokens(prompt)
     async with httpx.AsyncClient(timeout=10) as http:
-        async with http.stream("POST", f"{a.url}/api/chat", json=body(prompt)) as response:
-            reader = Events(response)
-            got = [await reader.next() for _ in range(8)]
-            stopping = asyncio.create_task(asyncio.to_thread(a.stop))  # SIGTERM
-            with pytest.raises((httpx.HTTPError, StopAsyncIteration)):
-                while True:
-                    got.append(await reader.next())
-            await stopping
+        got = await read_until_lost(http, a, prompt, lambda: asyncio.to_thread(a.stop))  # SIGTERM
         stream_id = got[0][1]["id"]
         seen = len(tokens_of(got))
         started = time.monotonic()
@@ -220,13 +229,7 @@ async def test_a_producer_that_cannot_be_continued_ends_with_producer_lost(
     prompt = "this upstream cannot continue a partial reply"
     want = expected_tokens(prompt)
     async with httpx.AsyncClient(timeout=10) as http:
-        async with http.stream("POST", f"{a.url}/api/chat", json=body(prompt)) as response:
-            reader = Events(response)
-            got = [await reader.next() for _ in range(8)]
-            a.kill()
-            with pytest.raises((httpx.HTTPError, StopAsyncIteration)):
-                while True:
-                    got.append(await reader.next())
+        got = await read_until_lost(http, a, prompt, lambda: asyncio.to_thread(a.kill))
         stream_id = got[0][1]["id"]
         started = time.monotonic()
         async with http.stream("GET", f"{b.url}/api/chat/{stream_id}") as whole:

@@ -171,6 +171,11 @@ def _function_name(choice: Any) -> str | None:
     return choice["function"]["name"] if isinstance(choice, dict) else None
 
 
+# tool_choice's modes in Anthropic's and Gemini's words ("auto" when none is given)
+_ANTHROPIC_MODES: Final = {"auto": "auto", "required": "any", "none": "none"}
+_GEMINI_MODES: Final = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
+
+
 def _anthropic(options: Mapping[str, Any], dropped: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in options.items():
@@ -180,12 +185,15 @@ def _anthropic(options: Mapping[str, Any], dropped: list[str]) -> dict[str, Any]
             out["stop_sequences"] = [value] if isinstance(value, str) else value
         elif key not in _TOOL_OPTIONS:
             dropped.append(key)
-    choice = options.get("tool_choice")
-    if choice is not None or options.get("parallel_tool_calls") is False:
+    choice = options.get("tool_choice", "auto")
+    if "tool_choice" in options or options.get("parallel_tool_calls") is False:
         name = _function_name(choice)
-        kind = {"required": "any", "none": "none"}.get(str(choice), "auto") if not name else "tool"
-        tool_choice: dict[str, Any] = {"type": "tool", "name": name} if name else {"type": kind}
-        if options.get("parallel_tool_calls") is False and kind != "none":
+        tool_choice: dict[str, Any] = (
+            {"type": "tool", "name": name}
+            if name
+            else {"type": _ANTHROPIC_MODES.get(choice, "auto")}
+        )
+        if options.get("parallel_tool_calls") is False and tool_choice["type"] != "none":
             tool_choice["disable_parallel_tool_use"] = True
         out["tool_choice"] = tool_choice
     return out
@@ -234,8 +242,7 @@ def _gemini(options: Mapping[str, Any], dropped: list[str]) -> dict[str, Any]:
     choice = out.pop("tool_choice", None)
     if choice is not None:  # a top-level toolConfig
         name = _function_name(choice)
-        mode = {"required": "ANY", "none": "NONE"}.get(choice, "AUTO") if not name else "ANY"
-        config: dict[str, Any] = {"mode": mode}
+        config: dict[str, Any] = {"mode": "ANY" if name else _GEMINI_MODES.get(choice, "AUTO")}
         if name:
             config["allowedFunctionNames"] = [name]
         out["toolConfig"] = {"functionCallingConfig": config}
