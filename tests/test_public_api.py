@@ -149,10 +149,10 @@ def _runtime_imports(path: Path) -> set[str]:
     return found
 
 
-def test_only_transport_and_pool_import_httpx() -> None:
+def test_only_transport_pool_and_connection_import_httpx() -> None:
     """HTTP is the transport's (and the pool's it leases); the conversation names httpx only
     in annotations (``client=``)."""
-    allowed = {"_transport.py", "_pool.py"}
+    allowed = {"_transport.py", "_pool.py", "_connection.py"}
     for path in SRC.glob("*.py"):
         if {"httpx", "httpcore"} & _runtime_imports(path):
             assert path.name in allowed, path.name

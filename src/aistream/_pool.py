@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
 import logging
-import select
-import socket
 import ssl
 import threading
 import urllib.request
@@ -33,6 +30,8 @@ from typing import Any, cast
 
 import httpcore
 import httpx
+
+from ._connection import Connection, is_ip, readable
 
 __all__ = [
     "UNLIMITED",
@@ -179,6 +178,19 @@ class OpenPool(httpcore.AsyncConnectionPool):
     def connections(self) -> list[httpcore.AsyncConnectionInterface]:
         return list(self._all)
 
+    def create_connection(self, origin: httpcore.Origin) -> httpcore.AsyncConnectionInterface:
+        """Our own HTTP/1.1 `Connection` (`_connection`); httpcore's for what it does not do
+        (a proxy, HTTP/2, a Unix socket, connect retries)."""
+        if self._proxy is not None or self._http2 or self._uds is not None or self._retries:
+            return super().create_connection(origin)
+        return Connection(
+            origin,
+            ssl_context=self._ssl_context,
+            keepalive_expiry=self._keepalive_expiry,
+            local_address=self._local_address,
+            socket_options=self._socket_options,
+        )
+
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
         url = request.url
         if url.scheme not in (b"http", b"https"):
@@ -313,7 +325,7 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
         options: dict[str, Any] = {"local_addr": (local_address, 0) if local_address else None}
-        if not _is_ip(host) and isinstance(loop, asyncio.BaseEventLoop):  # (not uvloop)
+        if not is_ip(host) and isinstance(loop, asyncio.BaseEventLoop):  # (not uvloop)
             # As anyio: race a host name's addresses, so a dead IPv6 route falls back to IPv4.
             # Not for an address: the race's tasks cost ~5 KB per connection at connect time.
             options["happy_eyeballs_delay"] = 0.25
@@ -528,26 +540,5 @@ class _Stream(httpcore.AsyncNetworkStream):
             return transport.get_extra_info("socket")
         if info == "is_readable":  # an idle pooled connection the server has closed
             p = self._protocol
-            return p.eof or bool(p.chunks) or _readable(transport.get_extra_info("socket"))
+            return p.eof or bool(p.chunks) or readable(transport.get_extra_info("socket"))
         return None
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _readable(sock: socket.socket | None) -> bool:
-    """Whether the kernel holds data or a FIN the loop has not delivered yet. poll, not select:
-    select() refuses descriptors past 1023, which a process with 1,000 streams has."""
-    if sock is None or sock.fileno() < 0:
-        return True
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(0))
-    readable, _, _ = select.select([sock], [], [], 0)  # Windows: no poll, and no such limit
-    return bool(readable)

@@ -401,15 +401,34 @@ class Transport:
         """Feed the body to `reader` until its stream finishes; a body that ends first was cut."""
         feed = reader.feed
         now = asyncio.get_running_loop().time
-        chunks = _body_chunks(response)
-        async for chunk in chunks:
-            if feed(chunk) and watchdog is not None:
-                watchdog.last = now()
+        body = response.extensions.get("aistream_body")  # our pools' (`_connection`)
+        if body is not None and not response.is_stream_consumed and not response.headers.get(
+            "content-encoding"
+        ):
+            response.is_stream_consumed = True  # as aiter_raw() marks it
+
+            def take(chunk: bytes) -> bool:
+                """One body piece, in the connection's data_received: no task wakes per token."""
+                if feed(chunk) and watchdog is not None:
+                    watchdog.last = now()
+                return reader.finished
+
+            await body.push(take)
             if reader.finished:
-                if watchdog is not None:  # the reply is whole: a stall now only delays the
-                    watchdog.close()  # drain, and must not fail (and resume) a finished reply
-                await _drain(chunks)
+                if watchdog is not None:  # (as below)
+                    watchdog.close()
+                await body.drain(_DRAIN_SECONDS)
                 return
+        else:
+            chunks = _body_chunks(response)
+            async for chunk in chunks:
+                if feed(chunk) and watchdog is not None:
+                    watchdog.last = now()
+                if reader.finished:
+                    if watchdog is not None:  # the reply is whole: a stall now only delays the
+                        watchdog.close()  # drain, and must not fail (and resume) a finished reply
+                    await _drain(chunks)
+                    return
         reader.eof()
         if not reader.finished:
             raise ConnectionLostError(
