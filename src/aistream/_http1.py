@@ -137,6 +137,12 @@ class Body:
             return [data] if data else []
         if self._buf:
             data, self._buf = self._buf + data, b""
+        elif not self._state:  # the common case, first: one whole chunk (a server's flush)
+            eol = data.find(b"\r\n", 0, 18)
+            if eol > 0 and _HEX.fullmatch(data, 0, eol) is not None:
+                end = eol + 2 + int(data[:eol], 16)
+                if end > eol + 2 and len(data) == end + 2 and data.endswith(b"\r\n"):
+                    return [data[eol + 2 : end]]
         out: list[bytes] = []
         pos, end = 0, len(data)
         while pos < end:

@@ -406,6 +406,7 @@ class Transport:
             "content-encoding"
         ):
             response.is_stream_consumed = True  # as aiter_raw() marks it
+            now = body.clock
 
             def take(chunk: bytes) -> bool:
                 """One body piece, in the connection's data_received: no task wakes per token."""
