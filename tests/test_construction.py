@@ -26,6 +26,11 @@ URL = "http://127.0.0.1:9/api/chat"
         pytest.param({"headers": [("a", "b")]}, TypeError, "headers={", id="headers-list"),
         pytest.param({"headers": {"X-Key": 5}}, TypeError, "str to str", id="header-int"),
         pytest.param({"headers": {"X-Key": "s\u00e9cret"}}, ValueError, "non-ASCII", id="ascii"),
+        pytest.param({"headers": {"X-Key": "k\n"}}, ValueError, "line break", id="header-lf"),
+        pytest.param(
+            {"headers": {"X-A": "a\r\nInjected: 1"}}, ValueError, "line break", id="header-crlf"
+        ),
+        pytest.param({"headers": {"X Key": "v"}}, ValueError, "header name", id="header-name"),
         pytest.param({"model": 4}, TypeError, "model name", id="model"),
         pytest.param({"system_prompt": ["x"]}, TypeError, "system_prompt", id="system"),
         pytest.param({"on_token": "print"}, TypeError, "on_token", id="listener"),

@@ -111,6 +111,14 @@ async def test_httpx_response_stream_and_consumed_flag_as_the_transport_uses_the
         [chunk async for chunk in response.aiter_raw()]
 
 
+def test_httpx_hands_the_transports_response_extensions_on() -> None:
+    """_transport finds our connection's body (`_connection.BODY_EXTENSION`) in the httpx
+    response's extensions, which httpx's transport copies from httpcore's response
+    (tests/test_connection.py streams through it end to end)."""
+    source = inspect.getsource(httpx.AsyncHTTPTransport.handle_async_request)
+    assert "extensions=resp.extensions" in source
+
+
 def test_httpx_error_request_raises_until_set() -> None:
     """_transport._names_a_request probes `exc.request` (RuntimeError when unset), and run()
     sets it, as aiter_raw() would have."""

@@ -7,11 +7,14 @@ construction with what was given and a correct call. Imports `models` only.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from .models import RetryConfig
 
 __all__ = ["check_arguments", "coerce_retry"]
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
 
 _RETRY_EXAMPLE = (
     "AIStream(url, retry=RetryConfig(max_retries=5)) or AIStream(url, retry={'max_retries': 5})"
@@ -82,6 +85,16 @@ def _headers(headers: object) -> None:
             raise ValueError(
                 f"header {name!r} holds non-ASCII characters, which HTTP headers cannot carry; "
                 "check for a stray character pasted with the value"
+            )
+        if _HEADER_NAME.fullmatch(name) is None:
+            raise ValueError(
+                f"header name {name!r} is not a valid HTTP header name (letters, digits and "
+                "!#$%&'*+-.^_`|~ only; no spaces or colons)"
+            )
+        if "\r" in value or "\n" in value or "\0" in value:  # would end the header early
+            raise ValueError(
+                f"header {name!r} holds a line break or NUL, which would end the header early; "
+                "check for a trailing newline read with the value from a file"
             )
 
 
