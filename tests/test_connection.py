@@ -1,4 +1,4 @@
-"""Our HTTP/1.1 connection (src/aistream/_connection.py) and its framing (_http1.py).
+"""Our HTTP/1.1 connection (src/aistream/_connection.py) and its framing (_wire/_http1.py).
 
 Every AIStream without ``client=`` streams through them, so the rest of the suite (drops,
 stalls, resumes, TLS, the chaos campaign) covers the common paths end to end. These pin the
@@ -18,7 +18,7 @@ import pytest
 
 from aistream import AIStream, ConnectionLostError, ProtocolError, RetryConfig, StreamTimeoutError
 from aistream._connection import BODY_EXTENSION
-from aistream._http1 import MAX_HEAD, Body, FramingError, parse_head
+from aistream._wire._http1 import MAX_HEAD, Body, FramingError, parse_head
 from aistream._pool import UNLIMITED, new_client
 from tests.loopback import LoopbackServer, Reply, Request, openai_events
 

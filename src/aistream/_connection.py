@@ -2,7 +2,7 @@
 
 httpx still builds each request, applies auth, hooks and timeouts, and maps errors; this is the
 layer below it that httpcore's connection and h11 were. An asyncio Protocol parses the head
-and the body's framing (`_http1`) in `data_received`. Bodies are read two ways:
+and the body's framing (`_wire._http1`) in `data_received`. Bodies are read two ways:
 
 - **pulled**, as httpx iterates any body (error bodies, the relay, ``aread``);
 - **pushed** (`ResponseBody.push`): the Protocol hands each body piece to a callback as it
@@ -31,7 +31,7 @@ from typing import Any, cast
 import httpcore
 import httpx
 
-from ._http1 import Body, FramingError, Head, parse_head
+from ._wire._http1 import Body, FramingError, Head, parse_head
 
 __all__ = ["BODY_EXTENSION", "Connection", "ResponseBody", "is_ip", "loop_clock", "readable"]
 
