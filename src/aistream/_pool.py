@@ -1,15 +1,19 @@
-"""The connection pools aistream makes for itself: httpx over an httpcore backend on plain asyncio.
+"""The connection pools aistream makes for itself: httpx over connections of our own.
 
 httpx reaches sockets through httpcore's anyio backend, which wraps every read in an exception
-map, a cancel scope with its own timer and anyio's stream checks. At 200 tokens per second each
-token is one read, and that wrapping was a third of the client's CPU per token (207 -> 136 µs,
-`benchmarks/README.md`). `AsyncioBackend` keeps one asyncio Protocol per connection and arms a
-timer only when a read has to wait; httpx still does everything above the socket (HTTP/1.1,
-pooling, TLS settings, redirects, errors).
+map, a cancel scope with its own timer and anyio's stream checks; httpcore's connection then
+runs h11's state machine over every chunk. At 20 tokens a second on 1,000 streams that was
+most of the client's CPU per token (benchmarks/README.md). So the pools aistream owns keep
+httpx for everything above HTTP/1.1 (requests, auth, hooks, timeouts, errors) and use:
 
-Only pools aistream owns use it: the one per event loop that every `AIStream` without
-``client=`` shares (`acquire_client`), and the server's relay; a client passed in is the
-caller's. With a proxy configured in the environment, httpx's own
+- `OpenPool` for the pools with no connection limit (the one per event loop that every
+  `AIStream` without ``client=`` shares, `acquire_client`, and the server's relay), whose
+  connections are our own `_connection.Connection`: an asyncio Protocol that parses HTTP/1.1
+  and pushes a stream's body to its reader without a task wakeup per token;
+- `AsyncioBackend` under httpcore's own pool and connections for a pool with a limit
+  (`new_client` with one): one asyncio Protocol per connection, a timer only when a read waits.
+
+A client passed in is the caller's. With a proxy configured in the environment, httpx's own
 transport is used, since httpx builds proxy routes only when it makes its transports itself.
 The private names this relies on (httpx's `_pool`, httpcore's ``is_readable`` question) are
 pinned in tests/test_dependency_contract.py; should the swap ever fail, one WARNING says so.
@@ -163,8 +167,8 @@ class OpenPool(httpcore.AsyncConnectionPool):
     no limit nothing ever queues, so this pool needs none of that: a request takes its
     origin's most recently used idle connection, or a new one, and a finished response gives
     the connection back. At most ``max_keepalive_connections`` wait idle; a connection that
-    expired or that the server closed is dropped when it is next looked at. httpcore still does
-    each connection's HTTP/1.1; HTTP/2 is not used by aistream's pools.
+    expired or that the server closed is dropped when it is next looked at. Each connection is
+    our own `Connection` (HTTP/1.1; HTTP/2 is not used by aistream's pools).
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -304,8 +308,8 @@ def _warn_fallback(found: object) -> None:
     _fallback_warned = True
     log.warning(
         "httpx %s no longer keeps its connection pool where aistream expects it "
-        "(AsyncHTTPTransport._pool is a %s), so streams use httpx's own transport: about a "
-        "third more CPU per token, nothing else changes. Please report it with your httpx "
+        "(AsyncHTTPTransport._pool is a %s), so streams use httpx's own transport: two to three "
+        "times the CPU per token, nothing else changes. Please report it with your httpx "
         "version.",
         httpx.__version__,
         type(found).__name__,

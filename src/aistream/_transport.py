@@ -2,7 +2,9 @@
 
 One call of `Transport.run` is one attempt: it sends the request (with ``Last-Event-ID`` when
 resuming), checks status and content type, feeds the body's chunks to a `_wire` StreamReader
-(decoder, dialect, per-token fast path and the last delivered id, all sans-I/O), and enforces
+(decoder, dialect, per-token fast path and the last delivered id, all sans-I/O): pushed from
+the socket's callback by our own connections (`_connection`), or iterated from any other httpx
+response (a ``client=`` of the caller's), and enforces
 the two timers: `timeout` (silence on the connection, via httpx) and `stall_timeout` (no
 content event; heartbeats do not count). It always closes the response. `Transport.cancel` is
 the native protocol's best-effort ``DELETE`` that stops a generation on the server, and
