@@ -18,8 +18,9 @@ import pytest
 
 from aistream import AIStream, ConnectionLostError, ProtocolError, RetryConfig, StreamTimeoutError
 from aistream._connection import BODY_EXTENSION
-from aistream._wire._http1 import MAX_HEAD, Body, FramingError, parse_head
+from aistream._connection import _wait as wait_for_bytes
 from aistream._pool import UNLIMITED, new_client
+from aistream._wire._http1 import MAX_HEAD, Body, FramingError, parse_head
 from tests.loopback import LoopbackServer, Reply, Request, openai_events
 
 TOKENS = ["One", " two", " three"]
@@ -358,6 +359,24 @@ async def test_httpx_iterates_the_body_too_and_the_connection_is_reused() -> Non
                 async with client.stream("GET", server.url) as response:
                     assert response.extensions.get(BODY_EXTENSION) is not None
                     assert b"".join([c async for c in response.aiter_bytes()]) == b"aaaaabbbbbbb"
+        assert server.connections == 1
+
+
+async def test_a_body_left_unread_is_not_the_next_replys() -> None:
+    """A whole body that nobody read stays behind when its connection is reused: the next
+    response on that connection must not start with it."""
+    replies = [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecond",
+    ]
+    async with raw_server(*replies, keep_open=True) as server:
+        async with new_client(5.0, UNLIMITED) as client:
+            async with client.stream("GET", server.url) as response:
+                p = response.extensions[BODY_EXTENSION]._p
+                while not p.body.done:  # the protocol wakes its waiter as bytes come in
+                    await wait_for_bytes(p, "waiter", 5.0, TimeoutError)
+            second = await client.get(server.url)
+        assert second.content == b"second"
         assert server.connections == 1
 
 

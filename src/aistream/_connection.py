@@ -554,6 +554,11 @@ class Connection(httpcore.AsyncConnectionInterface):
             and p.body.done
         ):
             p.body = p.head = None
+            p.pieces.clear()  # a body that came whole but was not read: not the next reply's
+            p.size = 0
+            if p.paused and p.transport is not None:
+                p.paused = False
+                p.transport.resume_reading()
             self._busy = False
             if self._keepalive_expiry is not None:
                 self._expire_at = asyncio.get_running_loop().time() + self._keepalive_expiry
