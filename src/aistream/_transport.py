@@ -404,8 +404,10 @@ class Transport:
         feed = reader.feed
         now = asyncio.get_running_loop().time
         body = response.extensions.get("aistream_body")  # our pools' (`_connection`)
-        if body is not None and not response.is_stream_consumed and not response.headers.get(
-            "content-encoding"
+        if (
+            body is not None
+            and not response.is_stream_consumed
+            and not response.headers.get("content-encoding")
         ):
             response.is_stream_consumed = True  # as aiter_raw() marks it
             now = body.clock
