@@ -84,6 +84,14 @@ def test_bytes_after_the_last_chunk_mark_the_connection_unusable() -> None:
     assert body.done and body.excess
 
 
+def test_bytes_after_an_empty_body_are_excess() -> None:
+    body = Body(chunked=False, length=0)
+    assert body.done and body.feed(b"") == [] and not body.excess
+    assert body.feed(b"HTTP/1.1") == [] and body.excess
+    body.eof()  # a finished body: the connection closing after it is fine
+    assert body.done
+
+
 def test_a_cut_chunked_body_says_so_at_eof() -> None:
     body = Body(chunked=True, length=None)
     body.feed(b"5\r\nhel")
@@ -162,6 +170,8 @@ def test_a_bad_content_length_is_refused(raw: bytes) -> None:
         pytest.param(b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n", id="no-colon"),
         pytest.param(b"HTTP/1.1 200 OK\r\nx-a: 1\r\n folded\r\n\r\n", id="obs-fold"),
         pytest.param(b"HTTP/1.1 200 OK\r\nx a: 1\r\n\r\n", id="space-in-name"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nx-a: a\nb\r\n\r\n", id="bare-lf-in-value"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nx-a: a\x00b\r\n\r\n", id="nul-in-value"),
     ],
 )
 def test_a_malformed_head_is_refused(raw: bytes) -> None:
