@@ -82,12 +82,14 @@ $(NPM_AI)/.installed: tests/node/package.json tests/node/package-lock.json
 
 # The relay mode compares create_app with LiteLLM's proxy, which lives in its own environment
 # (its many dependencies stay out of ours): made once, the version pinned.
+# The benchmark's peers, in their own venv: LiteLLM's proxy (the relay mode), and aiohttp (its
+# dependency; the concurrency mode's aiohttp row runs here, with pyee for aistream's imports).
 LITELLM_ENV := .cache/bench-litellm
-bench-litellm: $(LITELLM_ENV)/.installed
+bench-litellm: $(LITELLM_ENV)/.installed-2
 
-$(LITELLM_ENV)/.installed:
+$(LITELLM_ENV)/.installed-2:
 	python3 -m venv $(LITELLM_ENV)
-	$(LITELLM_ENV)/bin/python -m pip install --quiet --disable-pip-version-check 'litellm[proxy]==1.108.7'
+	$(LITELLM_ENV)/bin/python -m pip install --quiet --disable-pip-version-check 'litellm[proxy]==1.108.7' 'pyee==13.0.1'
 	touch $@
 
 bench: $(STAMP) redis-server bench-litellm  ## quick benchmark run (< 60 s); `make bench BENCH_ARGS=--full` for all modes

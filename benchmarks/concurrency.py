@@ -310,13 +310,13 @@ def _openai(base: str) -> Stream:
     return stream
 
 
-def _patched_client(make_pool: Callable[[], Any]) -> Callable[[Any], Any]:
-    """An ``AIStream._client`` that returns a pool shared by every AIStream on this loop."""
+def _patched_client(make_pool: Callable[[], Any]) -> Callable[..., Any]:
+    """A ``ClientLease.client`` that returns a pool shared by every AIStream on this loop."""
     pools: dict[int, Any] = {}
 
-    def _client(self: Any) -> Any:
-        if self._user_client is not None:
-            return self._user_client
+    def _client(self: Any, *, own_pool: bool = False) -> Any:
+        if self._borrowed is not None and not own_pool:
+            return self._borrowed
         loop = asyncio.get_running_loop()
         pool = pools.get(id(loop))
         if pool is None:
@@ -329,7 +329,7 @@ def _patched_client(make_pool: Callable[[], Any]) -> Callable[[Any], Any]:
 def build(variant: str, base: str, streams: int) -> Stream:
     """The stream function of a variant (patches applied here stay for the child's life)."""
     from aistream import AIStream
-    from aistream._stream import AIStream as Impl
+    from aistream._transport import ClientLease as Impl
 
     if variant == "aistream":
         return _aistream(base, lambda url: AIStream(url, model=c.MODEL))
@@ -366,7 +366,9 @@ def build(variant: str, base: str, streams: int) -> Stream:
 
 
 def _experimental(variant: str, base: str, streams: int, impl: Any) -> Stream:
-    """AIStream with `_client` patched: the pool it makes when no client= is given."""
+    """AIStream with `ClientLease.client` patched: the pool it uses when no client= is given."""
+    if not callable(getattr(impl, "client", None)):  # (a patch of a gone name measures nothing)
+        raise SystemExit(f"{impl.__name__}.client is gone: update the x- variants")
     import httpx
 
     from aistream import AIStream
@@ -375,25 +377,25 @@ def _experimental(variant: str, base: str, streams: int, impl: Any) -> Stream:
     ctx = _ssl_context()
     configure: Callable[[Any], None] = lambda chat: None  # noqa: E731
     if name == "aistream x-own-pool":  # one pool per conversation (what 0.1 shipped), our backend
-        from aistream._pool import new_client
+        from aistream._pool import UNLIMITED, new_client
 
-        def _own(self: Any) -> Any:
+        def _own(self: Any, *, own_pool: bool = False) -> Any:
             loop = asyncio.get_running_loop()
             if loop not in self._pools:
-                self._pools[loop] = new_client(self._transport.timeout)
+                self._pools[loop] = new_client(None, UNLIMITED)
             return self._pools[loop]
 
-        impl._client = _own
+        impl.client = _own
     elif name == "aistream x-anyio":  # the shared pool on httpx's own (anyio) backend
         shared = httpx.AsyncClient(
             verify=ctx, limits=httpx.Limits(max_connections=None, max_keepalive_connections=100)
         )
-        impl._client = lambda self: shared
+        impl.client = lambda self, *, own_pool=False: shared
     elif name == "aistream x-httpx2":  # one process-wide httpx2 pool per loop
         import httpx2
 
         limits = httpx2.Limits(max_connections=None, max_keepalive_connections=streams)
-        impl._client = _patched_client(lambda: httpx2.AsyncClient(verify=ctx, limits=limits))
+        impl.client = _patched_client(lambda: httpx2.AsyncClient(verify=ctx, limits=limits))
 
         def configure(chat: Any) -> None:
             transport = chat._transport
@@ -413,11 +415,11 @@ def _experimental(variant: str, base: str, streams: int, impl: Any) -> Stream:
 
         pool_of = _patched_client(make)
 
-        def _sharded(self: Any) -> Any:
+        def _sharded(self: Any, *, own_pool: bool = False) -> Any:
             pools = pool_of(self)
             return pools[id(self) % len(pools)]
 
-        impl._client = _sharded
+        impl.client = _sharded
     else:
         raise SystemExit(f"unknown variant {variant!r}")
 
@@ -549,8 +551,12 @@ def child_main(argv: list[str]) -> None:
 
 def run_child(server: LoopbackServer, plan: Plan) -> dict[str, Any]:
     assert server.proc is not None
+    python = AIOHTTP_PYTHON if plan.variant == "aiohttp" and AIOHTTP_PYTHON else sys.executable
+    env = None
+    if python != sys.executable:  # the peers environment: aistream from this checkout
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     cmd = [
-        sys.executable,
+        python,
         "-m",
         "benchmarks.concurrency",
         "--child",
@@ -575,7 +581,7 @@ def run_child(server: LoopbackServer, plan: Plan) -> dict[str, Any]:
     timeout = plan.cap + plan.seconds + 120
     try:
         out = subprocess.run(
-            cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+            cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired:
         return {"variant": plan.variant, "streams": plan.streams, "error": "timed out"}
@@ -605,7 +611,19 @@ def _available(plans: list[Plan]) -> list[Plan]:
     ]
 
 
-HAS_AIOHTTP = importlib.util.find_spec("aiohttp") is not None
+def _aiohttp_python() -> str | None:
+    """The interpreter that runs the aiohttp variant: this one when aiohttp is installed, else
+    the benchmark's peers environment (``make bench-litellm``: LiteLLM depends on aiohttp).
+    aiohttp stays out of the dev extra: with it installed, google-genai switches to it, and its
+    DeprecationWarning fails tests/test_sdk_providers.py under the suite's warning filters."""
+    if importlib.util.find_spec("aiohttp") is not None:
+        return sys.executable
+    peers = ROOT / ".cache" / "bench-litellm" / "bin" / "python"
+    return str(peers) if peers.exists() else None
+
+
+AIOHTTP_PYTHON = _aiohttp_python()
+HAS_AIOHTTP = AIOHTTP_PYTHON is not None
 FLOORS = ("floor (raw socket)", "aiohttp")  # what the spread AIStream row is held against
 FIVE_K = ("aistream", "floor (raw socket)")  # 5,000 streams at 4 tok/s
 
