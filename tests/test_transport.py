@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -142,3 +144,45 @@ async def test_a_stall_after_the_last_event_does_not_fail_the_finished_reply(ser
     assert held.is_set()
     assert reply.content == "All of it" and reply.finish_reason == "stop"
     assert len(server.requests) == 1  # no retry: nothing had failed
+
+
+_EMFILE_CHILD = """
+import asyncio, resource, socket
+from aistream import AIStream, ConnectionLostError, RetryConfig
+from aistream._pool import ssl_context
+
+async def main() -> None:
+    ssl_context()  # loaded before the files run out, as in a process that already streamed
+    chat = AIStream("http://127.0.0.1:9/v1/chat/completions", model="m",
+                    retry=RetryConfig(max_retries=0))
+    try:
+        await chat.send("warm up")  # refused: every lazy import done before the files run out
+    except ConnectionLostError as exc:
+        assert "open-file limit" not in str(exc)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, soft), hard))
+    held = []
+    try:
+        while True:
+            held.append(socket.socket())
+    except OSError:
+        pass
+    try:
+        await chat.send("hi")
+    except ConnectionLostError as exc:
+        print("ERROR:", exc)
+    finally:
+        for s in held:
+            s.close()
+
+asyncio.run(main())
+"""
+
+
+def test_running_out_of_file_descriptors_says_to_raise_the_limit() -> None:
+    """EMFILE reads as a lost connection; the message must say what actually ran out."""
+    out = subprocess.run(
+        [sys.executable, "-c", _EMFILE_CHILD], capture_output=True, text=True, timeout=60
+    )
+    assert "ERROR:" in out.stdout, out.stderr[-2000:]
+    assert "open-file limit" in out.stdout and "ulimit -n" in out.stdout, out.stdout

@@ -332,6 +332,12 @@ class Transport:
                 "events; raise timeout if the server is slow to answer"
             ) from self._scrubbed(exc)
         except httpx.ConnectError as exc:
+            if "Too many open files" in str(exc):  # EMFILE: every stream holds a socket
+                raise ConnectionLostError(
+                    f"could not connect to {url}: this process has used up its open-file limit "
+                    "(each open stream holds a socket); raise it, e.g. `ulimit -n 8192` in the "
+                    "shell that starts the process (README: many streams in one process)"
+                ) from self._scrubbed(exc)
             raise ConnectionLostError(
                 f"could not connect to {url}: {self.redact(str(exc)) or type(exc).__name__}; "
                 "check the endpoint URL and that the server is running"
