@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import json
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aistream import AIStream, ConnectionLostError, ProtocolError, RetryConfig, StreamTimeoutError
 from aistream._connection import BODY_EXTENSION
@@ -189,6 +192,50 @@ def test_a_head_arrives_in_pieces_and_is_bounded() -> None:
     assert not head_of(b"HTTP/1.1 200 OK\r\nconnection: Close\r\n\r\n").keep_alive
     with pytest.raises(FramingError, match="longer than"):
         parse_head(b"HTTP/1.1 200 OK\r\n" + b"x-a: b\r\n" * (MAX_HEAD // 8))
+
+
+@st.composite
+def chunked_bodies(draw: st.DrawFn) -> tuple[list[bytes], bytes]:
+    """Random parts in random chunked framing: hex case, extensions, trailers."""
+    parts = draw(st.lists(st.binary(min_size=1, max_size=300), max_size=8))
+    wire = b""
+    for part in parts:
+        size = b"%x" % len(part)
+        if draw(st.booleans()):
+            size = size.upper()
+        ext = draw(st.sampled_from([b"", b";a=b", b' ;q="x y"']))
+        wire += size + ext + b"\r\n" + part + b"\r\n"
+    trailers = draw(st.sampled_from([b"", b"X-T: 1\r\n", b"A: b\r\nC: d\r\n"]))
+    return parts, wire + b"0\r\n" + trailers + b"\r\n"
+
+
+@given(chunked_bodies(), st.lists(st.integers(min_value=0, max_value=4000), max_size=12))
+@settings(max_examples=300, deadline=None)
+def test_chunked_framing_survives_any_split(
+    body: tuple[list[bytes], bytes], cuts: list[int]
+) -> None:
+    parts, wire = body
+    points = sorted({0, len(wire), *(c % (len(wire) + 1) for c in cuts)})
+    framing = Body(chunked=True, length=None)
+    out = b"".join(b"".join(framing.feed(wire[a:b])) for a, b in itertools.pairwise(points))
+    assert out == b"".join(parts) and framing.done and not framing.excess
+
+
+@given(st.binary(max_size=600), st.booleans())
+@settings(max_examples=500, deadline=None)
+def test_any_bytes_are_a_head_a_body_or_a_framing_error(data: bytes, chunked: bool) -> None:
+    """A hostile server can send anything: the parser answers or refuses, never crashes."""
+    try:
+        parse_head(b"HTTP/1.1 200 OK\r\n" + data)
+    except FramingError:
+        pass
+    framing = Body(chunked=chunked, length=None if chunked else 10)
+    try:
+        for i in range(0, len(data), 7):
+            framing.feed(data[i : i + 7])
+        framing.eof()
+    except FramingError:
+        pass
 
 
 # --- the connection, over loopback ------------------------------------------------------------
