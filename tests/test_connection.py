@@ -9,9 +9,14 @@ in the task's context, and refusing what a hostile or broken server sends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import itertools
 import json
+import os
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -131,6 +136,8 @@ def head_of(raw: bytes) -> Any:
         (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", b"POST", "chunked"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", b"POST", "chunked"),
         (b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", b"POST", "close"),
+        (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, \r\n\r\n", b"POST", "chunked"),
+        (b"HTTP/1.1 200 OK\r\ntransfer-encoding: ,chunked\r\n\r\n", b"POST", "chunked"),
         (b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n", b"POST", "length"),
         (b"HTTP/1.1 200 OK\r\ncontent-length: 7, 7\r\n\r\n", b"POST", "length"),
         (b"HTTP/1.1 200 OK\r\n\r\n", b"POST", "close"),
@@ -170,6 +177,7 @@ def test_a_bad_content_length_is_refused(raw: bytes) -> None:
     [
         pytest.param(b"HTTP/2 200\r\n\r\n", id="not-http1"),
         pytest.param(b"HTTP/1.1 20 OK\r\n\r\n", id="short-status"),
+        pytest.param(b"HTTP/1.1 099 Hm\r\n\r\n", id="status-below-100"),
         pytest.param(b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n", id="no-colon"),
         pytest.param(b"HTTP/1.1 200 OK\r\nx-a: 1\r\n folded\r\n\r\n", id="obs-fold"),
         pytest.param(b"HTTP/1.1 200 OK\r\nx a: 1\r\n\r\n", id="space-in-name"),
@@ -467,3 +475,199 @@ async def test_silence_after_tokens_is_a_read_timeout_while_pushing() -> None:
         async with chat:
             with pytest.raises(StreamTimeoutError, match=r"no data .* \(timeout\) after 3 events"):
                 await chat.send("hi")
+
+
+# --- what a hostile or broken peer does (each found in review against stock httpx) -------------
+
+
+RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class RawServer:
+    """An asyncio server with no HTTP in it: the handler reads and writes bytes itself."""
+
+    def __init__(self, handler: RawHandler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.url = ""
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> RawServer:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            self._writers.append(writer)
+            try:
+                await self.handler(reader, writer)
+            except ConnectionError:
+                pass
+
+        self._server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        for writer in self._writers:
+            writer.transport.abort()
+        self._server.close()
+        await self._server.wait_closed()
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP reset (RST), not a FIN."""
+    writer.get_extra_info("socket").setsockopt(
+        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+    )
+    writer.transport.abort()
+
+
+async def test_a_reset_cuts_a_body_read_until_close() -> None:
+    """A body with no length ends at a clean close; a reset there is a cut, not the end."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\npartial-")
+        await writer.drain()
+        reset(writer)
+
+    async with RawServer(handler) as server, new_client(5.0, UNLIMITED) as client:
+        with pytest.raises(httpx.ReadError):
+            async with client.stream("GET", server.url) as response:
+                async for _ in response.aiter_raw():
+                    pass
+
+
+async def test_a_body_other_than_its_content_length_is_never_sent() -> None:
+    """A Content-Length the caller set that the body overruns would put the rest on the wire
+    as a second request (smuggling); one it underruns would leave the server waiting."""
+    received = bytearray()
+    closed = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(1 << 16):
+            received.extend(data)
+        closed.set()
+
+    smuggled = b"GET /admin HTTP/1.1\r\nhost: x\r\n\r\n"
+
+    async def short() -> AsyncIterator[bytes]:
+        yield b"abc"
+
+    async with RawServer(handler) as server, new_client(5.0, UNLIMITED) as client:
+        with pytest.raises(httpx.LocalProtocolError, match=r"longer than its Content-Length \(3\)"):
+            await client.post(
+                server.url, content=b"abc" + smuggled, headers={"content-length": "3"}
+            )
+        await asyncio.wait_for(closed.wait(), 5.0)
+        assert b"/admin" not in received and received.startswith(b"POST / HTTP/1.1")
+        with pytest.raises(httpx.LocalProtocolError, match=r"3 bytes, not its Content-Length"):
+            await client.post(server.url, content=short(), headers={"content-length": "10"})
+        with pytest.raises(httpx.LocalProtocolError, match="invalid Content-Length"):
+            await client.post(server.url, content=b"abc", headers={"content-length": "+3"})
+
+
+async def test_an_early_answer_to_an_upload_is_the_response() -> None:
+    """A server may answer (413) before the body is all sent, then stop reading: that answer
+    is the response, as with httpx's own connections, not a write error."""
+    answered = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 413 Too Large\r\nconnection: close\r\ncontent-length: 8\r\n\r\ntoo big!"
+        )
+        await writer.drain()
+        writer.get_extra_info("socket").shutdown(socket.SHUT_WR)
+        answered.set()
+        while await reader.read(1 << 16):  # drain what still comes, then close
+            pass
+        writer.close()
+
+    async def upload() -> AsyncIterator[bytes]:
+        yield b"x" * (1 << 20)
+        await answered.wait()
+        for _ in range(63):  # the 413 arrives while these are written
+            yield b"x" * (1 << 20)
+
+    async with RawServer(handler) as server, new_client(5.0, UNLIMITED) as client:
+        response = await client.post(server.url, content=upload())
+        assert (response.status_code, response.content) == (413, b"too big!")
+
+
+async def test_a_push_that_ends_early_on_a_full_buffer_still_drains() -> None:
+    """Reading pauses while more than 256 KiB wait for a reader. A reader done after its
+    first piece must not leave it paused: the drain reads the rest and the connection is
+    reused."""
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            writer.write(b"".join(b"8000\r\n" + b"x" * 0x8000 + b"\r\n" for _ in range(10)))
+            await release.wait()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+
+    async with RawServer(handler) as server, new_client(5.0, UNLIMITED) as client:
+        for _ in range(2):
+            async with client.stream("GET", server.url) as response:
+                body = response.extensions[BODY_EXTENSION]
+                p = body._p
+                while not p.paused:  # 320 KiB arrive before the reader starts
+                    await wait_for_bytes(p, "waiter", 5.0, TimeoutError)
+                release.set()
+                assert await body.push(lambda piece: True)  # done after the first piece
+                await body.drain(5.0)
+                assert p.body.done
+            release.clear()
+        assert server.connections == 1
+
+
+def sockets() -> set[str]:
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if (target := os.readlink(f"/proc/self/fd/{fd}")).startswith("socket:"):
+                found.add(target)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts sockets in /proc")
+async def test_a_write_timeout_closes_the_socket_at_once() -> None:
+    """A server that never reads: after the write timeout, the socket is gone, not held open
+    by bytes waiting to be sent."""
+    accepted = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()
+        await asyncio.Event().wait()  # never reads
+
+    timeout = httpx.Timeout(5.0, write=0.2)
+    async with RawServer(handler) as server, new_client(timeout, UNLIMITED) as client:
+        before = sockets()
+        with pytest.raises(httpx.WriteTimeout):
+            await client.post(server.url, content=b"x" * (64 << 20))
+        assert accepted.is_set()
+        for _ in range(10):  # abort closes the socket on the loop's next turns
+            if len(sockets() - before) == 1:  # only the server's end
+                break
+            await asyncio.sleep(0)
+        assert len(sockets() - before) == 1
+
+
+async def test_a_reply_with_both_lengths_closes_its_connection() -> None:
+    """Transfer-Encoding and Content-Length both: read as chunked, then the connection is not
+    reused, since something on the way may have framed it by the length (RFC 9112 §6.3)."""
+    wire = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n" + chunked(
+        b"hello"
+    )
+    async with raw_server(wire, keep_open=True) as server:
+        async with new_client(5.0, UNLIMITED) as client:
+            for _ in range(2):
+                assert (await client.get(server.url)).content == b"hello"
+        assert server.connections == 2

@@ -208,7 +208,7 @@ class _Protocol(asyncio.Protocol):
         elif self.state == _BODY:
             body = self.body
             assert body is not None
-            if exc is not None and not body.until_close:
+            if exc is not None:  # a reset: even a body read until close was cut
                 self._fail(httpcore.ReadError(str(exc) or type(exc).__name__))
                 return
             try:
@@ -335,6 +335,9 @@ class ResponseBody:
         p = self._p
         loop = asyncio.get_running_loop()
         pieces, p.pieces, p.size = p.pieces, [], 0  # what came with the head
+        if p.paused and p.transport is not None:
+            p.paused = False
+            p.transport.resume_reading()
         if pieces and _deliver(sink, pieces):
             p.discard = True
             return True
@@ -342,9 +345,6 @@ class ResponseBody:
             raise _AS_HTTPX.get(type(p.failure), httpx.TransportError)(str(p.failure))
         if p.body is None or p.body.done:
             return False
-        if p.paused and p.transport is not None:
-            p.paused = False
-            p.transport.resume_reading()
         pushed: asyncio.Future[bool] = loop.create_future()
         p.pushed, p.sink, p.ctx, p.last = pushed, sink, contextvars.copy_context(), loop.time()
         timer = _Silence(loop, p, self._read_timeout) if self._read_timeout is not None else None
@@ -364,6 +364,10 @@ class ResponseBody:
         p = self._p
         p.discard = True
         p.pieces.clear()
+        p.size = 0
+        if p.paused and p.transport is not None:
+            p.paused = False
+            p.transport.resume_reading()
         body = p.body
         if body is None or body.done or p.failure is not None:
             return
@@ -398,6 +402,14 @@ class _Silence:
 
     def close(self) -> None:
         self._handle.cancel()
+
+
+def _smuggled(head: Head) -> bool:
+    """Transfer-Encoding and Content-Length both: the body follows Transfer-Encoding, and the
+    connection is closed after it (RFC 9112 §6.3), since a proxy on the way may have read it
+    the other way."""
+    names = {n.lower() for n, _ in head.headers}
+    return b"transfer-encoding" in names and b"content-length" in names
 
 
 class Connection(httpcore.AsyncConnectionInterface):
@@ -449,7 +461,12 @@ class Connection(httpcore.AsyncConnectionInterface):
         except BaseException:
             self._close()
             raise
-        self._reusable = head.keep_alive and self._connection_header_allows(request)
+        self._reusable = (
+            head.keep_alive
+            and not p.unexpected  # the server answered before the request was sent
+            and not _smuggled(head)
+            and self._connection_header_allows(request)
+        )
         body = ResponseBody(self, p, read)
         return httpcore.Response(
             status=head.status,
@@ -509,28 +526,52 @@ class Connection(httpcore.AsyncConnectionInterface):
             raise httpcore.LocalProtocolError("illegal characters in the request line")
         lines = [request.method, b" ", url.target, b" HTTP/1.1\r\n"]
         chunked = False
+        declared: int | None = None
         for name, value in request.headers:
             if _NAME.fullmatch(name) is None or _BAD.search(value):
                 raise httpcore.LocalProtocolError(
                     f"illegal header {name[:40]!r}: a header name must be a token, and no "
                     "header may hold CR, LF or NUL"
                 )
-            if name.lower() == b"transfer-encoding" and value.lower() == b"chunked":
+            lower = name.lower()
+            if lower == b"transfer-encoding" and value.lower() == b"chunked":
                 chunked = True
+            elif lower == b"content-length":
+                if not value.isdigit() or declared is not None:
+                    raise httpcore.LocalProtocolError(f"invalid Content-Length {value[:40]!r}")
+                declared = int(value)
             lines += (name, b": ", value, b"\r\n")
         lines.append(b"\r\n")
         await self._write(p, b"".join(lines), timeout)
+        sent = 0
         async for part in cast(AsyncIterable[bytes], request.stream):  # httpx's streams are async
+            sent += len(part)
+            if not chunked and declared is not None and sent > declared:
+                raise httpcore.LocalProtocolError(  # never smuggle bytes past the length
+                    f"the request body is longer than its Content-Length ({declared})"
+                )
             if chunked and part:
                 part = b"%x\r\n%s\r\n" % (len(part), part)
-            await self._write(p, part, timeout)
+            if not await self._write(p, part, timeout):
+                return  # the server answered already: read that answer
+        if not chunked and declared is not None and sent != declared:
+            raise httpcore.LocalProtocolError(
+                f"the request body is {sent} bytes, not its Content-Length ({declared})"
+            )
         if chunked:
             await self._write(p, b"0\r\n\r\n", timeout)
 
     @staticmethod
-    async def _write(p: _Protocol, data: bytes, timeout: float | None) -> None:
+    async def _write(p: _Protocol, data: bytes, timeout: float | None) -> bool:
+        """Send `data`; False when the server has already answered (an early 413), so the
+        caller stops sending and reads that answer (the connection is not reused then)."""
+        if p.failure is not None:
+            raise p.failure
+        if p.head is not None:
+            p.unexpected = True
+            return False
         if not data:
-            return
+            return True
         transport = p.transport
         if transport is None or transport.is_closing():
             if p.failure is not None:
@@ -539,6 +580,7 @@ class Connection(httpcore.AsyncConnectionInterface):
         transport.write(data)
         if p.write_paused:
             await _wait(p, "drained", timeout, httpcore.WriteTimeout)
+        return True
 
     async def _response_closed(self) -> None:
         """The response was closed: keep the connection when its body was read to the end."""
@@ -569,10 +611,15 @@ class Connection(httpcore.AsyncConnectionInterface):
         self._closed = True
         self._busy = False
         p = self._p
-        if p is not None and p.transport is not None and not p.transport.is_closing():
-            if p.transport.get_extra_info("ssl_object") is not None:
-                p.transport.abort()  # no close_notify wait (up to 30 s for a silent peer)
-            else:
+        if p is not None and p.transport is not None:
+            # abort, not close, for TLS (no close_notify wait: up to 30 s for a silent peer)
+            # and for unsent bytes (a peer that never reads would keep the socket open)
+            if (
+                p.transport.get_extra_info("ssl_object") is not None
+                or p.transport.get_write_buffer_size()
+            ):
+                p.transport.abort()
+            elif not p.transport.is_closing():
                 p.transport.close()
 
     async def aclose(self) -> None:

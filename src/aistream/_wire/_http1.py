@@ -18,7 +18,7 @@ __all__ = ["MAX_HEAD", "Body", "FramingError", "Head", "parse_head"]
 MAX_HEAD: Final = 64 * 1024
 _MAX_LINE: Final = 4096  # a chunk-size line or one trailer line
 
-_STATUS = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\r\n]*))?")
+_STATUS = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: ([^\r\n]*))?")
 _NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
 
@@ -99,10 +99,15 @@ class Body:
         """The framing `head` announces for a request made with `method`."""
         if method == b"HEAD" or head.status in (204, 304) or 100 <= head.status < 200:
             return cls(chunked=False, length=0)
-        codings = [v for n, v in head.headers if n.lower() == b"transfer-encoding"]
+        codings = [  # empty list elements are ignored (RFC 9110 §5.6.1)
+            c.strip().lower()
+            for n, v in head.headers
+            if n.lower() == b"transfer-encoding"
+            for c in v.split(b",")
+            if c.strip()
+        ]
         if codings:
-            last = b",".join(codings).split(b",")[-1].strip().lower()
-            return cls(chunked=last == b"chunked", length=None)  # else: until close
+            return cls(chunked=codings[-1] == b"chunked", length=None)  # else: until close
         lengths = {v for n, v in head.headers if n.lower() == b"content-length"}
         if not lengths:
             return cls(chunked=False, length=None)
