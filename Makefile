@@ -4,14 +4,23 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench chaos fuzz clean redis-server npm-ai chromium screenshots bench-litellm
+.PHONY: lock demo test lint typecheck bench chaos fuzz clean redis-server npm-ai chromium screenshots bench-litellm
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "aistream needs Python 3.11 or newer; set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[server,dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[server,dev]'
 	@touch $(STAMP)
+
+# Re-pin constraints.txt to the newest releases pyproject.toml allows (then run `make test`).
+lock:
+	rm -rf .cache/lock-venv
+	$(PYTHON) -m venv .cache/lock-venv
+	.cache/lock-venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[server,dev]'
+	{ sed -n '1,3p' constraints.txt; .cache/lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^aistream'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf .cache/lock-venv
 
 demo: $(STAMP)
 	$(BIN)/aistream demo
