@@ -190,6 +190,12 @@ def test_a_malformed_head_is_refused(raw: bytes) -> None:
         parse_head(raw)
 
 
+@pytest.mark.parametrize(("version", "kept"), [(b"1.0", False), (b"1.1", True), (b"1.2", True)])
+def test_a_later_minor_version_reads_as_http11(version: bytes, kept: bool) -> None:
+    head = head_of(b"HTTP/" + version + b" 200 OK\r\ncontent-length: 0\r\n\r\n")
+    assert (head.status, head.keep_alive, head.http10) == (200, kept, not kept)
+
+
 def test_a_head_arrives_in_pieces_and_is_bounded() -> None:
     raw = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nX-Long:  v \r\n\r\nbody"
     assert parse_head(raw[:20]) is None

@@ -18,7 +18,8 @@ __all__ = ["MAX_HEAD", "Body", "FramingError", "Head", "parse_head"]
 MAX_HEAD: Final = 64 * 1024
 _MAX_LINE: Final = 4096  # a chunk-size line or one trailer line
 
-_STATUS = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: ([^\r\n]*))?")
+# HTTP/1.2 and later minors read as 1.1 (RFC 9112 §2.3); status codes start at 100
+_STATUS = re.compile(rb"HTTP/1\.([0-9]) ([1-9][0-9]{2})(?: ([^\r\n]*))?")
 _NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
 
