@@ -26,9 +26,10 @@ from hypothesis import strategies as st
 
 from aistream import AIStream, ConnectionLostError, ProtocolError, RetryConfig, StreamTimeoutError
 from aistream._connection import BODY_EXTENSION
-from aistream._connection import _wait as wait_for_bytes
+from aistream._connection import wait_on as wait_for_bytes
 from aistream._pool import UNLIMITED, new_client
-from aistream._wire._http1 import MAX_HEAD, Body, FramingError, parse_head
+from aistream._wire._http1 import MAX_HEAD, Body, FramingError, RequestError, parse_head
+from aistream._wire._http1 import Request as Outgoing
 from tests.loopback import LoopbackServer, Reply, Request, openai_events
 
 TOKENS = ["One", " two", " three"]
@@ -250,6 +251,45 @@ def test_any_bytes_are_a_head_a_body_or_a_framing_error(data: bytes, chunked: bo
         framing.eof()
     except FramingError:
         pass
+
+
+def test_a_request_goes_on_the_wire_as_its_head_declares() -> None:
+    plain = Outgoing(b"POST", b"/v1?a=1", [(b"host", b"x"), (b"content-length", b"5")])
+    assert plain.head == b"POST /v1?a=1 HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\n"
+    assert [plain.frame(b"he"), plain.frame(b"llo"), plain.end()] == [b"he", b"llo", b""]
+    chunks = Outgoing(b"POST", b"/", [(b"Transfer-Encoding", b"chunked")])
+    wire = [chunks.frame(b"hello"), chunks.frame(b""), chunks.end()]
+    assert wire == [b"5\r\nhello\r\n", b"", b"0\r\n\r\n"]
+    unknown = Outgoing(b"GET", b"/", [])
+    assert unknown.frame(b"") == b"" and unknown.end() == b""
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "headers", "message"),
+    [
+        (b"GET", b"/a b", [], "request line"),
+        (b"GET\r\n", b"/", [], "request line"),
+        (b"GET", b"/", [(b"x a", b"1")], "illegal header"),
+        (b"GET", b"/", [(b"x-a", b"1\r\nx-b: 2")], "illegal header"),
+        (b"GET", b"/", [(b"content-length", b"-1")], "invalid Content-Length"),
+        (b"GET", b"/", [(b"content-length", b"1"), (b"content-length", b"1")], "invalid"),
+    ],
+)
+def test_a_request_that_cannot_be_sent_is_refused(
+    method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], message: str
+) -> None:
+    with pytest.raises(RequestError, match=message):
+        Outgoing(method, target, headers)
+
+
+def test_a_request_body_must_match_its_content_length() -> None:
+    over = Outgoing(b"POST", b"/", [(b"content-length", b"3")])
+    with pytest.raises(RequestError, match=r"longer than its Content-Length \(3\)"):
+        over.frame(b"abcd")
+    under = Outgoing(b"POST", b"/", [(b"content-length", b"3")])
+    under.frame(b"ab")
+    with pytest.raises(RequestError, match="2 bytes, not its Content-Length"):
+        under.end()
 
 
 # --- the connection, over loopback ------------------------------------------------------------

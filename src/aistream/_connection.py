@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import ipaddress
-import re
 import select
 import socket
 import ssl
@@ -31,17 +30,27 @@ from typing import Any, cast
 import httpcore
 import httpx
 
-from ._wire._http1 import Body, FramingError, Head, parse_head
+from ._wire._http1 import Body, FramingError, Head, Request, RequestError, parse_head
 
-__all__ = ["BODY_EXTENSION", "Connection", "ResponseBody", "is_ip", "loop_clock", "readable"]
+__all__ = [
+    "BODY_EXTENSION",
+    "HIGH_WATER",
+    "LOW_WATER",
+    "Connection",
+    "ResponseBody",
+    "is_ip",
+    "loop_clock",
+    "readable",
+    "shut",
+    "wait_on",
+    "wake",
+]
 
 #: The response extension that holds a `ResponseBody` (httpx hands extensions through).
 BODY_EXTENSION = "aistream_body"
 
-_HIGH_WATER = 256 * 1024  # pulled bytes buffered before the socket stops being read
-_LOW_WATER = 64 * 1024
-_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD = re.compile(rb"[\x00\r\n]")
+HIGH_WATER = 256 * 1024  # bytes buffered for a reader before the socket stops being read
+LOW_WATER = 64 * 1024  # where a pulled reader resumes it
 
 _IDLE, _HEAD, _BODY = 0, 1, 2
 _Failure = httpcore.NetworkError | httpcore.RemoteProtocolError | httpcore.TimeoutException
@@ -151,16 +160,16 @@ class _Protocol(asyncio.Protocol):
                 self.pieces.extend(pieces)
                 for piece in pieces:
                     self.size += len(piece)
-                if self.size > _HIGH_WATER and not self.paused and self.transport is not None:
+                if self.size > HIGH_WATER and not self.paused and self.transport is not None:
                     self.paused = True
                     self.transport.pause_reading()
-                _wake(self.waiter)
+                wake(self.waiter)
         if body.done:
             if body.excess:
                 self.unexpected = True
             self.state = _IDLE
             _resolve(self.pushed, False)
-            _wake(self.waiter)
+            wake(self.waiter)
 
     def _parse_head(self) -> None:
         while True:
@@ -183,7 +192,7 @@ class _Protocol(asyncio.Protocol):
             self.head_buf = bytearray()
             self.state = _BODY
             self._body_bytes(rest)
-            _wake(self.waiter)
+            wake(self.waiter)
             return
 
     def eof_received(self) -> bool:
@@ -192,7 +201,7 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed(exc)
-        _wake(self.drained)
+        wake(self.drained)
 
     def _closed(self, exc: Exception | None) -> None:
         if self.eof:
@@ -228,9 +237,17 @@ class _Protocol(asyncio.Protocol):
         self._detach()
         if pushed is not None and not pushed.done():
             pushed.set_exception(_AS_HTTPX.get(type(error), httpx.TransportError)(str(error)))
-        _wake(self.waiter)
+        wake(self.waiter)
         if self.transport is not None:
             self.transport.abort()
+
+    def take(self) -> list[bytes]:
+        """The buffered body pieces, handed over; reading resumes if it paused for them."""
+        pieces, self.pieces, self.size = self.pieces, [], 0
+        if self.paused and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+        return pieces
 
     def _detach(self) -> None:
         self.sink = None
@@ -242,7 +259,7 @@ class _Protocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        _wake(self.drained)
+        wake(self.drained)
 
 
 def loop_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
@@ -259,7 +276,7 @@ def _deliver(sink: Callable[[bytes], bool], pieces: list[bytes]) -> bool:
     return False
 
 
-def _wake(waiter: asyncio.Future[None] | None) -> None:
+def wake(waiter: asyncio.Future[None] | None) -> None:
     if waiter is not None and not waiter.done():
         waiter.set_result(None)
 
@@ -269,14 +286,24 @@ def _resolve(future: asyncio.Future[bool] | None, value: bool) -> None:
         future.set_result(value)
 
 
+def shut(transport: asyncio.Transport) -> None:
+    """Close a connection we give up on. Abort, not close, for TLS (no close_notify wait: up
+    to 30 s for a silent peer) and for unsent bytes (a peer that never reads would hold the
+    socket open)."""
+    if transport.get_extra_info("ssl_object") is not None or transport.get_write_buffer_size():
+        transport.abort()
+    elif not transport.is_closing():
+        transport.close()
+
+
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
 
 
-async def _wait(
-    p: _Protocol, slot: str, seconds: float | None, on_timeout: type[Exception]
-) -> None:
+async def wait_on(p: object, slot: str, seconds: float | None, on_timeout: type[Exception]) -> None:
+    """Park on a future in `p`'s attribute `slot` until a protocol callback wakes it (`wake`),
+    raising `on_timeout` after `seconds`: one future and one timer, no task."""
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()
     setattr(p, slot, waiter)
@@ -306,21 +333,15 @@ class ResponseBody:
         p = self._p
         while True:
             if p.pieces:
-                pieces = p.pieces
-                data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-                pieces.clear()
-                p.size = 0
-                if p.paused and p.transport is not None:
-                    p.paused = False
-                    p.transport.resume_reading()
-                yield data
+                pieces = p.take()
+                yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
                 continue
             if p.failure is not None:
                 raise p.failure
             body = p.body
             if body is None or body.done:
                 return
-            await _wait(p, "waiter", self._read_timeout, httpcore.ReadTimeout)
+            await wait_on(p, "waiter", self._read_timeout, httpcore.ReadTimeout)
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -334,10 +355,7 @@ class ResponseBody:
         RemoteProtocolError), and whatever `sink` raised."""
         p = self._p
         loop = asyncio.get_running_loop()
-        pieces, p.pieces, p.size = p.pieces, [], 0  # what came with the head
-        if p.paused and p.transport is not None:
-            p.paused = False
-            p.transport.resume_reading()
+        pieces = p.take()  # what came with the head
         if pieces and _deliver(sink, pieces):
             p.discard = True
             return True
@@ -363,18 +381,14 @@ class ResponseBody:
         come."""
         p = self._p
         p.discard = True
-        p.pieces.clear()
-        p.size = 0
-        if p.paused and p.transport is not None:
-            p.paused = False
-            p.transport.resume_reading()
+        p.take()
         body = p.body
         if body is None or body.done or p.failure is not None:
             return
         try:
             async with asyncio.timeout(seconds):
                 while not body.done and p.failure is None:
-                    await _wait(p, "waiter", None, httpcore.ReadTimeout)
+                    await wait_on(p, "waiter", None, httpcore.ReadTimeout)
         except TimeoutError:
             pass
 
@@ -456,7 +470,7 @@ class Connection(httpcore.AsyncConnectionInterface):
             while p.head is None:
                 if p.failure is not None:
                     raise p.failure
-                await _wait(p, "waiter", read, httpcore.ReadTimeout)
+                await wait_on(p, "waiter", read, httpcore.ReadTimeout)
             head = p.head
         except BaseException:
             self._close()
@@ -521,45 +535,15 @@ class Connection(httpcore.AsyncConnectionInterface):
         return protocol
 
     async def _send(self, p: _Protocol, request: httpcore.Request, timeout: float | None) -> None:
-        url = request.url
-        if _BAD.search(request.method) or _BAD.search(url.target) or b" " in url.target:
-            raise httpcore.LocalProtocolError("illegal characters in the request line")
-        lines = [request.method, b" ", url.target, b" HTTP/1.1\r\n"]
-        chunked = False
-        declared: int | None = None
-        for name, value in request.headers:
-            if _NAME.fullmatch(name) is None or _BAD.search(value):
-                raise httpcore.LocalProtocolError(
-                    f"illegal header {name[:40]!r}: a header name must be a token, and no "
-                    "header may hold CR, LF or NUL"
-                )
-            lower = name.lower()
-            if lower == b"transfer-encoding" and value.lower() == b"chunked":
-                chunked = True
-            elif lower == b"content-length":
-                if not value.isdigit() or declared is not None:
-                    raise httpcore.LocalProtocolError(f"invalid Content-Length {value[:40]!r}")
-                declared = int(value)
-            lines += (name, b": ", value, b"\r\n")
-        lines.append(b"\r\n")
-        await self._write(p, b"".join(lines), timeout)
-        sent = 0
-        async for part in cast(AsyncIterable[bytes], request.stream):  # httpx's streams are async
-            sent += len(part)
-            if not chunked and declared is not None and sent > declared:
-                raise httpcore.LocalProtocolError(  # never smuggle bytes past the length
-                    f"the request body is longer than its Content-Length ({declared})"
-                )
-            if chunked and part:
-                part = b"%x\r\n%s\r\n" % (len(part), part)
-            if not await self._write(p, part, timeout):
-                return  # the server answered already: read that answer
-        if not chunked and declared is not None and sent != declared:
-            raise httpcore.LocalProtocolError(
-                f"the request body is {sent} bytes, not its Content-Length ({declared})"
-            )
-        if chunked:
-            await self._write(p, b"0\r\n\r\n", timeout)
+        try:
+            wire = Request(request.method, request.url.target, request.headers)
+            await self._write(p, wire.head, timeout)
+            async for part in cast(AsyncIterable[bytes], request.stream):  # httpx's are async
+                if not await self._write(p, wire.frame(part), timeout):
+                    return  # the server answered already: read that answer
+            await self._write(p, wire.end(), timeout)
+        except RequestError as exc:
+            raise httpcore.LocalProtocolError(str(exc)) from None
 
     @staticmethod
     async def _write(p: _Protocol, data: bytes, timeout: float | None) -> bool:
@@ -579,7 +563,7 @@ class Connection(httpcore.AsyncConnectionInterface):
             raise httpcore.WriteError("the connection is closed")
         transport.write(data)
         if p.write_paused:
-            await _wait(p, "drained", timeout, httpcore.WriteTimeout)
+            await wait_on(p, "drained", timeout, httpcore.WriteTimeout)
         return True
 
     async def _response_closed(self) -> None:
@@ -596,11 +580,7 @@ class Connection(httpcore.AsyncConnectionInterface):
             and p.body.done
         ):
             p.body = p.head = None
-            p.pieces.clear()  # a body that came whole but was not read: not the next reply's
-            p.size = 0
-            if p.paused and p.transport is not None:
-                p.paused = False
-                p.transport.resume_reading()
+            p.take()  # a body that came whole but was not read: not the next reply's
             self._busy = False
             if self._keepalive_expiry is not None:
                 self._expire_at = asyncio.get_running_loop().time() + self._keepalive_expiry
@@ -610,17 +590,8 @@ class Connection(httpcore.AsyncConnectionInterface):
     def _close(self) -> None:
         self._closed = True
         self._busy = False
-        p = self._p
-        if p is not None and p.transport is not None:
-            # abort, not close, for TLS (no close_notify wait: up to 30 s for a silent peer)
-            # and for unsent bytes (a peer that never reads would keep the socket open)
-            if (
-                p.transport.get_extra_info("ssl_object") is not None
-                or p.transport.get_write_buffer_size()
-            ):
-                p.transport.abort()
-            elif not p.transport.is_closing():
-                p.transport.close()
+        if self._p is not None and self._p.transport is not None:
+            shut(self._p.transport)
 
     async def aclose(self) -> None:
         self._close()

@@ -35,7 +35,16 @@ from typing import Any, cast
 import httpcore
 import httpx
 
-from ._connection import Connection, is_ip, readable
+from ._connection import (
+    HIGH_WATER,
+    LOW_WATER,
+    Connection,
+    is_ip,
+    readable,
+    shut,
+    wait_on,
+    wake,
+)
 
 __all__ = [
     "UNLIMITED",
@@ -54,8 +63,6 @@ _LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepal
 UNLIMITED = httpx.Limits(  # the shared pool's and the relay's: an `OpenPool`
     max_connections=None, max_keepalive_connections=100, keepalive_expiry=5.0
 )
-_HIGH_WATER = 256 * 1024  # bytes buffered before the socket stops being read
-_LOW_WATER = 64 * 1024
 
 
 @functools.cache
@@ -374,7 +381,7 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
 
 class _Reader(asyncio.Protocol):
     """Buffers what the socket delivers; wakes the one reader waiting; stops reading past
-    `_HIGH_WATER` until the reader has taken the buffer below `_LOW_WATER`."""
+    `HIGH_WATER` until the reader has taken the buffer below `LOW_WATER`."""
 
     __slots__ = (
         "chunks",
@@ -406,38 +413,28 @@ class _Reader(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.chunks.append(data)
         self.size += len(data)
-        if self.size > _HIGH_WATER and not self.paused and self.transport is not None:
+        if self.size > HIGH_WATER and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
-        _wake(self.waiter)
+        wake(self.waiter)
 
     def eof_received(self) -> bool:
         self.eof = True
-        _wake(self.waiter)
+        wake(self.waiter)
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
         self.error = exc
-        _wake(self.waiter)
-        _wake(self.drained)
+        wake(self.waiter)
+        wake(self.drained)
 
     def pause_writing(self) -> None:
         self.write_paused = True
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        _wake(self.drained)
-
-
-def _wake(waiter: asyncio.Future[None] | None) -> None:
-    if waiter is not None and not waiter.done():
-        waiter.set_result(None)
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
+        wake(self.drained)
 
 
 class _Stream(httpcore.AsyncNetworkStream):
@@ -450,7 +447,7 @@ class _Stream(httpcore.AsyncNetworkStream):
         p = self._protocol
         if not p.chunks:
             if not p.eof:  # the common wait: one future, one timer
-                await self._wait(p, "waiter", timeout, httpcore.ReadTimeout)
+                await wait_on(p, "waiter", timeout, httpcore.ReadTimeout)
             if not p.chunks:
                 if p.error is not None:
                     raise httpcore.ReadError(str(p.error) or type(p.error).__name__)
@@ -462,7 +459,7 @@ class _Stream(httpcore.AsyncNetworkStream):
             chunks.append(data[max_bytes:])
             data = data[:max_bytes]
         p.size -= len(data)
-        if p.paused and p.size < _LOW_WATER and p.transport is not None:
+        if p.paused and p.size < LOW_WATER and p.transport is not None:
             p.paused = False
             p.transport.resume_reading()
         return data
@@ -475,34 +472,14 @@ class _Stream(httpcore.AsyncNetworkStream):
             raise httpcore.WriteError("the connection is closed")
         p.transport.write(buffer)
         if p.write_paused:
-            await self._wait(p, "drained", timeout, httpcore.WriteTimeout)
+            await wait_on(p, "drained", timeout, httpcore.WriteTimeout)
             if p.error is not None:
                 raise httpcore.WriteError(str(p.error) or type(p.error).__name__)
-
-    @staticmethod
-    async def _wait(
-        p: _Reader, slot: str, seconds: float | None, on_timeout: type[Exception]
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        setattr(p, slot, waiter)
-        timer = loop.call_later(seconds, _expire, waiter) if seconds is not None else None
-        try:
-            await waiter
-        except TimeoutError:
-            raise on_timeout(f"nothing happened for {seconds:g} s") from None
-        finally:
-            setattr(p, slot, None)
-            if timer is not None:
-                timer.cancel()
 
     async def aclose(self) -> None:
         transport = self._protocol.transport
         if transport is not None and not transport.is_closing():
-            if transport.get_extra_info("ssl_object") is not None:
-                transport.abort()  # no close_notify wait (up to 30 s for a silent peer)
-            else:
-                transport.close()
+            shut(transport)
             await asyncio.sleep(0)  # let the loop release the socket now
 
     async def start_tls(

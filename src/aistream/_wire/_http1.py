@@ -1,4 +1,5 @@
-"""HTTP/1.1 responses from bytes: the head, and the body's framing (sans-I/O, no sockets).
+"""HTTP/1.1 responses from bytes: the head, and the body's framing; and requests to bytes
+(sans-I/O, no sockets).
 
 `_connection` feeds it what a socket delivers. Written for our own pools' hot path: per token,
 a server's one-chunk SSE event must cost a few hundred nanoseconds here (h11, which httpcore
@@ -12,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["MAX_HEAD", "Body", "FramingError", "Head", "parse_head"]
+__all__ = ["MAX_HEAD", "Body", "FramingError", "Head", "Request", "RequestError", "parse_head"]
 
 #: Longest response head accepted (h11's default limit is 16 KiB; gateways send more cookies).
 MAX_HEAD: Final = 64 * 1024
@@ -22,10 +23,15 @@ _MAX_LINE: Final = 4096  # a chunk-size line or one trailer line
 _STATUS = re.compile(rb"HTTP/1\.([0-9]) ([1-9][0-9]{2})(?: ([^\r\n]*))?")
 _NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
+_CTL = re.compile(rb"[\x00\r\n]")
 
 
 class FramingError(Exception):
     """The peer broke HTTP/1.1: a malformed head, length or chunk."""
+
+
+class RequestError(ValueError):
+    """A request that cannot go on the wire as it is (a caller's mistake, not the peer's)."""
 
 
 class Head:
@@ -217,3 +223,56 @@ class Body:
             f"peer closed connection without sending complete message body: {self._left} "
             "bytes missing"
         )
+
+
+class Request:
+    """One request as bytes: `head`, then each body part through `frame`, then `end`. The body
+    is checked against the Content-Length its head declares: bytes past it would reach the
+    server as the start of a second request (smuggling)."""
+
+    __slots__ = ("chunked", "head", "length", "sent")
+
+    def __init__(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        if _CTL.search(method) or _CTL.search(target) or b" " in target:
+            raise RequestError("illegal characters in the request line")
+        lines = [method, b" ", target, b" HTTP/1.1\r\n"]
+        self.chunked = False
+        self.length: int | None = None
+        self.sent = 0
+        for name, value in headers:
+            if _NAME.fullmatch(name) is None or _CTL.search(value):
+                raise RequestError(
+                    f"illegal header {name[:40]!r}: a header name must be a token, and no "
+                    "header may hold CR, LF or NUL"
+                )
+            lower = name.lower()
+            if lower == b"transfer-encoding" and value.lower() == b"chunked":
+                self.chunked = True
+            elif lower == b"content-length":
+                if not value.isdigit() or self.length is not None:
+                    raise RequestError(f"invalid Content-Length {value[:40]!r}")
+                self.length = int(value)
+            lines += (name, b": ", value, b"\r\n")
+        lines.append(b"\r\n")
+        self.head = b"".join(lines)
+
+    def frame(self, part: bytes) -> bytes:
+        """`part` of the body as it goes on the wire."""
+        if self.chunked:
+            return b"%x\r\n%s\r\n" % (len(part), part) if part else b""
+        self.sent += len(part)
+        if self.length is not None and self.sent > self.length:
+            raise RequestError(
+                f"the request body is longer than its Content-Length ({self.length})"
+            )
+        return part
+
+    def end(self) -> bytes:
+        """What goes on the wire after the last part."""
+        if self.chunked:
+            return b"0\r\n\r\n"
+        if self.length is not None and self.sent != self.length:
+            raise RequestError(
+                f"the request body is {self.sent} bytes, not its Content-Length ({self.length})"
+            )
+        return b""
